@@ -1,0 +1,219 @@
+"""RunConfig: every run-config key, its default, type and allowed values.
+
+The one source of configuration. ``pyproject.toml`` ``[tool.flwr.app.config]`` holds
+the same defaults for ``flwr run``; :func:`RunConfig.from_mapping` validates a
+run-config once, at start, and raises :class:`ConfigError` with a one-line message
+naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+METHODS = ("finetune", "disco", "zeroshot")
+SCENARIOS = ("hom", "het")
+SETTINGS = ("task", "capability")
+MODELS = ("tiny",)
+SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedadagrad", "fedyogi")
+SSA_MODES = ("softmax", "concat", "cosine", "argmax")
+TOKEN_SOURCES = ("text",)
+IDENTITY_ENCODERS = ("minilm",)
+
+
+class ConfigError(ValueError):
+    """A run-config key has a bad value."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Validated run configuration (Python names are the keys in snake_case)."""
+
+    method: str = "finetune"
+    scenario: str = "hom"
+    setting: str = "task"
+    beta: float = 1.0
+    num_clients: int = 10
+    clients_per_round: int = 5
+    rounds_per_stage: int = 3
+    local_epochs: int = 1
+    batch_size: int = 16
+    lr: float = 3e-3
+    projector_lr: float = 3e-4
+    train_projector: bool = True
+    warmup_ratio: float = 0.03
+    lora_rank: int = 32
+    lora_alpha: float = 64.0
+    lora_dropout: float = 0.05
+    num_subspaces: int = 8
+    tau: float = 0.9
+    ssa_mode: str = "softmax"
+    ssa_eps: float = 0.05
+    token_source: str = "text"
+    identity_encoder: str = "minilm"
+    server_optimizer: str = "fedavg"
+    server_lr: float = 1.0
+    server_momentum: float = 0.9
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_eps: float = 1e-3
+    seed: int = 0
+    data_seed: int = 0
+    model: str = "tiny"
+    model_path: str = ""
+    data_root: str = ""
+    train_size: int = 400
+    test_size: int = 50
+    min_client_size: int = 2
+    max_new_tokens: int = 8
+    results_dir: str = "results"
+    run_name: str = ""
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
+        """Build from a run-config mapping (kebab-case keys), validating every key.
+
+        Raises
+        ------
+        ConfigError
+            On an unknown key, a wrong type or a value out of range.
+        """
+        known = {f.name.replace("_", "-"): f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"unknown run-config key {key!r}; known keys: {sorted(known)}")
+            field = known[key]
+            kwargs[field.name] = _coerce(key, value, type(getattr(cls(), field.name)))
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The config as kebab-case run-config keys."""
+        return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A validated copy with ``changes`` applied."""
+        config = dataclasses.replace(self, **changes)
+        config.validate()
+        return config
+
+    @property
+    def subspace_rank(self) -> int:
+        """Rank of one DISCO subspace (``lora_rank / num_subspaces``)."""
+        return self.lora_rank // self.num_subspaces
+
+    @property
+    def lora_scaling(self) -> float:
+        """LoRA output scale ``alpha / r`` (the reference uses 128 / 64 = 2)."""
+        return self.lora_alpha / self.lora_rank
+
+    @property
+    def resolved_run_name(self) -> str:
+        """``run_name`` or one derived from the method and setting."""
+        if self.run_name:
+            return self.run_name
+        return (
+            f"{self.method}-{self.scenario}-{self.setting}-b{self.beta:g}-s{self.seed}"
+        )
+
+    @property
+    def run_dir(self) -> Path:
+        """Results directory of this run."""
+        return Path(self.results_dir).expanduser() / self.resolved_run_name
+
+    def validate(self) -> None:
+        """Check every value; raise :class:`ConfigError` naming the first bad key."""
+        _choice("method", self.method, METHODS)
+        _choice("scenario", self.scenario, SCENARIOS)
+        _choice("setting", self.setting, SETTINGS)
+        _choice("model", self.model, MODELS)
+        _choice("server-optimizer", self.server_optimizer, SERVER_OPTIMIZERS)
+        _choice("ssa-mode", self.ssa_mode, SSA_MODES)
+        _choice("token-source", self.token_source, TOKEN_SOURCES)
+        _choice("identity-encoder", self.identity_encoder, IDENTITY_ENCODERS)
+        for key in ("beta", "lr", "projector-lr", "lora-alpha", "ssa-eps", "server-lr"):
+            _positive(key, getattr(self, key.replace("-", "_")))
+        for key in (
+            "num-clients",
+            "clients-per-round",
+            "rounds-per-stage",
+            "local-epochs",
+            "batch-size",
+            "lora-rank",
+            "num-subspaces",
+            "train-size",
+            "test-size",
+            "min-client-size",
+            "max-new-tokens",
+        ):
+            _positive(key, getattr(self, key.replace("-", "_")))
+        if self.clients_per_round > self.num_clients:
+            raise ConfigError(
+                f"clients-per-round={self.clients_per_round} exceeds "
+                f"num-clients={self.num_clients}"
+            )
+        if self.lora_rank % self.num_subspaces:
+            raise ConfigError(
+                f"lora-rank={self.lora_rank} must be divisible by "
+                f"num-subspaces={self.num_subspaces}"
+            )
+        if not -1.0 <= self.tau <= 1.0:
+            raise ConfigError(f"tau={self.tau} must lie in [-1, 1] (a cosine)")
+        for key in ("lora-dropout", "warmup-ratio"):
+            value = getattr(self, key.replace("-", "_"))
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{key}={value} must lie in [0, 1)")
+        for key in ("server-momentum", "server-beta1", "server-beta2"):
+            value = getattr(self, key.replace("-", "_"))
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{key}={value} must lie in [0, 1)")
+        _positive("server-eps", self.server_eps)
+        if self.data_root and not Path(self.data_root).expanduser().is_dir():
+            raise ConfigError(f"data-root={self.data_root!r} is not an existing directory")
+        if self.num_clients * self.min_client_size > self.train_size and not self.data_root:
+            raise ConfigError(
+                f"train-size={self.train_size} is too small for num-clients="
+                f"{self.num_clients} x min-client-size={self.min_client_size}"
+            )
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{key}={value} must be > 0")
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ConfigError(f"{key}={value!r} must be an integer")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r} must be an integer") from None
+        if not number.is_integer():
+            raise ConfigError(f"{key}={value!r} must be an integer")
+        return int(number)
+    if kind is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r} must be a number") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}={value!r} must be a string")
+    return value

@@ -1,0 +1,1 @@
+"""Client-side pieces of each continual-learning method."""

@@ -1,0 +1,1 @@
+"""Model builders, adapters and identity-token encoders."""

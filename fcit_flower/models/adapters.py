@@ -1,0 +1,154 @@
+"""Base-model loading (cached per process) and the adapter tensors that travel.
+
+Only adapter tensors (LoRA factors) and, when trained, the multimodal projector travel
+in Flower messages; base weights never do. Keys are the module paths of the LLaVA
+model, e.g. ``model.language_model.layers.0.mlp.gate_proj.lora_A.weight`` and
+``model.multi_modal_projector.linear_1.weight``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+from peft import set_peft_model_state_dict
+from torch import nn
+
+from fcit_flower.models.tiny import WordTokenizer, load_tiny_base
+
+LORA_TARGETS = ("gate_proj", "up_proj", "down_proj")
+PROJECTOR = "multi_modal_projector"
+_PEFT_PREFIX = "base_model.model."
+
+
+@dataclass(frozen=True)
+class BaseBundle:
+    """A loaded base model with what is needed to feed it.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The frozen base (never modified; copy before adapting).
+    tokenizer : WordTokenizer
+        Its tokenizer.
+    image_size : int
+        Side of the square input images.
+    num_image_tokens : int
+        ``<image>`` placeholders per image.
+    """
+
+    model: nn.Module
+    tokenizer: WordTokenizer
+    image_size: int
+    num_image_tokens: int
+
+
+@lru_cache(maxsize=2)
+def load_base(path: str) -> BaseBundle:
+    """Load the tiny base at ``path`` once per process."""
+    model, tokenizer = load_tiny_base(Path(path))
+    for param in model.parameters():
+        param.requires_grad_(False)
+    vision = model.config.vision_config
+    tokens = (vision.image_size // vision.patch_size) ** 2
+    return BaseBundle(model, tokenizer, vision.image_size, tokens)
+
+
+def lora_config(rank: int, scaling: float, dropout: float) -> LoraConfig:
+    """PEFT LoRA on the language model's MLP projections only.
+
+    ``lora_alpha = scaling * rank`` so that a subspace of rank ``r / E`` keeps the
+    output scale ``alpha / r`` of the full adapter.
+    """
+    return LoraConfig(
+        r=rank,
+        lora_alpha=scaling * rank,
+        lora_dropout=dropout,
+        target_modules=r".*language_model.*\.(gate_proj|up_proj|down_proj)",
+        bias="none",
+    )
+
+
+@lru_cache(maxsize=4)
+def adapted_model(path: str, rank: int, scaling: float, dropout: float) -> nn.Module:
+    """A PEFT-wrapped copy of the base, cached per process and reused per message.
+
+    Callers overwrite its adapter and projector state before each use.
+    """
+    base = load_base(path).model
+    model = get_peft_model(copy.deepcopy(base), lora_config(rank, scaling, dropout))
+    model.eval()
+    return model
+
+
+def lora_state(model: nn.Module) -> dict[str, np.ndarray]:
+    """LoRA tensors of a PEFT model as float32 arrays under canonical keys."""
+    state = get_peft_model_state_dict(model)
+    return {
+        k.removeprefix(_PEFT_PREFIX): v.detach().cpu().float().numpy().copy()
+        for k, v in state.items()
+        if "lora_" in k
+    }
+
+
+def load_lora_state(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    """Write canonical-key LoRA arrays into a PEFT model (strict on keys)."""
+    state = {_PEFT_PREFIX + k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+    result = set_peft_model_state_dict(model, state)
+    unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+    if unexpected:
+        raise KeyError(f"unknown adapter keys: {unexpected[:3]}")
+
+
+def _projector(model: nn.Module) -> nn.Module:
+    for name, module in model.named_modules():
+        if name.endswith(PROJECTOR):
+            return module
+    raise ValueError("model has no multi_modal_projector")
+
+
+def projector_state(model: nn.Module) -> dict[str, np.ndarray]:
+    """Projector weights as arrays under canonical keys."""
+    return {
+        f"model.{PROJECTOR}.{k}": v.detach().cpu().float().numpy().copy()
+        for k, v in _projector(model).state_dict().items()
+    }
+
+
+def load_projector_state(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    """Write projector arrays (canonical keys) into ``model``."""
+    prefix = f"model.{PROJECTOR}."
+    state = {
+        k.removeprefix(prefix): torch.from_numpy(np.asarray(v))
+        for k, v in arrays.items()
+        if k.startswith(prefix)
+    }
+    _projector(model).load_state_dict(state, strict=True)
+
+
+def trainable_param_groups(
+    model: nn.Module, *, lr: float, projector_lr: float, train_projector: bool
+) -> list[dict]:
+    """Optimizer groups: LoRA factors at ``lr``, projector at ``projector_lr``."""
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    for param in lora:
+        param.requires_grad_(True)
+    groups: list[dict] = [{"params": lora, "lr": lr}]
+    projector = list(_projector(model).parameters())
+    for param in projector:
+        param.requires_grad_(train_projector)
+    if train_projector:
+        groups.append({"params": projector, "lr": projector_lr})
+    return groups
+
+
+def split_projector(arrays: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """Split canonical arrays into (adapter, projector) dicts."""
+    projector = {k: v for k, v in arrays.items() if PROJECTOR in k}
+    adapter = {k: v for k, v in arrays.items() if PROJECTOR not in k}
+    return adapter, projector

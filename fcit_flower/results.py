@@ -1,0 +1,79 @@
+"""The run directory: atomic writes of metrics, matrix and diagnostics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fcit_flower.tasks.metrics import summarize
+from fcit_flower.tasks.schedule import Schedule
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    """Atomically write ``payload`` as indented JSON."""
+    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=False) + "\n")
+
+
+def matrix_csv(tasks: tuple[str, ...], rows: list[list[float]]) -> str:
+    """The accuracy matrix as CSV: one row per stage, one column per task."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["after_stage", *tasks])
+    for stage, row in enumerate(rows, start=1):
+        writer.writerow([stage, *(f"{v:.2f}" for v in row)])
+    return buffer.getvalue()
+
+
+def write_results(
+    run_dir: Path,
+    *,
+    config: dict[str, Any],
+    schedule: Schedule,
+    rows: list[list[float]],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Write ``metrics.json`` and ``accuracy_matrix.csv`` (partial runs too).
+
+    Returns
+    -------
+    dict
+        The metrics payload; ``complete`` tells whether every stage was evaluated.
+    """
+    complete = len(rows) == schedule.num_stages
+    payload: dict[str, Any] = {
+        "tasks": list(schedule.tasks),
+        "accuracy_matrix": rows,
+        "complete": complete,
+    }
+    if rows:
+        matrix = np.asarray(rows)
+        stages = len(rows)
+        learned = [min(s, stages - 1) for s in schedule.learned_at()]
+        payload.update(summarize(matrix, schedule.seen_columns()[:stages], learned))
+    payload["config"] = config
+    payload.update(extra)
+    atomic_write_json(run_dir / "metrics.json", payload)
+    atomic_write_text(run_dir / "accuracy_matrix.csv", matrix_csv(schedule.tasks, rows))
+    return payload

@@ -1,0 +1,1 @@
+"""Server strategies (Flower) and their pure helpers."""

@@ -1,0 +1,68 @@
+"""Sample-weighted averaging and upload validation (pure numpy)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+Arrays = Mapping[str, np.ndarray]
+
+
+def weighted_average(uploads: Sequence[Arrays], weights: Sequence[float]) -> dict[str, np.ndarray]:
+    """Key-wise average of ``uploads`` weighted by ``weights`` (FedAvg).
+
+    Accumulates one upload at a time, so memory does not grow with the number of
+    uploads.
+    """
+    if not uploads:
+        raise ValueError("nothing to average")
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError("weights must sum to a positive number")
+    result: dict[str, np.ndarray] = {
+        k: np.zeros_like(v, dtype=np.float64) for k, v in uploads[0].items()
+    }
+    for upload, weight in zip(uploads, weights, strict=True):
+        for key, value in upload.items():
+            result[key] += (weight / total) * value
+    return {k: v.astype(uploads[0][k].dtype) for k, v in result.items()}
+
+
+def upload_problem(
+    upload: Arrays, reference: Arrays, *, max_norm_ratio: float = 0.0
+) -> str | None:
+    """Why ``upload`` may not be aggregated against ``reference``, or ``None``.
+
+    Checks the key set, shapes, dtypes and finiteness; with ``max_norm_ratio > 0``
+    also that ``||upload - reference|| <= max_norm_ratio * max(||reference||, 1)``.
+    """
+    if set(upload) != set(reference):
+        missing = sorted(set(reference) - set(upload))[:3]
+        extra = sorted(set(upload) - set(reference))[:3]
+        return f"keys differ (missing {missing}, unexpected {extra})"
+    for key, value in upload.items():
+        expected = reference[key]
+        if value.shape != expected.shape:
+            return f"{key}: shape {value.shape} != {expected.shape}"
+        if value.dtype != expected.dtype:
+            return f"{key}: dtype {value.dtype} != {expected.dtype}"
+        if not np.all(np.isfinite(value)):
+            return f"{key}: non-finite values"
+    if max_norm_ratio > 0:
+        delta = np.sqrt(sum(float(np.sum((upload[k] - reference[k]) ** 2)) for k in upload))
+        scale = np.sqrt(sum(float(np.sum(v**2)) for v in reference.values()))
+        if delta > max_norm_ratio * max(scale, 1.0):
+            return f"update norm {delta:.3g} exceeds {max_norm_ratio} x {scale:.3g}"
+    return None
+
+
+def token_problem(token: np.ndarray, dimension: int) -> str | None:
+    """Why an identity token is unusable, or ``None``."""
+    if token.ndim != 1 or token.shape[0] != dimension:
+        return f"identity token shape {token.shape} != ({dimension},)"
+    if not np.all(np.isfinite(token)):
+        return "identity token has non-finite values"
+    if float(np.linalg.norm(token)) < 1e-8:
+        return "identity token has zero norm"
+    return None

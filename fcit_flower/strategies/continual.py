@@ -1,0 +1,238 @@
+"""Continual FedAvg: the Finetune baseline, and the base class of DISCO.
+
+A Flower ``FedAvg`` whose rounds know their stage: clients are sampled by position
+with a generator seeded by (seed, stage, round), every upload is validated before
+aggregation, and the sample-weighted average goes through a pluggable server
+optimizer (FedAvg, FedAvgM, FedAdam, FedAdagrad, FedYogi).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common import MessageType, log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fcit_flower.strategies.aggregation import upload_problem, weighted_average
+from fcit_flower.strategies.server_optim import ServerOptimizer
+
+ARRAYS_KEY = "arrays"
+CONFIG_KEY = "config"
+METRICS_KEY = "metrics"
+NUM_EXAMPLES = "num-examples"
+
+
+def to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """ArrayRecord -> dict of numpy arrays."""
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Dict of numpy arrays -> ArrayRecord (float32 kept as is)."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+def sample_clients(
+    available: Mapping[int, int], k: int, *, seed: int, stage: int, server_round: int
+) -> list[tuple[int, int]]:
+    """Pick ``k`` (node id, client position) pairs, seeded by stage and round.
+
+    Positions are sampled, not node ids, so the same seed picks the same clients in
+    simulation and deployment whatever ids the nodes got.
+    """
+    positions = sorted(available.values())
+    if len(positions) < k:
+        raise RuntimeError(f"{len(positions)} clients available, {k} needed per round")
+    rng = np.random.default_rng([seed, stage, server_round])
+    chosen = sorted(rng.choice(positions, size=k, replace=False).tolist())
+    node_of = {pos: node for node, pos in available.items()}
+    return [(node_of[p], p) for p in chosen]
+
+
+class ContinualFedAvg(FedAvg):
+    """FedAvg over adapter arrays across continual stages.
+
+    Parameters
+    ----------
+    node_clients : Mapping[int, int]
+        Node id -> client position (partition id), collected at start.
+    clients_per_round : int
+        Clients sampled per round.
+    seed : int
+        Seed of the client sampling.
+    optimizer : ServerOptimizer
+        Server-side update rule applied to the sample-weighted average.
+    max_norm_ratio : float
+        Reject uploads whose distance to the global arrays exceeds this multiple of
+        the global norm (0 disables the check).
+    """
+
+    def __init__(
+        self,
+        *,
+        node_clients: Mapping[int, int],
+        clients_per_round: int,
+        seed: int,
+        optimizer: ServerOptimizer,
+        max_norm_ratio: float = 0.0,
+    ) -> None:
+        super().__init__(
+            fraction_evaluate=0.0,
+            min_train_nodes=1,
+            min_available_nodes=1,
+            arrayrecord_key=ARRAYS_KEY,
+            configrecord_key=CONFIG_KEY,
+        )
+        self.node_clients = dict(node_clients)
+        self.clients_per_round = clients_per_round
+        self.seed = seed
+        self.optimizer = optimizer
+        self.max_norm_ratio = max_norm_ratio
+        self.current: dict[str, np.ndarray] = {}
+        self.rejected: list[dict[str, Any]] = []
+        self._round_clients: dict[int, int] = {}
+        self._stage = -1
+
+    def summary(self) -> None:
+        """Log the strategy's settings."""
+        log(INFO, "\t├── %s: %d clients per round, server optimizer %s",
+            type(self).__name__, self.clients_per_round, self.optimizer.name)
+
+    def select(
+        self, server_round: int, config: ConfigRecord, grid: Grid
+    ) -> list[tuple[int, int]]:
+        """Sample this round's (node, position) pairs among connected nodes."""
+        stage = int(config["stage"])  # type: ignore[arg-type]
+        connected = set(grid.get_node_ids())
+        available = {n: p for n, p in self.node_clients.items() if n in connected}
+        picked = sample_clients(
+            available, self.clients_per_round, seed=self.seed, stage=stage,
+            server_round=server_round,
+        )
+        self._stage = stage
+        self._round_clients = dict(picked)
+        log(INFO, "configure_train: stage %d round %d clients %s",
+            stage + 1, server_round, [p for _, p in picked])
+        return picked
+
+    def client_arrays(self, position: int) -> dict[str, np.ndarray]:
+        """The arrays sent to one client (all global arrays for FedAvg)."""
+        return self.current
+
+    def client_config(self, position: int, config: ConfigRecord) -> ConfigRecord:
+        """The config sent to one client (a copy: Flower's own is shared)."""
+        out = ConfigRecord(dict(config))
+        out["client"] = position
+        return out
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """One TRAIN message per sampled client, with its arrays and config."""
+        if not self.current:
+            self.current = to_numpy(arrays)
+        config = ConfigRecord(dict(config))
+        config["server-round"] = server_round
+        messages = []
+        for node, position in self.select(server_round, config, grid):
+            content = RecordDict(
+                {
+                    ARRAYS_KEY: to_record(self.client_arrays(position)),
+                    CONFIG_KEY: self.client_config(position, config),
+                }
+            )
+            messages.append(
+                Message(content=content, dst_node_id=node, message_type=MessageType.TRAIN)
+            )
+        return messages
+
+    def valid_uploads(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> list[tuple[int, dict[str, np.ndarray], float, MetricRecord]]:
+        """Replies that passed every check, as (position, arrays, weight, metrics).
+
+        Errors and bad uploads are logged with their reason and recorded in
+        :attr:`rejected`; they never reach the aggregate.
+        """
+        replies = list(replies)
+        valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
+        uploads = []
+        for reply in valid:
+            position = self.node_clients.get(reply.metadata.src_node_id, -1)
+            reason, arrays, weight, metrics = self.inspect_reply(position, reply)
+            if reason is not None:
+                self.reject(server_round, position, reason)
+                continue
+            uploads.append((position, arrays, weight, metrics))
+        for reply in replies:
+            if reply.has_error():
+                position = self.node_clients.get(reply.metadata.src_node_id, -1)
+                self.reject(server_round, position, f"client error: {reply.error.reason}")
+        return uploads
+
+    def reference_arrays(self, position: int) -> dict[str, np.ndarray]:
+        """What an upload of ``position`` must match (keys, shapes, dtypes)."""
+        return self.client_arrays(position)
+
+    def inspect_reply(
+        self, position: int, reply: Message
+    ) -> tuple[str | None, dict[str, np.ndarray], float, MetricRecord]:
+        """Validate one reply; return (problem or None, arrays, weight, metrics)."""
+        content = reply.content
+        if ARRAYS_KEY not in content or METRICS_KEY not in content:
+            return "reply lacks arrays or metrics", {}, 0.0, MetricRecord()
+        metrics = content.metric_records[METRICS_KEY]
+        arrays = to_numpy(content.array_records[ARRAYS_KEY])
+        weight = float(metrics.get(NUM_EXAMPLES, 0))  # type: ignore[arg-type]
+        if not weight > 0 or not np.isfinite(weight):
+            return f"num-examples={weight} is not positive", arrays, weight, metrics
+        if position not in self._round_clients.values():
+            return "reply from a client not sampled this round", arrays, weight, metrics
+        problem = upload_problem(
+            self.upload_view(arrays), self.reference_arrays(position),
+            max_norm_ratio=self.max_norm_ratio,
+        )
+        return problem, arrays, weight, metrics
+
+    def upload_view(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The part of an upload compared with :meth:`reference_arrays`."""
+        return arrays
+
+    def reject(self, server_round: int, position: int, reason: str) -> None:
+        """Log and record a rejected upload."""
+        log(WARNING, "rejected upload: stage %d round %d client %d: %s",
+            self._stage + 1, server_round, position, reason)
+        self.rejected.append(
+            {"stage": self._stage, "round": server_round, "client": position,
+             "reason": reason}
+        )
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate uploads, average them by sample count, apply the server optimizer."""
+        uploads = self.valid_uploads(server_round, replies)
+        if not uploads:
+            log(WARNING, "round %d: no valid upload; global arrays unchanged", server_round)
+            return to_record(self.current), None
+        averaged = weighted_average([u[1] for u in uploads], [u[2] for u in uploads])
+        self.current = self.optimizer.step(self.current, averaged)
+        return to_record(self.current), mean_metrics(uploads)
+
+
+def mean_metrics(
+    uploads: list[tuple[int, dict[str, np.ndarray], float, MetricRecord]],
+) -> MetricRecord:
+    """Sample-weighted mean of the numeric client metrics (and the total count)."""
+    total = sum(u[2] for u in uploads)
+    keys = {k for u in uploads for k in u[3] if k != NUM_EXAMPLES}
+    out: dict[str, float] = {NUM_EXAMPLES: float(total)}
+    for key in sorted(keys):
+        values = [(float(u[3][key]), u[2]) for u in uploads if key in u[3]]  # type: ignore[arg-type]
+        out[key] = sum(v * w for v, w in values) / sum(w for _, w in values)
+    return MetricRecord(out)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Benchmark tasks: data, schedules, partitions, metrics."""

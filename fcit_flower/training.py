@@ -1,0 +1,195 @@
+"""Local training loop and generation-based evaluation of LLaVA-style models.
+
+Prompt format (tiny model): ``[BOS] user: <image> x N <instruction> assistant:``
+followed, in training, by ``<answer> [EOS]``; the loss covers the answer only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import get_cosine_schedule_with_warmup
+
+from fcit_flower.models.tiny import WordTokenizer, image_to_tensor
+from fcit_flower.tasks.fcit_data import Sample
+
+IGNORE_INDEX = -100
+
+
+@lru_cache(maxsize=65536)
+def _load_image(path: Path, size: int) -> np.ndarray:
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
+
+
+def load_pixels(samples: Sequence[Sample], image_size: int) -> torch.Tensor:
+    """Stack the images of ``samples`` into a ``(B, 3, S, S)`` tensor (cached reads)."""
+    return torch.stack([image_to_tensor(_load_image(s.image, image_size)) for s in samples])
+
+
+def _prompt_ids(tokenizer: WordTokenizer, question: str, num_image_tokens: int) -> list[int]:
+    return [
+        tokenizer.bos_id,
+        *tokenizer.encode("user:"),
+        *([tokenizer.image_id] * num_image_tokens),
+        *tokenizer.encode(question),
+        *tokenizer.encode("assistant:"),
+    ]
+
+
+def encode_for_training(
+    tokenizer: WordTokenizer,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    pixel_values: torch.Tensor,
+    num_image_tokens: int,
+) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask``, ``labels`` and pixels."""
+    rows, targets = [], []
+    for question, answer in zip(questions, answers, strict=True):
+        prompt = _prompt_ids(tokenizer, question, num_image_tokens)
+        reply = [*tokenizer.encode(answer), tokenizer.eos_id]
+        rows.append(prompt + reply)
+        targets.append([IGNORE_INDEX] * len(prompt) + reply)
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, target) in enumerate(zip(rows, targets, strict=True)):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        labels[i, : len(row)] = torch.tensor(target)
+        mask[i, : len(row)] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "pixel_values": pixel_values,
+    }
+
+
+def encode_for_generation(
+    tokenizer: WordTokenizer,
+    questions: Sequence[str],
+    pixel_values: torch.Tensor,
+    num_image_tokens: int,
+) -> dict[str, torch.Tensor]:
+    """Left-padded prompts for batched greedy decoding."""
+    rows = [_prompt_ids(tokenizer, q, num_image_tokens) for q in questions]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pixel_values}
+
+
+def train_local(
+    model: torch.nn.Module,
+    tokenizer: WordTokenizer,
+    samples: Sequence[Sample],
+    *,
+    image_size: int,
+    num_image_tokens: int,
+    param_groups: list[dict],
+    epochs: int,
+    batch_size: int,
+    warmup_ratio: float,
+    seed: int,
+    loss_hook: Callable[[], torch.Tensor] | None = None,
+) -> float:
+    """Train ``model`` on ``samples`` for ``epochs`` epochs; return the mean loss.
+
+    Parameters
+    ----------
+    param_groups : list of dict
+        Optimizer groups (``params`` and ``lr``), e.g. LoRA and projector.
+    warmup_ratio : float
+        Linear warm-up fraction of a cosine schedule (the reference uses 0.03).
+    seed : int
+        Seeds the shuffling (and dropout) so a round is reproducible.
+    loss_hook : callable, optional
+        Extra loss term added at each step (regularisers of some methods).
+    """
+    if not samples:
+        return float("nan")
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    steps = epochs * math.ceil(len(samples) / batch_size)
+    optimizer = torch.optim.AdamW(param_groups, weight_decay=0.0)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, math.ceil(warmup_ratio * steps), steps
+    )
+    model.train()
+    losses = []
+    for _ in range(epochs):
+        order = torch.randperm(len(samples), generator=generator).tolist()
+        for start in range(0, len(order), batch_size):
+            batch = [samples[i] for i in order[start : start + batch_size]]
+            inputs = encode_for_training(
+                tokenizer,
+                [s.question for s in batch],
+                [s.answer for s in batch],
+                load_pixels(batch, image_size),
+                num_image_tokens,
+            )
+            loss = model(**inputs).loss
+            if loss_hook is not None:
+                loss = loss + loss_hook()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+    model.eval()
+    return float(np.mean(losses))
+
+
+@torch.no_grad()
+def generate_answers(
+    model: torch.nn.Module,
+    tokenizer: WordTokenizer,
+    samples: Sequence[Sample],
+    *,
+    image_size: int,
+    num_image_tokens: int,
+    batch_size: int = 64,
+    max_new_tokens: int = 8,
+    before_batch: Callable[[Sequence[Sample]], None] | None = None,
+) -> list[str]:
+    """Greedy-decode an answer for every sample.
+
+    ``before_batch`` is called with each batch before decoding it; Subspace Selective
+    Activation uses it to set the per-example subspace weights.
+    """
+    model.eval()
+    answers: list[str] = []
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        if before_batch is not None:
+            before_batch(batch)
+        inputs = encode_for_generation(
+            tokenizer,
+            [s.question for s in batch],
+            load_pixels(batch, image_size),
+            num_image_tokens,
+        )
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_id,
+            pad_token_id=tokenizer.pad_id,
+        )
+        prompt_width = inputs["input_ids"].shape[1]
+        answers.extend(tokenizer.decode(row[prompt_width:].tolist()) for row in output)
+    return answers
