@@ -1,0 +1,204 @@
+"""``fcit-flower``: run several methods through Flower and compare them.
+
+``fcit-flower compare --methods finetune,disco --seeds 0,1,2`` runs each method and
+seed as a Flower simulation (``flwr run`` against a private local SuperLink), checks
+that each run really completed (Flower's final status *and* complete results), and
+prints and writes a Last / Avg / BWT table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fcit_flower.config import METHODS, ConfigError, RunConfig
+from fcit_flower.results import atomic_write_text
+
+APP_DIR = Path(__file__).resolve().parents[1]
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """Parse ``"key=value key2=value2"`` run-config overrides (TOML-ish values)."""
+    out: dict[str, Any] = {}
+    for item in text.split():
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        out[key] = _parse_value(raw)
+    return out
+
+
+def _parse_value(raw: str) -> Any:
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw.strip("'\"")
+
+
+def plan_runs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
+    """Validated configs of every (combination, method, seed) run."""
+    overrides = parse_overrides(args.run_config or "")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for method in methods:
+        if method not in METHODS:
+            raise ConfigError(f"--methods: {method!r} is not a method; choose from {list(METHODS)}")
+    seeds = [int(s) for s in str(args.seeds).split(",")]
+    betas = [float(b) for b in str(args.beta).split(",")]
+    results = Path(args.results_dir).expanduser().resolve()
+    runs = []
+    for scenario in args.scenario.split(","):
+        for setting in args.setting.split(","):
+            for beta in betas:
+                combo = f"{scenario}-{setting}-b{beta:g}"
+                for method in methods:
+                    for seed in seeds:
+                        values = {
+                            **overrides,
+                            "method": method,
+                            "scenario": scenario,
+                            "setting": setting,
+                            "beta": beta,
+                            "seed": seed,
+                            "results-dir": str(results / combo),
+                            "run-name": f"{method}-s{seed}",
+                        }
+                        runs.append((combo, RunConfig.from_mapping(values)))
+    return runs
+
+
+def run_one(config: RunConfig, *, quiet: bool, timeout_s: float) -> dict[str, Any]:
+    """Run one config through Flower; return its metrics or raise RuntimeError."""
+    from fcit_flower.flower_run import run_simulation_app
+
+    metrics_path = config.run_dir / "metrics.json"
+    metrics_path.unlink(missing_ok=True)
+    values = {k: v for k, v in config.to_mapping().items()}
+    started = time.monotonic()
+    outcome = run_simulation_app(
+        APP_DIR,
+        values,
+        num_supernodes=config.num_clients,
+        client_num_cpus=1.0,
+        timeout_s=timeout_s,
+        stream_to=None if quiet else sys.stderr,
+    )
+    if not outcome.completed:
+        tail = "\n".join(outcome.log.splitlines()[-30:])
+        raise RuntimeError(
+            f"run {config.resolved_run_name} did not complete "
+            f"(Flower status {outcome.status!r}); last log lines:\n{tail}"
+        )
+    if not metrics_path.exists():
+        raise RuntimeError(f"run {config.resolved_run_name} completed but wrote no {metrics_path}")
+    metrics = json.loads(metrics_path.read_text())
+    if not metrics.get("complete"):
+        raise RuntimeError(f"{metrics_path} is incomplete: not every stage was evaluated")
+    metrics["flower_run_id"] = outcome.run_id
+    metrics["flower_wall_seconds"] = round(time.monotonic() - started, 1)
+    return metrics
+
+
+def table(rows: dict[str, dict[str, list[float]]]) -> tuple[str, str]:
+    """Markdown and CSV tables of mean (+- std) Last / Avg / BWT per method."""
+    md = io.StringIO()
+    md.write("| Method | Last | Avg | BWT | seeds |\n|---|---|---|---|---|\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["method", "last_mean", "last_std", "avg_mean", "avg_std",
+                     "bwt_mean", "bwt_std", "seeds"])
+    for method, values in rows.items():
+        cells, numbers = [], []
+        for key in ("last", "avg", "bwt"):
+            mean, std = float(np.mean(values[key])), float(np.std(values[key]))
+            n = len(values[key])
+            cells.append(f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}")
+            numbers += [f"{mean:.2f}", f"{std:.2f}"]
+        md.write(f"| {method} | {' | '.join(cells)} | {len(values['last'])} |\n")
+        writer.writerow([method, *numbers, len(values["last"])])
+    return md.getvalue(), buffer.getvalue()
+
+
+def compare(args: argparse.Namespace) -> int:
+    """The ``compare`` command."""
+    try:
+        runs = plan_runs(args)
+    except ConfigError as error:
+        print(f"fcit-flower: error: {error}", file=sys.stderr)
+        return 2
+    from fcit_flower.runtime import prepare_runtime
+
+    print(f"Preparing data and the base model ({runs[0][1].model}) once...", file=sys.stderr)
+    try:
+        prepare_runtime(runs[0][1])
+    except (ValueError, OSError) as error:
+        print(f"fcit-flower: error: {error}", file=sys.stderr)
+        return 2
+    grouped: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for index, (combo, config) in enumerate(runs, start=1):
+        print(f"[{index}/{len(runs)}] {combo}: {config.method} seed {config.seed}",
+              file=sys.stderr)
+        try:
+            metrics = run_one(config, quiet=args.quiet, timeout_s=args.timeout)
+        except RuntimeError as error:
+            print(f"fcit-flower: error: {error}", file=sys.stderr)
+            return 1
+        print(f"    Last {metrics['last']:.2f}  Avg {metrics['avg']:.2f}  "
+              f"BWT {metrics['bwt']:.2f}  ({metrics['flower_wall_seconds']} s)",
+              file=sys.stderr)
+        row = grouped.setdefault(combo, {}).setdefault(
+            config.method, {"last": [], "avg": [], "bwt": []}
+        )
+        for key in ("last", "avg", "bwt"):
+            row[key].append(metrics[key])
+    for combo, rows in grouped.items():
+        markdown, csv_text = table(rows)
+        out_dir = Path(args.results_dir).expanduser().resolve() / combo
+        atomic_write_text(out_dir / "compare.md", markdown)
+        atomic_write_text(out_dir / "compare.csv", csv_text)
+        print(f"\n## {combo} (mini-FCIT unless data-root is set; results in {out_dir})\n")
+        print(markdown)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="fcit-flower", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmp_ = sub.add_parser("compare", help="run methods through Flower and tabulate them")
+    cmp_.add_argument("--methods", default="finetune,disco",
+                      help=f"comma-separated, from {list(METHODS)}")
+    cmp_.add_argument("--seeds", default="0", help="comma-separated seeds")
+    cmp_.add_argument("--scenario", default="hom", help="hom, het, or both: hom,het")
+    cmp_.add_argument("--setting", default="task", help="task, capability, or both")
+    cmp_.add_argument("--beta", default="1.0", help="Dirichlet beta(s), comma-separated")
+    cmp_.add_argument("--results-dir", default="results")
+    cmp_.add_argument("--run-config", default="", help="extra 'key=value ...' overrides")
+    cmp_.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
+    cmp_.add_argument("--quiet", action="store_true", help="do not stream Flower logs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fcit-flower`` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    if args.command == "compare":
+        return compare(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""An in-process Grid: routes messages to Python handlers (strategy unit tests)."""
+
+from collections.abc import Callable, Iterable
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+
+class FakeGrid(Grid):
+    """Grid whose nodes are ``handler(node_id, message) -> reply Message``."""
+
+    def __init__(self, node_ids: list[int], handler: Callable[[int, Message], Message]):
+        self.node_ids = node_ids
+        self.handler = handler
+        self.sent: list[Message] = []
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.node_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout=None):
+        replies = []
+        for message in messages:
+            self.sent.append(message)
+            replies.append(self.handler(message.metadata.dst_node_id, message))
+        return replies
+
+    def create_message(self, *args, **kwargs):  # pragma: no cover - unused
+        raise NotImplementedError
+
+    def pull_messages(self, *args, **kwargs):  # pragma: no cover - unused
+        raise NotImplementedError
+
+    def push_messages(self, *args, **kwargs):  # pragma: no cover - unused
+        raise NotImplementedError
+
+    @property
+    def run(self):  # pragma: no cover - unused
+        raise NotImplementedError
+
+    def set_run(self, run_id):  # pragma: no cover - unused
+        raise NotImplementedError

@@ -1,0 +1,57 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fcit_flower.cli import parse_overrides
+from fcit_flower.config import ConfigError, RunConfig
+
+
+def test_defaults_match_pyproject():
+    pyproject = tomllib.loads(Path("pyproject.toml").read_text())
+    table = pyproject["tool"]["flwr"]["app"]["config"]
+    assert RunConfig.from_mapping(table) == RunConfig()
+    assert set(table) == set(RunConfig().to_mapping())
+
+
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"method": "sgd"}, "method='sgd' is not allowed"),
+        ({"scenario": "mixed"}, "scenario"),
+        ({"setting": "domain"}, "setting"),
+        ({"beta": 0}, "beta=0.0 must be > 0"),
+        ({"beta": -1.0}, "beta"),
+        ({"clients-per-round": 11}, "exceeds num-clients=10"),
+        ({"data-root": "/no/such/dir"}, "data-root='/no/such/dir'"),
+        ({"num-clients": "ten"}, "must be an integer"),
+        ({"lora-rank": 30}, "divisible by num-subspaces"),
+        ({"tau": 2.0}, "tau"),
+        ({"server-optimizer": "sgd"}, "server-optimizer"),
+        ({"no-such-key": 1}, "unknown run-config key 'no-such-key'"),
+        ({"train-projector": "maybe"}, "true or false"),
+    ],
+)
+def test_bad_values_name_the_key(values, fragment):
+    with pytest.raises(ConfigError, match=None) as error:
+        RunConfig.from_mapping(values)
+    assert fragment in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_derived_values():
+    config = RunConfig.from_mapping({"lora-rank": 64, "num-subspaces": 8, "lora-alpha": 128})
+    assert config.subspace_rank == 8
+    assert config.lora_scaling == 2.0
+    assert config.resolved_run_name == "finetune-hom-task-b1-s0"
+
+
+def test_parse_overrides():
+    assert parse_overrides("method='disco' beta=0.5 seed=2 train-projector=false") == {
+        "method": "disco",
+        "beta": 0.5,
+        "seed": 2,
+        "train-projector": False,
+    }
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides("oops")
