@@ -1,0 +1,167 @@
+"""Readers of FCIT data: the simple layout and the released FCIT layout.
+
+- Simple: ``<root>/<task>/train.json`` and ``<root>/<task>/test.json``, images
+  relative to ``<root>`` (or ``image_root``).
+- Released: ``<root>/instructions/<Dataset>/<train file>`` and ``.../test.json``
+  (IconQA: ``val.json``), images relative to ``<root>/datasets``.
+
+Train records are LLaVA conversations, test records ``question_id, image, text,
+answer``; JSON lists or JSON lines. A few bad records are skipped and counted; more
+than ``max_bad_fraction`` stops with a :class:`DataError` naming file, record and field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+# canonical task -> (released folder, train file, test file)
+RELEASED: dict[str, tuple[str, str, str]] = {
+    "aokvqa": ("AOKVQA", "train.json", "test.json"),
+    "iconqa": ("IconQA", "train.json", "val.json"),
+    "grounding": ("Grounding", "train_11w.json", "test.json"),
+    "imagenet-r": ("ImageNet-R", "train.json", "test.json"),
+    "arxivqa": ("ArxivQA", "train_4w.json", "test.json"),
+    "figureqa": ("FigureQA", "train.json", "test.json"),
+    "dvqa": ("DVQA", "train.json", "test.json"),
+    "clevr-math": ("CLEVR-Math", "train_4w.json", "test.json"),
+    "super-clevr": ("super-CLEVR", "train.json", "test.json"),
+    "tabmwp": ("TabMWP", "train.json", "test.json"),
+    "flickr30k": ("Flickr30k-cap", "train_brief_4w.json", "test.json"),
+    "ocr-vqa": ("OCRVQA", "train_10w.json", "test.json"),
+}
+
+
+class DataError(ValueError):
+    """Bad or missing FCIT data; the message names the file, record and field."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One instruction sample.
+
+    Attributes
+    ----------
+    id : str
+        Record id (``id`` or ``question_id``).
+    image : Path
+        Absolute image path.
+    question : str
+        Instruction without the ``<image>`` token.
+    answer : str
+        Reference answer.
+    """
+
+    id: str
+    image: Path
+    question: str
+    answer: str
+
+
+def locate(
+    root: Path, task: str, split: Literal["train", "test"]
+) -> tuple[Path, Path]:
+    """(JSON file, image root) of ``task``'s ``split`` in either layout."""
+    simple = root / task / f"{split}.json"
+    if simple.exists():
+        return simple, root
+    if task in RELEASED:
+        folder, train_file, test_file = RELEASED[task]
+        released = root / "instructions" / folder / (train_file if split == "train" else test_file)
+        if released.exists():
+            return released, root / "datasets"
+    expected = [str(simple)]
+    if task in RELEASED:
+        expected.append(str(released))
+    raise DataError(f"{task}: no {split} file; looked for {' and '.join(expected)}")
+
+
+def _read_records(path: Path) -> list[Any]:
+    text = path.read_text()
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}: malformed JSON at line {error.lineno}: {error.msg}") from None
+        return list(data)
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}: malformed JSON line {number}: {error.msg}") from None
+    return records
+
+
+def _parse(record: Any, split: str, image_root: Path) -> tuple[str, Path, str, str]:
+    if not isinstance(record, dict):
+        raise ValueError("record is not an object")
+    if "image" not in record:
+        raise ValueError("missing field 'image'")
+    image = image_root / str(record["image"])
+    if not image.exists():
+        raise ValueError(f"image file {image} does not exist")
+    if split == "train":
+        turns = record.get("conversations")
+        if not isinstance(turns, list) or len(turns) < 2:
+            raise ValueError("missing field 'conversations' (two turns needed)")
+        human = next((t for t in turns if t.get("from") == "human"), None)
+        gpt = next((t for t in turns if t.get("from") == "gpt"), None)
+        if human is None or gpt is None or "value" not in human or "value" not in gpt:
+            raise ValueError("'conversations' lacks a human or gpt turn with 'value'")
+        question, answer = str(human["value"]), str(gpt["value"])
+        ident = str(record.get("id", ""))
+    else:
+        for field in ("text", "answer"):
+            if field not in record:
+                raise ValueError(f"missing field {field!r}")
+        question, answer = str(record["text"]), str(record["answer"])
+        ident = str(record.get("question_id", ""))
+    question = question.replace("<image>", "").strip()
+    if not question or not answer.strip():
+        raise ValueError("empty question or answer")
+    return ident, image.resolve(), question, answer.strip()
+
+
+def load_split(
+    root: Path,
+    task: str,
+    split: Literal["train", "test"],
+    *,
+    image_root: Path | None = None,
+    max_bad_fraction: float = 0.01,
+) -> list[Sample]:
+    """Read one task split.
+
+    Raises
+    ------
+    DataError
+        Missing files, malformed JSON, or more bad records than allowed.
+    """
+    if not root.is_dir():
+        raise DataError(f"data root {root} is not a directory")
+    path, default_images = locate(root, task, split)
+    images = image_root or default_images
+    samples, bad = [], []
+    for index, record in enumerate(_read_records(path)):
+        try:
+            ident, image, question, answer = _parse(record, split, images)
+        except (ValueError, AttributeError) as error:
+            bad.append(f"{path}: record {index}: {error}")
+            continue
+        samples.append(Sample(ident or f"{task}-{split}-{index}", image, question, answer))
+    total = len(samples) + len(bad)
+    if bad:
+        if total == 0 or len(bad) > max_bad_fraction * total:
+            raise DataError(f"{bad[0]} ({len(bad)} of {total} records bad)")
+        log.warning("%s: skipped %d bad records, first: %s", path, len(bad), bad[0])
+    if not samples:
+        raise DataError(f"{path}: no usable records")
+    return samples

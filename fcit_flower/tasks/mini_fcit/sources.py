@@ -1,0 +1,57 @@
+"""Real data shipped by packages: easy-vqa images/questions, scikit-learn digits."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+YES_NO = ("yes", "no")
+SHAPE_ANSWERS = ("circle", "rectangle", "triangle")
+DIGITS_TRAIN_POOL = 1500  # of sklearn's 1797 digits; the rest are test images
+
+
+@lru_cache(maxsize=2)
+def easy_vqa_questions(split: str) -> tuple[tuple[str, str, int], ...]:
+    """(question, answer, image id) triples of easy-vqa's ``train`` or ``test`` split."""
+    import easy_vqa  # type: ignore[import-untyped]
+
+    getter = easy_vqa.get_train_questions if split == "train" else easy_vqa.get_test_questions
+    questions, answers, image_ids = getter()
+    return tuple(zip(questions, answers, (int(i) for i in image_ids), strict=True))
+
+
+def easy_vqa_image(split: str, image_id: int, size: int) -> Image.Image:
+    """An easy-vqa image (64 x 64 in the package) resized to ``size``."""
+    import easy_vqa
+
+    paths = (
+        easy_vqa.get_train_image_paths() if split == "train" else easy_vqa.get_test_image_paths()
+    )
+    with Image.open(paths[image_id]) as image:
+        return image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+
+
+@lru_cache(maxsize=1)
+def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images 8x8 in 0-16, labels, seeded permutation) of scikit-learn's digits."""
+    from sklearn.datasets import load_digits  # type: ignore[import-untyped]
+
+    bunch = load_digits()
+    order = np.random.default_rng(1797).permutation(len(bunch.target))
+    return bunch.images, bunch.target, order
+
+
+def digit_pool(split: str) -> np.ndarray:
+    """Indices of the digits reserved for ``split`` (disjoint pools)."""
+    _, _, order = digits()
+    return order[:DIGITS_TRAIN_POOL] if split == "train" else order[DIGITS_TRAIN_POOL:]
+
+
+def digit_image(index: int, size: int) -> tuple[Image.Image, int]:
+    """A digit as a white-on-black RGB image of ``size`` and its label."""
+    images, labels, _ = digits()
+    grey = (images[index] * (255.0 / 16.0)).astype(np.uint8)
+    image = Image.fromarray(grey, mode="L").resize((size, size), Image.Resampling.NEAREST)
+    return image.convert("RGB"), int(labels[index])
