@@ -39,6 +39,7 @@ class RunConfig:
     num_clients: int = 10
     clients_per_round: int = 5
     rounds_per_stage: int = 3
+    num_stages: int = 0
     local_epochs: int = 1
     batch_size: int = 16
     lr: float = 3e-3
@@ -152,6 +153,8 @@ class RunConfig:
             "max-new-tokens",
         ):
             _positive(key, getattr(self, key.replace("-", "_")))
+        if self.num_stages < 0:
+            raise ConfigError(f"num-stages={self.num_stages} must be >= 0 (0 = all)")
         if self.clients_per_round > self.num_clients:
             raise ConfigError(
                 f"clients-per-round={self.clients_per_round} exceeds "

@@ -15,6 +15,7 @@ from fcit_flower.models.adapters import BaseBundle, load_base
 from fcit_flower.models.tiny import ensure_tiny_base
 from fcit_flower.tasks.catalog import TASKS
 from fcit_flower.tasks.data import data_root, make_schedule, vocabulary_texts
+from fcit_flower.tasks.mini_fcit import vocabulary_texts as mini_fcit_vocabulary
 from fcit_flower.tasks.schedule import Schedule
 
 
@@ -45,6 +46,9 @@ def prepare_runtime(config: RunConfig) -> Runtime:
     """Build (or reuse) the data and the base model for ``config``."""
     root = data_root(config)
     schedule = make_schedule(config)
-    present = tuple(t for t in TASKS if (root / t).is_dir()) or schedule.tasks
-    base_path = str(ensure_tiny_base(vocabulary_texts(root, present)))
+    if config.data_root:
+        texts = vocabulary_texts(root, tuple(t for t in TASKS if (root / t).is_dir()))
+    else:
+        texts = mini_fcit_vocabulary()
+    base_path = str(ensure_tiny_base(texts))
     return Runtime(root, schedule, base_path, load_base(base_path))

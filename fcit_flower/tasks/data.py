@@ -48,9 +48,12 @@ def stage_units(setting: str) -> list[list[str]]:
 
 
 def make_schedule(config: RunConfig) -> Schedule:
-    """The run's schedule from its scenario, setting and seed."""
+    """The run's schedule from its scenario, setting and seed (first num-stages)."""
+    units = stage_units(config.setting)
+    if config.num_stages:
+        units = units[: config.num_stages]
     return build_schedule(
-        stage_units(config.setting),
+        units,
         scenario=config.scenario,
         num_clients=config.num_clients,
         seed=config.seed,

@@ -23,7 +23,7 @@ from PIL import Image
 from fcit_flower.tasks.catalog import TASKS
 from fcit_flower.tasks.mini_fcit import procedural, sources
 
-VERSION = 1
+VERSION = 4
 SPLIT_SEED = {"train": 0, "test": 1}
 
 
@@ -114,7 +114,10 @@ def _build_split(root: Path, split: str, count: int, seed: int, size: int) -> No
     questions = sources.easy_vqa_questions(split)
     for task, answers in (("aokvqa", sources.YES_NO), ("super-clevr", sources.SHAPE_ANSWERS)):
         rng = _rng(seed, task, split)
-        pool_idx = [i for i, (_, a, _) in enumerate(questions) if a in answers]
+        pool_idx = [
+            i for i, (_, a, image_id) in enumerate(questions)
+            if a in answers and (split == "test" or image_id < sources.EASY_VQA_BENCHMARK_IMAGES)
+        ]
         writer = _Writer(root, task, split)
         for i in rng.choice(pool_idx, size=min(count, len(pool_idx)), replace=False):
             question, answer, image_id = questions[int(i)]
@@ -169,3 +172,24 @@ def build_mini_fcit(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def vocabulary_texts() -> list[str]:
+    """Every text mini-FCIT can contain, whatever its sizes and seed.
+
+    The tiny base's tokenizer is trained on these (plus its pre-training captions),
+    so one cached base serves every mini-FCIT configuration.
+    """
+    from fcit_flower.tasks.mini_fcit.drawing import PALETTE, SHAPES
+
+    texts = {"yes", "no", "even", "odd", *PALETTE, *SHAPES, *procedural.QUADRANTS,
+             *procedural.WORDS, *(str(n) for n in range(11)), "a an and"}
+    for templates in procedural.TEMPLATES.values():
+        for template in templates:
+            texts.add(template.format(shape=" ".join(SHAPES), a=" ".join(PALETTE),
+                                      b=" ".join(PALETTE)))
+    for split in ("train", "test"):
+        for question, answer, _ in sources.easy_vqa_questions(split):
+            texts.add(question)
+            texts.add(answer)
+    return sorted(texts)

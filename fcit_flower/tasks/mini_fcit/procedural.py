@@ -45,7 +45,7 @@ def quadrant(rng: np.random.Generator, size: int) -> Item:
     shape = SHAPES[int(rng.integers(0, len(SHAPES)))]
     draw_shape(ImageDraw.Draw(image), shape, (x0, y0, x0 + side - 1, y0 + side - 1),
                PALETTE[colour])
-    return image, {"shape": shape}, QUADRANTS[where]
+    return image, {"shape": shape, "colour": colour}, QUADRANTS[where]
 
 
 def _bars(size: int, colours: list[str], heights: list[int], grid: bool = False) -> Image.Image:
@@ -75,7 +75,10 @@ def compare_bars(rng: np.random.Generator, size: int) -> Item:
     heights = [int(h) for h in rng.choice(np.arange(5, size - 2, 3), 2, replace=False)]
     first, second = (0, 1) if rng.random() < 0.5 else (1, 0)
     answer = "yes" if heights[first] > heights[second] else "no"
-    return (_bars(size, colours, heights), {"a": colours[first], "b": colours[second]}, answer)
+    tall, short = (0, 1) if heights[0] > heights[1] else (1, 0)
+    fields = {"a": colours[first], "b": colours[second], "tall": colours[tall],
+              "short": colours[short]}
+    return _bars(size, colours, heights), fields, answer
 
 
 def bar_value(rng: np.random.Generator, size: int) -> Item:
@@ -107,7 +110,7 @@ def caption(rng: np.random.Generator, size: int) -> Item:
 def word(rng: np.random.Generator, size: int) -> Item:
     """A three-letter word rendered in black."""
     text = WORDS[int(rng.integers(0, len(WORDS)))]
-    font = ImageFont.load_default(size=max(8, size * 3 // 8))
+    font = ImageFont.load_default(size=max(8, size * 7 // 16))
     image = canvas(size)
     draw = ImageDraw.Draw(image)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)

@@ -1,0 +1,79 @@
+"""An in-process Grid: the ClientApp called directly, without Flower's runtime.
+
+For debugging, tests of the app logic, and the Flower-overhead benchmark (the same
+local training as a plain Python loop). Messages still go through the real
+``ClientApp`` object, so the handlers, records and replies are the real ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+
+
+class InProcessGrid(Grid):
+    """A Grid whose nodes are in-process calls of ``client_app``.
+
+    Parameters
+    ----------
+    client_app : ClientApp
+        The app to call.
+    num_nodes : int
+        Nodes ``1..num_nodes`` with ``partition-id`` ``0..num_nodes-1``.
+    run_config : dict
+        The run-config every node sees.
+    """
+
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict[str, Any]):
+        self.client_app = client_app
+        self.contexts = {
+            node: Context(
+                run_id=1,
+                node_id=node,
+                node_config={"partition-id": node - 1, "num-partitions": num_nodes},
+                state=RecordDict(),
+                run_config=dict(run_config),
+            )
+            for node in range(1, num_nodes + 1)
+        }
+        self.messages_sent = 0
+
+    def get_node_ids(self) -> Iterable[int]:
+        """All node ids."""
+        return list(self.contexts)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Call the ClientApp for each message, in order."""
+        replies = []
+        for message in messages:
+            self.messages_sent += 1
+            node = message.metadata.dst_node_id
+            replies.append(self.client_app(message, self.contexts[node]))
+        return replies
+
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:
+        """Not used by fcit-flower."""
+        raise NotImplementedError
+
+    def push_messages(self, *args: Any, **kwargs: Any) -> Iterable[str]:
+        """Not used by fcit-flower."""
+        raise NotImplementedError
+
+    def pull_messages(self, *args: Any, **kwargs: Any) -> Iterable[Message]:
+        """Not used by fcit-flower."""
+        raise NotImplementedError
+
+    @property
+    def run(self) -> Any:
+        """Not used by fcit-flower."""
+        raise NotImplementedError
+
+    def set_run(self, run_id: int) -> None:
+        """Not used by fcit-flower."""
+        raise NotImplementedError

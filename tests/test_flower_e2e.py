@@ -1,0 +1,67 @@
+"""End to end through Flower's simulation engine (a private SuperLink + Ray)."""
+
+import json
+from pathlib import Path
+
+import psutil
+import pytest
+
+from fcit_flower.flower_run import run_simulation_app
+
+APP = Path(__file__).resolve().parents[1]
+TINY = {
+    "num-clients": 3,
+    "clients-per-round": 2,
+    "rounds-per-stage": 2,
+    "num-stages": 2,
+    "train-size": 30,
+    "test-size": 6,
+    "min-client-size": 2,
+}
+
+pytestmark = pytest.mark.flower
+
+
+def _our_processes():
+    return {
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if any("flower-superlink" in c or "flwr-simulation" in c for c in (p.info["cmdline"] or []))
+    }
+
+
+@pytest.mark.parametrize("method", ["finetune", "disco"])
+def test_tiny_run_completes_through_flower(tmp_path, method):
+    before = _our_processes()
+    outcome = run_simulation_app(
+        APP,
+        {**TINY, "method": method, "results-dir": str(tmp_path), "run-name": method},
+        num_supernodes=3,
+        timeout_s=900,
+    )
+    assert outcome.completed, outcome.status + "\n" + outcome.log[-3000:]
+    metrics = json.loads((tmp_path / method / "metrics.json").read_text())
+    assert metrics["complete"] is True
+    assert len(metrics["accuracy_matrix"]) == 2
+    assert metrics["tasks"] == ["imagenet-r", "arxivqa"]
+    for key in ("last", "avg", "bwt"):
+        assert isinstance(metrics[key], float)
+    assert (tmp_path / method / "accuracy_matrix.csv").read_text().startswith("after_stage")
+    if method == "disco":
+        routing = json.loads((tmp_path / method / "routing.json").read_text())
+        assert routing["assignments"], "DISCO assigned no client to a subspace"
+    # we stopped exactly what we started
+    assert _our_processes() <= before
+
+
+def test_crashing_server_app_is_reported_as_failed(tmp_path):
+    # tau out of range passes the CLI nowhere: the ServerApp itself must fail
+    outcome = run_simulation_app(
+        APP,
+        {**TINY, "tau": 5.0, "results-dir": str(tmp_path)},
+        num_supernodes=3,
+        timeout_s=600,
+    )
+    assert not outcome.completed
+    assert "failed" in outcome.status
+    assert not (tmp_path / "finetune-hom-task-b1-s0" / "metrics.json").exists()

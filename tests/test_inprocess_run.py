@@ -1,0 +1,40 @@
+"""The whole ServerApp/ClientApp logic in one process (no Flower runtime)."""
+
+import json
+
+import pytest
+from flwr.app import Context, RecordDict
+
+from fcit_flower.client_app import app as client_app
+from fcit_flower.inprocess import InProcessGrid
+from fcit_flower.server_app import main
+
+TINY = {
+    "num-clients": 4,
+    "clients-per-round": 2,
+    "rounds-per-stage": 2,
+    "num-stages": 2,
+    "train-size": 24,
+    "test-size": 5,
+}
+
+
+def _run(tmp_path, name, **extra):
+    config = {**TINY, **extra, "results-dir": str(tmp_path), "run-name": name}
+    grid = InProcessGrid(client_app, config["num-clients"], config)
+    main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config))
+    return json.loads((tmp_path / name / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("method", ["finetune", "disco"])
+def test_same_seed_same_numbers(tmp_path, method):
+    first = _run(tmp_path, "a", method=method)
+    second = _run(tmp_path, "b", method=method)
+    assert first["accuracy_matrix"] == second["accuracy_matrix"]
+    assert first["examples"] == second["examples"]
+
+
+def test_zeroshot_rows_are_constant(tmp_path):
+    metrics = _run(tmp_path, "z", method="zeroshot")
+    assert metrics["accuracy_matrix"][0] == metrics["accuracy_matrix"][1]
+    assert metrics["bwt"] == 0.0
