@@ -68,7 +68,7 @@ class RunConfig:
     data_root: str = ""
     train_size: int = 400
     test_size: int = 50
-    min_client_size: int = 2
+    min_client_size: int = 4
     max_new_tokens: int = 8
     results_dir: str = "results"
     run_name: str = ""

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 PAD, BOS, EOS, UNK, IMAGE = "[PAD]", "[BOS]", "[EOS]", "[UNK]", "<image>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, IMAGE]
-BASE_VERSION = "tiny-base-v6"
+BASE_VERSION = "tiny-base-v7"
 
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 from fcit_flower.tasks.catalog import TASKS
 from fcit_flower.tasks.mini_fcit import procedural, sources
 
-VERSION = 4
+VERSION = 5
 SPLIT_SEED = {"train": 0, "test": 1}
 
 

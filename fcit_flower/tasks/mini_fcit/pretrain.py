@@ -38,7 +38,9 @@ def _describe(kind: int, rng: np.random.Generator, size: int) -> tuple[np.ndarra
         return np.asarray(image), f"{value} level bar"
     if kind == 5:
         image, _, text = procedural.caption(rng, size)
-        return np.asarray(image), text
+        # Not the flickr30k answer format ("a red circle and a blue square").
+        objects = [part.split()[-2:] for part in text.split(" and ")]
+        return np.asarray(image), " then ".join(f"{s} in {c}" for c, s in objects)
     if kind == 6:
         image, _, text = procedural.word(rng, size)
         return np.asarray(image), f"{text} written"

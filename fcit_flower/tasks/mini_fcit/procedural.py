@@ -129,21 +129,23 @@ GENERATORS: dict[str, Callable[[np.random.Generator, int], Item]] = {
     "ocr-vqa": word,
 }
 
+# Paraphrases stay close in meaning: real institutions phrase one task alike, and
+# DISCO's identity tokens (mean instruction features) must tell tasks apart.
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "iconqa": (
         "How many dots are there?",
-        "Count the dots in the image.",
-        "What is the number of dots shown?",
+        "How many dots are in the image?",
+        "How many dots can you see?",
     ),
     "clevr-math": (
         "Add one to the number of dots. What is the result?",
-        "If one more dot were added, how many dots would there be?",
-        "What is the number of dots plus one?",
+        "Add one to the dot count. What is the result?",
+        "Adding one to the number of dots gives what result?",
     ),
     "grounding": (
         "Where is the {shape} located?",
-        "In which part of the image is the {shape}?",
-        "Which quadrant contains the {shape}?",
+        "Where is the {shape} in the image?",
+        "Where in the image is the {shape}?",
     ),
     "arxivqa": (
         "Which color is the tallest bar?",
@@ -152,32 +154,32 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
     "figureqa": (
         "Is the {a} bar taller than the {b} bar?",
-        "Is {a} higher than {b} in this chart?",
-        "Does the {a} bar exceed the {b} bar?",
+        "Is the {a} bar higher than the {b} bar?",
+        "Is the {a} bar taller than the {b} one?",
     ),
     "dvqa": (
         "What is the value of the bar?",
-        "Read the value of the bar from the chart.",
         "What value does the bar show?",
+        "What is the bar's value?",
     ),
     "flickr30k": (
         "Describe the image briefly.",
-        "Write a short caption for this image.",
-        "Give a brief description of the picture.",
+        "Describe this image in a few words.",
+        "Briefly describe the image.",
     ),
     "ocr-vqa": (
         "What word is written in the image?",
-        "Read the text in the image.",
-        "What does the text say?",
+        "Which word is written in the image?",
+        "What word is shown in the image?",
     ),
     "imagenet-r": (
         "What digit is shown?",
-        "Which digit is in this image?",
-        "Classify the handwritten digit.",
+        "What digit is shown in the image?",
+        "Which digit is shown?",
     ),
     "tabmwp": (
         "Is the digit even or odd?",
-        "Is the number in the image odd or even?",
-        "Tell whether the shown digit is even or odd.",
+        "Is the digit in the image even or odd?",
+        "Is this digit even or odd?",
     ),
 }
