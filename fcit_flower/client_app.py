@@ -90,8 +90,8 @@ def train(msg: Message, context: Context) -> Message:
     model = adapted_model(runtime.base_path, rank, config.lora_scaling, config.lora_dropout)
     adapter, projector = split_projector(to_numpy(msg.content.array_records[ARRAYS_KEY]))
     load_lora_state(model, adapter)
-    if projector:
-        load_projector_state(model, projector)
+    # No projector in the message: it is not trained, so use the base's.
+    load_projector_state(model, projector or projector_state(runtime.bundle.model))
     groups = trainable_param_groups(
         model,
         lr=config.lr,

@@ -41,10 +41,10 @@ class RunConfig:
     rounds_per_stage: int = 3
     num_stages: int = 0
     local_epochs: int = 1
-    batch_size: int = 16
+    batch_size: int = 8
     lr: float = 3e-3
     projector_lr: float = 3e-4
-    train_projector: bool = True
+    train_projector: bool = False
     warmup_ratio: float = 0.03
     lora_rank: int = 32
     lora_alpha: float = 64.0

@@ -23,6 +23,7 @@ from fcit_flower.models.adapters import (
     adapted_model,
     load_lora_state,
     load_projector_state,
+    projector_state,
     split_projector,
 )
 from fcit_flower.models.identity import get_encoder
@@ -81,7 +82,7 @@ def evaluate_state(
             base_path, config.num_subspaces, config.subspace_rank, config.lora_scaling
         )
         _load_subspaces(model, arrays, config.num_subspaces)
-        load_projector_state(model, projector_arrays(arrays))
+        load_projector_state(model, projector_arrays(arrays) or projector_state(bundle.model))
         slots = slots_from_arrays(arrays, config.num_subspaces, config.tau)
         tokens = slots.as_array() if len(slots) else np.zeros((0, 1))
         encoder = get_encoder(config.identity_encoder)
@@ -100,7 +101,7 @@ def evaluate_state(
         )
         adapter, projector = split_projector(arrays)
         load_lora_state(model, adapter)
-        load_projector_state(model, projector)
+        load_projector_state(model, projector or projector_state(bundle.model))
     for task, samples in test_sets.items():
         collected.clear()
         predictions = generate_answers(
