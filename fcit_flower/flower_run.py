@@ -72,6 +72,11 @@ def format_overrides(values: Mapping[str, ConfigValue]) -> str:
     return " ".join(parts)
 
 
+def _number(value: float) -> int | float:
+    """Integral values as ``int`` (Flower's CLI parses ``1.0`` as a float)."""
+    return int(value) if float(value).is_integer() else value
+
+
 def _free_ports(count: int) -> list[int]:
     sockets, ports = [], []
     for _ in range(count):
@@ -221,8 +226,8 @@ def run_simulation_app(
         _wait_port(http_port, superlink, time.monotonic() + 60, superlink_log)
         federation = (
             f"num-supernodes={num_supernodes} "
-            f"backend.client-resources.num-cpus={client_num_cpus} "
-            f"backend.client-resources.num-gpus={client_num_gpus}"
+            f"client-resources-num-cpus={_number(client_num_cpus)} "
+            f"client-resources-num-gpus={_number(client_num_gpus)}"
         )
         submit = subprocess.run(
             [
