@@ -164,7 +164,7 @@ def build_config(spec: TinyModelSpec, vocab_size: int) -> LlavaConfig:
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """Map an ``(H, W, 3)`` uint8 image to the tiny model's normalised CHW tensor."""
-    array = torch.from_numpy(np.ascontiguousarray(image)).float().div_(127.5).sub_(1.0)
+    array = torch.tensor(image, dtype=torch.float32).div_(127.5).sub_(1.0)
     return array.permute(2, 0, 1)
 
 
