@@ -17,10 +17,15 @@ from bench.common import record
 TOKEN_DIM = {"tiny (MiniLM tokens)": 384, "LLaVA-1.5-7B (CLIP tokens)": 768}
 
 
-def lora_arrays(layers: int, hidden: int, inter: int, rank: int) -> dict[str, np.ndarray]:
+def lora_arrays(
+    layers: int, hidden: int, inter: int, rank: int
+) -> dict[str, np.ndarray]:
     """LoRA factors of gate/up/down projections of every layer, float32."""
-    shapes = {"gate_proj": (hidden, inter), "up_proj": (hidden, inter),
-              "down_proj": (inter, hidden)}
+    shapes = {
+        "gate_proj": (hidden, inter),
+        "up_proj": (hidden, inter),
+        "down_proj": (inter, hidden),
+    }
     arrays = {}
     for layer in range(layers):
         for name, (fan_in, fan_out) in shapes.items():
@@ -38,8 +43,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    rows = ["| model | Finetune up = down (rank r) | DISCO down | DISCO up (+ token) | "
-            "DISCO / Finetune up |", "|---|---|---|---|---|"]
+    rows = [
+        "| model | Finetune up = down (rank r) | DISCO down | DISCO up (+ token) | "
+        "DISCO / Finetune up |",
+        "|---|---|---|---|---|",
+    ]
     for label, layers, hidden, inter, rank, num in (
         ("tiny (MiniLM tokens)", 2, 128, 256, 32, 8),
         ("LLaVA-1.5-7B (CLIP tokens)", 32, 4096, 11008, 64, 8),
@@ -47,13 +55,17 @@ def main() -> None:
         full = nbytes(lora_arrays(layers, hidden, inter, rank))
         sub = nbytes(lora_arrays(layers, hidden, inter, rank // num))
         token = nbytes({"identity-token": np.zeros(TOKEN_DIM[label], np.float32)})
-        rows.append(f"| {label}, r={rank}, E={num} | {full / 1e6:.3f} MB | "
-                    f"{sub / 1e6:.3f} MB | {(sub + token) / 1e6:.3f} MB | "
-                    f"{(sub + token) / full:.3f} |")
+        rows.append(
+            f"| {label}, r={rank}, E={num} | {full / 1e6:.3f} MB | "
+            f"{sub / 1e6:.3f} MB | {(sub + token) / 1e6:.3f} MB | "
+            f"{(sub + token) / full:.3f} |"
+        )
         print(rows[-1])
     if not args.no_record:
-        record("Communication per client per round (projector frozen, the default)",
-               "\n".join(rows))
+        record(
+            "Communication per client per round (projector frozen, the default)",
+            "\n".join(rows),
+        )
 
 
 if __name__ == "__main__":

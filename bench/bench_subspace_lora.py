@@ -35,13 +35,17 @@ def _time(fn, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def measure(in_f: int, out_f: int, rank: int, num: int, tokens: int, repeats: int) -> dict:
+def measure(
+    in_f: int, out_f: int, rank: int, num: int, tokens: int, repeats: int
+) -> dict:
     torch.manual_seed(0)
     base = nn.Linear(in_f, out_f)
     for p in base.parameters():
         p.requires_grad_(False)
-    peft = get_peft_model(_Holder(base), LoraConfig(r=rank, lora_alpha=2 * rank,
-                                                    target_modules=["up_proj"]))
+    peft = get_peft_model(
+        _Holder(base),
+        LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["up_proj"]),
+    )
     plain = peft.base_model.model.up_proj
     multi = SubspaceLoraLinear(base, num_subspaces=num, rank=rank // num, scaling=2.0)
     x = torch.randn(4, tokens, in_f)
@@ -66,7 +70,10 @@ def measure(in_f: int, out_f: int, rank: int, num: int, tokens: int, repeats: in
             multi(x)
 
     out = {}
-    for name, a, b in (("train", plain_step, multi_step), ("infer", plain_infer, multi_infer)):
+    for name, a, b in (
+        ("train", plain_step, multi_step),
+        ("infer", plain_infer, multi_infer),
+    ):
         ta, tb = [], []
         for _ in range(3):  # interleave to cancel drift
             ta.append(_time(a, repeats))
@@ -81,8 +88,11 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    rows = ["| shape | total rank | E | train plain ms | train E-subspace ms | ratio | "
-            "infer plain ms | infer E-subspace ms | ratio |", "|---" * 9 + "|"]
+    rows = [
+        "| shape | total rank | E | train plain ms | train E-subspace ms | ratio | "
+        "infer plain ms | infer E-subspace ms | ratio |",
+        "|---" * 9 + "|",
+    ]
     for label, in_f, out_f, rank, tokens in (
         ("tiny MLP 128->256", 128, 256, 32, 40),
         ("7B MLP 4096->11008", 4096, 11008, 64, 32),
@@ -98,8 +108,10 @@ def main() -> None:
             )
             print(rows[-1], flush=True)
     if not args.no_record:
-        record("SSA overhead: E-subspace LoRA vs one PEFT LoRA of the same total rank",
-               "\n".join(rows))
+        record(
+            "SSA overhead: E-subspace LoRA vs one PEFT LoRA of the same total rank",
+            "\n".join(rows),
+        )
 
 
 if __name__ == "__main__":

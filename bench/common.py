@@ -13,7 +13,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 def machine() -> str:
     """A one-line description of this machine."""
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    python = platform.python_version()
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {python}"
 
 
 def record(title: str, body: str) -> None:
@@ -21,4 +22,6 @@ def record(title: str, body: str) -> None:
     command = "python " + " ".join(sys.argv)
     stamp = datetime.date.today().isoformat()
     with open(BENCHMARKS, "a") as handle:
-        handle.write(f"\n### {title} ({stamp})\n\n`{command}` on {machine()}\n\n{body}\n")
+        handle.write(
+            f"\n### {title} ({stamp})\n\n`{command}` on {machine()}\n\n{body}\n"
+        )

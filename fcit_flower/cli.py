@@ -54,7 +54,9 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for method in methods:
         if method not in METHODS:
-            raise ConfigError(f"--methods: {method!r} is not a method; choose from {list(METHODS)}")
+            raise ConfigError(
+                f"--methods: {method!r} is not a method; choose from {list(METHODS)}"
+            )
     seeds = [int(s) for s in str(args.seeds).split(",")]
     betas = [float(b) for b in str(args.beta).split(",")]
     results = Path(args.results_dir).expanduser().resolve()
@@ -102,10 +104,14 @@ def run_one(config: RunConfig, *, quiet: bool, timeout_s: float) -> dict[str, An
             f"(Flower status {outcome.status!r}); last log lines:\n{tail}"
         )
     if not metrics_path.exists():
-        raise RuntimeError(f"run {config.resolved_run_name} completed but wrote no {metrics_path}")
+        raise RuntimeError(
+            f"run {config.resolved_run_name} completed but wrote no {metrics_path}"
+        )
     metrics = json.loads(metrics_path.read_text())
     if not metrics.get("complete"):
-        raise RuntimeError(f"{metrics_path} is incomplete: not every stage was evaluated")
+        raise RuntimeError(
+            f"{metrics_path} is incomplete: not every stage was evaluated"
+        )
     metrics["flower_run_id"] = outcome.run_id
     metrics["flower_wall_seconds"] = round(time.monotonic() - started, 1)
     return metrics
@@ -117,8 +123,18 @@ def table(rows: dict[str, dict[str, list[float]]]) -> tuple[str, str]:
     md.write("| Method | Last | Avg | BWT | seeds |\n|---|---|---|---|---|\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["method", "last_mean", "last_std", "avg_mean", "avg_std",
-                     "bwt_mean", "bwt_std", "seeds"])
+    writer.writerow(
+        [
+            "method",
+            "last_mean",
+            "last_std",
+            "avg_mean",
+            "avg_std",
+            "bwt_mean",
+            "bwt_std",
+            "seeds",
+        ]
+    )
     for method, values in rows.items():
         cells, numbers = [], []
         for key in ("last", "avg", "bwt"):
@@ -140,7 +156,10 @@ def compare(args: argparse.Namespace) -> int:
         return 2
     from fcit_flower.runtime import prepare_runtime
 
-    print(f"Preparing data and the base model ({runs[0][1].model}) once...", file=sys.stderr)
+    print(
+        f"Preparing data and the base model ({runs[0][1].model}) once...",
+        file=sys.stderr,
+    )
     try:
         prepare_runtime(runs[0][1])
     except (ValueError, OSError) as error:
@@ -148,16 +167,20 @@ def compare(args: argparse.Namespace) -> int:
         return 2
     grouped: dict[str, dict[str, dict[str, list[float]]]] = {}
     for index, (combo, config) in enumerate(runs, start=1):
-        print(f"[{index}/{len(runs)}] {combo}: {config.method} seed {config.seed}",
-              file=sys.stderr)
+        print(
+            f"[{index}/{len(runs)}] {combo}: {config.method} seed {config.seed}",
+            file=sys.stderr,
+        )
         try:
             metrics = run_one(config, quiet=args.quiet, timeout_s=args.timeout)
         except RuntimeError as error:
             print(f"fcit-flower: error: {error}", file=sys.stderr)
             return 1
-        print(f"    Last {metrics['last']:.2f}  Avg {metrics['avg']:.2f}  "
-              f"BWT {metrics['bwt']:.2f}  ({metrics['flower_wall_seconds']} s)",
-              file=sys.stderr)
+        print(
+            f"    Last {metrics['last']:.2f}  Avg {metrics['avg']:.2f}  "
+            f"BWT {metrics['bwt']:.2f}  ({metrics['flower_wall_seconds']} s)",
+            file=sys.stderr,
+        )
         row = grouped.setdefault(combo, {}).setdefault(
             config.method, {"last": [], "avg": [], "bwt": []}
         )
@@ -168,24 +191,37 @@ def compare(args: argparse.Namespace) -> int:
         out_dir = Path(args.results_dir).expanduser().resolve() / combo
         atomic_write_text(out_dir / "compare.md", markdown)
         atomic_write_text(out_dir / "compare.csv", csv_text)
-        print(f"\n## {combo} (mini-FCIT unless data-root is set; results in {out_dir})\n")
+        print(
+            f"\n## {combo} (mini-FCIT unless data-root is set; results in {out_dir})\n"
+        )
         print(markdown)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="fcit-flower", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fcit-flower", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    cmp_ = sub.add_parser("compare", help="run methods through Flower and tabulate them")
-    cmp_.add_argument("--methods", default="finetune,disco",
-                      help=f"comma-separated, from {list(METHODS)}")
+    cmp_ = sub.add_parser(
+        "compare", help="run methods through Flower and tabulate them"
+    )
+    cmp_.add_argument(
+        "--methods",
+        default="finetune,disco",
+        help=f"comma-separated, from {list(METHODS)}",
+    )
     cmp_.add_argument("--seeds", default="0", help="comma-separated seeds")
     cmp_.add_argument("--scenario", default="hom", help="hom, het, or both: hom,het")
     cmp_.add_argument("--setting", default="task", help="task, capability, or both")
-    cmp_.add_argument("--beta", default="1.0", help="Dirichlet beta(s), comma-separated")
+    cmp_.add_argument(
+        "--beta", default="1.0", help="Dirichlet beta(s), comma-separated"
+    )
     cmp_.add_argument("--results-dir", default="results")
-    cmp_.add_argument("--run-config", default="", help="extra 'key=value ...' overrides")
+    cmp_.add_argument(
+        "--run-config", default="", help="extra 'key=value ...' overrides"
+    )
     cmp_.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     cmp_.add_argument("--quiet", action="store_true", help="do not stream Flower logs")
     return parser

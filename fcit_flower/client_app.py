@@ -13,7 +13,13 @@ Message protocol (keys in :mod:`fcit_flower.strategies.continual`):
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from fcit_flower.config import RunConfig
@@ -44,7 +50,7 @@ app = ClientApp()
 
 
 def client_position(context: Context) -> int:
-    """This node's client position: ``partition-id`` from its node config."""
+    """Return the client position: ``partition-id`` from the node config."""
     if "partition-id" not in context.node_config:
         raise ValueError("node-config lacks 'partition-id' (the client position)")
     return int(context.node_config["partition-id"])  # type: ignore[arg-type]
@@ -62,7 +68,9 @@ def query(msg: Message, context: Context) -> Message:
     runtime = prepare_runtime(config)
     stage = int(request["stage"])  # type: ignore[arg-type]
     samples = client_samples(config, runtime.schedule, runtime.root, stage, position)
-    token = get_encoder(config.identity_encoder).identity_token([s.question for s in samples])
+    token = get_encoder(config.identity_encoder).identity_token(
+        [s.question for s in samples]
+    )
     content = RecordDict(
         {
             ARRAYS_KEY: to_record({TOKEN_KEY: token.astype(np.float32)}),
@@ -87,8 +95,12 @@ def train(msg: Message, context: Context) -> Message:
     samples = client_samples(config, runtime.schedule, runtime.root, stage, position)
 
     rank = config.subspace_rank if config.method == "disco" else config.lora_rank
-    model = adapted_model(runtime.base_path, rank, config.lora_scaling, config.lora_dropout)
-    adapter, projector = split_projector(to_numpy(msg.content.array_records[ARRAYS_KEY]))
+    model = adapted_model(
+        runtime.base_path, rank, config.lora_scaling, config.lora_dropout
+    )
+    adapter, projector = split_projector(
+        to_numpy(msg.content.array_records[ARRAYS_KEY])
+    )
     load_lora_state(model, adapter)
     # No projector in the message: it is not trained, so use the base's.
     load_projector_state(model, projector or projector_state(runtime.bundle.model))
@@ -113,8 +125,13 @@ def train(msg: Message, context: Context) -> Message:
     arrays = lora_state(model)
     if projector:
         arrays.update(projector_state(model))
-    metrics = {NUM_EXAMPLES: len(samples), "train-loss": loss}
+    metrics: dict[str, int | float | list[int] | list[float]] = {
+        NUM_EXAMPLES: len(samples),
+        "train-loss": loss,
+    }
     if "subspace" in request:
         metrics["subspace"] = int(request["subspace"])  # type: ignore[arg-type]
-    content = RecordDict({ARRAYS_KEY: to_record(arrays), METRICS_KEY: MetricRecord(metrics)})
+    content = RecordDict(
+        {ARRAYS_KEY: to_record(arrays), METRICS_KEY: MetricRecord(metrics)}
+    )
     return Message(content=content, reply_to=msg)

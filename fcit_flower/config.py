@@ -86,7 +86,9 @@ class RunConfig:
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             if key not in known:
-                raise ConfigError(f"unknown run-config key {key!r}; known keys: {sorted(known)}")
+                raise ConfigError(
+                    f"unknown run-config key {key!r}; known keys: {sorted(known)}"
+                )
             field = known[key]
             kwargs[field.name] = _coerce(key, value, type(getattr(cls(), field.name)))
         config = cls(**kwargs)
@@ -177,8 +179,13 @@ class RunConfig:
                 raise ConfigError(f"{key}={value} must lie in [0, 1)")
         _positive("server-eps", self.server_eps)
         if self.data_root and not Path(self.data_root).expanduser().is_dir():
-            raise ConfigError(f"data-root={self.data_root!r} is not an existing directory")
-        if self.num_clients * self.min_client_size > self.train_size and not self.data_root:
+            raise ConfigError(
+                f"data-root={self.data_root!r} is not an existing directory"
+            )
+        if (
+            self.num_clients * self.min_client_size > self.train_size
+            and not self.data_root
+        ):
             raise ConfigError(
                 f"train-size={self.train_size} is too small for num-clients="
                 f"{self.num_clients} x min-client-size={self.min_client_size}"
@@ -187,7 +194,9 @@ class RunConfig:
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
+        raise ConfigError(
+            f"{key}={value!r} is not allowed; choose one of {list(allowed)}"
+        )
 
 
 def _positive(key: str, value: float) -> None:

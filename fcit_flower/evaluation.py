@@ -8,7 +8,7 @@ per test example.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -28,7 +28,11 @@ from fcit_flower.models.adapters import (
 )
 from fcit_flower.models.identity import get_encoder
 from fcit_flower.models.subspace_lora import inject_subspace_lora, set_activation
-from fcit_flower.strategies.disco import projector_arrays, slots_from_arrays, subspace_arrays
+from fcit_flower.strategies.disco import (
+    projector_arrays,
+    slots_from_arrays,
+    subspace_arrays,
+)
 from fcit_flower.tasks.catalog import get_task
 from fcit_flower.tasks.fcit_data import Sample
 from fcit_flower.tasks.metrics import score
@@ -55,7 +59,9 @@ class StageEvaluation:
 
 
 @lru_cache(maxsize=2)
-def _subspace_model(path: str, capacity: int, rank: int, scaling: float) -> torch.nn.Module:
+def _subspace_model(
+    path: str, capacity: int, rank: int, scaling: float
+) -> torch.nn.Module:
     from fcit_flower.models.adapters import load_base
 
     model = copy.deepcopy(load_base(path).model)
@@ -71,7 +77,7 @@ def evaluate_state(
     base_path: str,
     bundle: BaseBundle,
     arrays: dict[str, np.ndarray],
-    test_sets: dict[str, Sequence[Sample]],
+    test_sets: Mapping[str, Sequence[Sample]],
 ) -> StageEvaluation:
     """Score the global ``arrays`` of ``config.method`` on every test set."""
     result = StageEvaluation()
@@ -82,7 +88,9 @@ def evaluate_state(
             base_path, config.num_subspaces, config.subspace_rank, config.lora_scaling
         )
         _load_subspaces(model, arrays, config.num_subspaces)
-        load_projector_state(model, projector_arrays(arrays) or projector_state(bundle.model))
+        load_projector_state(
+            model, projector_arrays(arrays) or projector_state(bundle.model)
+        )
         slots = slots_from_arrays(arrays, config.num_subspaces, config.tau)
         tokens = slots.as_array() if len(slots) else np.zeros((0, 1))
         encoder = get_encoder(config.identity_encoder)
@@ -90,8 +98,11 @@ def evaluate_state(
         def before_batch(batch: Sequence[Sample]) -> None:
             features = encoder.encode([s.question for s in batch])
             weights = ssa_weights(
-                features, tokens, capacity=config.num_subspaces,
-                mode=config.ssa_mode, eps=config.ssa_eps,
+                features,
+                tokens,
+                capacity=config.num_subspaces,
+                mode=config.ssa_mode,
+                eps=config.ssa_eps,
             )
             collected.append(weights)
             set_activation(model, torch.from_numpy(weights))
@@ -116,10 +127,13 @@ def evaluate_state(
         answers = [s.answer for s in samples]
         result.scores[task] = score(get_task_metric(task), predictions, answers)
         result.examples[task] = [
-            (s.question, p, s.answer) for s, p in list(zip(samples, predictions))[:3]
+            (s.question, p, s.answer)
+            for s, p in list(zip(samples, predictions, strict=True))[:3]
         ]
         if collected:
-            result.mean_activation[task] = np.concatenate(collected).mean(0).round(4).tolist()
+            result.mean_activation[task] = (
+                np.concatenate(collected).mean(0).round(4).tolist()
+            )
     return result
 
 
@@ -128,7 +142,9 @@ def get_task_metric(task: str) -> str:
     return get_task(task).metric
 
 
-def _load_subspaces(model: torch.nn.Module, arrays: dict[str, np.ndarray], capacity: int) -> None:
+def _load_subspaces(
+    model: torch.nn.Module, arrays: dict[str, np.ndarray], capacity: int
+) -> None:
     from fcit_flower.models.subspace_lora import subspace_layers
 
     layers = dict(subspace_layers(model))

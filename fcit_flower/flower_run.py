@@ -105,10 +105,14 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def _wait_port(port: int, process: subprocess.Popen, deadline: float, log: Path) -> None:
+def _wait_port(
+    port: int, process: subprocess.Popen, deadline: float, log: Path
+) -> None:
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise FlowerRunError(f"flower-superlink exited ({process.returncode}); see {log}")
+            raise FlowerRunError(
+                f"flower-superlink exited ({process.returncode}); see {log}"
+            )
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -158,7 +162,10 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None
 def _run_status(run_id: int, env: dict[str, str]) -> dict:
     result = subprocess.run(
         [_bin("flwr"), "ls", "fcit", "--run-id", str(run_id), "--format", "json"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     try:
         payload = json.loads(result.stdout)
@@ -210,15 +217,27 @@ def run_simulation_app(
     with open(superlink_log, "w") as log_handle:
         superlink = subprocess.Popen(
             [
-                _bin("flower-superlink"), "--insecure", "--simulation",
-                "--isolation", "subprocess",
-                "--host", "127.0.0.1", "--port", str(http_port),
-                "--fleet-api-address", f"127.0.0.1:{fleet_port}",
-                "--control-api-address", f"127.0.0.1:{control_port}",
-                "--database", str(home / "state.db"),
+                _bin("flower-superlink"),
+                "--insecure",
+                "--simulation",
+                "--isolation",
+                "subprocess",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(http_port),
+                "--fleet-api-address",
+                f"127.0.0.1:{fleet_port}",
+                "--control-api-address",
+                f"127.0.0.1:{control_port}",
+                "--database",
+                str(home / "state.db"),
                 "--disable-runtime-dependency-installation",
             ],
-            env=env, stdout=log_handle, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     follower: subprocess.Popen | None = None
     lines: list[str] = []
@@ -231,23 +250,37 @@ def run_simulation_app(
         )
         submit = subprocess.run(
             [
-                _bin("flwr"), "run", str(app_dir), "fcit",
-                "--run-config", format_overrides(run_config),
-                "--federation-config", federation,
-                "--format", "json",
+                _bin("flwr"),
+                "run",
+                str(app_dir),
+                "fcit",
+                "--run-config",
+                format_overrides(run_config),
+                "--federation-config",
+                federation,
+                "--format",
+                "json",
             ],
-            env=env, capture_output=True, text=True, timeout=300,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         try:
             reply = json.loads(submit.stdout)
         except json.JSONDecodeError:
             reply = {"success": False, "error-message": submit.stdout + submit.stderr}
         if not reply.get("success"):
-            raise FlowerRunError(f"flwr run failed: {reply.get('error-message', reply)}")
+            raise FlowerRunError(
+                f"flwr run failed: {reply.get('error-message', reply)}"
+            )
         run_id = int(reply["run-id"])
         follower = subprocess.Popen(
             [_bin("flwr"), "log", str(run_id), "fcit", "--stream"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,
         )
         reader = threading.Thread(
@@ -279,7 +312,9 @@ def run_simulation_app(
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _collect(process: subprocess.Popen, lines: list[str], stream_to: TextIO | None) -> None:
+def _collect(
+    process: subprocess.Popen, lines: list[str], stream_to: TextIO | None
+) -> None:
     assert process.stdout is not None
     for line in process.stdout:
         lines.append(line)

@@ -28,7 +28,9 @@ class InProcessGrid(Grid):
         The run-config every node sees.
     """
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict[str, Any]):
+    def __init__(
+        self, client_app: ClientApp, num_nodes: int, run_config: dict[str, Any]
+    ):
         self.client_app = client_app
         self.contexts = {
             node: Context(
@@ -74,6 +76,6 @@ class InProcessGrid(Grid):
         """Not used by fcit-flower."""
         raise NotImplementedError
 
-    def set_run(self, run_id: int) -> None:
+    def set_run(self, run: Any) -> None:
         """Not used by fcit-flower."""
         raise NotImplementedError

@@ -9,7 +9,7 @@ import time
 from logging import INFO
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common import MessageType, log
 from flwr.serverapp import Grid, ServerApp
 
@@ -17,6 +17,7 @@ from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import evaluate_state
 from fcit_flower.models.adapters import adapted_model, lora_state, projector_state
 from fcit_flower.models.identity import get_encoder
+from fcit_flower.results import atomic_write_json, write_results
 from fcit_flower.runtime import Runtime, prepare_runtime
 from fcit_flower.strategies.continual import (
     CONFIG_KEY,
@@ -28,12 +29,13 @@ from fcit_flower.strategies.disco import Disco
 from fcit_flower.strategies.server_optim import ServerOptimizer
 from fcit_flower.tasks.data import test_samples
 from fcit_flower.tasks.schedule import describe
-from fcit_flower.results import atomic_write_json, write_results
 
 app = ServerApp()
 
 
-def init_lora_arrays(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
+def init_lora_arrays(
+    shapes: dict[str, tuple[int, ...]], seed: int
+) -> dict[str, np.ndarray]:
     """Fresh LoRA factors as PEFT initialises them, but seeded.
 
     ``lora_A`` ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (Kaiming-uniform with a=sqrt(5)),
@@ -51,13 +53,19 @@ def init_lora_arrays(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str,
     return arrays
 
 
-def lora_shapes(runtime: Runtime, rank: int, config: RunConfig) -> dict[str, tuple[int, ...]]:
+def lora_shapes(
+    runtime: Runtime, rank: int, config: RunConfig
+) -> dict[str, tuple[int, ...]]:
     """Keys and shapes of a rank-``rank`` adapter on the base."""
-    model = adapted_model(runtime.base_path, rank, config.lora_scaling, config.lora_dropout)
+    model = adapted_model(
+        runtime.base_path, rank, config.lora_scaling, config.lora_dropout
+    )
     return {k: v.shape for k, v in lora_state(model).items()}
 
 
-def discover_clients(grid: Grid, expected: int, timeout: float = 300.0) -> dict[int, int]:
+def discover_clients(
+    grid: Grid, expected: int, timeout: float = 300.0
+) -> dict[int, int]:
     """Ask every connected node for its client position; node id -> position."""
     deadline = time.monotonic() + timeout
     nodes = list(grid.get_node_ids())
@@ -94,27 +102,33 @@ def build_strategy(
         beta2=config.server_beta2,
         eps=config.server_eps,
     )
-    projector = (
-        projector_state(runtime.bundle.model) if config.train_projector else {}
-    )
-    common = {
-        "node_clients": node_clients,
-        "clients_per_round": config.clients_per_round,
-        "seed": config.seed,
-        "optimizer": optimizer,
-    }
+    projector = projector_state(runtime.bundle.model) if config.train_projector else {}
     if config.method == "disco":
         shapes = lora_shapes(runtime, config.subspace_rank, config)
         strategy: ContinualFedAvg = Disco(
             num_subspaces=config.num_subspaces,
             tau=config.tau,
             token_dim=get_encoder(config.identity_encoder).dimension,
-            init_subspace=lambda slot: init_lora_arrays(shapes, config.seed * 1000 + slot),
-            **common,
+            init_subspace=lambda slot: init_lora_arrays(
+                shapes, config.seed * 1000 + slot
+            ),
+            node_clients=node_clients,
+            clients_per_round=config.clients_per_round,
+            seed=config.seed,
+            optimizer=optimizer,
         )
         return strategy, dict(projector)
     shapes = lora_shapes(runtime, config.lora_rank, config)
-    return ContinualFedAvg(**common), {**init_lora_arrays(shapes, config.seed), **projector}
+    finetune = ContinualFedAvg(
+        node_clients=node_clients,
+        clients_per_round=config.clients_per_round,
+        seed=config.seed,
+        optimizer=optimizer,
+    )
+    return finetune, {
+        **init_lora_arrays(shapes, config.seed),
+        **projector,
+    }
 
 
 @app.main()
@@ -124,8 +138,16 @@ def main(grid: Grid, context: Context) -> None:
     config = RunConfig.from_mapping(context.run_config)
     runtime = prepare_runtime(config)
     schedule = runtime.schedule
-    log(INFO, "FCIT run %s: %s, %s, %s, beta=%g\n%s", config.resolved_run_name,
-        config.method, config.scenario, config.setting, config.beta, describe(schedule))
+    log(
+        INFO,
+        "FCIT run %s: %s, %s, %s, beta=%g\n%s",
+        config.resolved_run_name,
+        config.method,
+        config.scenario,
+        config.setting,
+        config.beta,
+        describe(schedule),
+    )
     node_clients = discover_clients(grid, config.num_clients)
     strategy, arrays = build_strategy(config, runtime, node_clients)
     test_sets = {t: test_samples(runtime.root, t) for t in schedule.tasks}
@@ -136,11 +158,17 @@ def main(grid: Grid, context: Context) -> None:
         stage_start = time.monotonic()
         if config.method != "zeroshot":
             arrays = _run_stage(strategy, grid, arrays, config, stage)
-        evaluation = evaluate_state(config, runtime.base_path, runtime.bundle, arrays, test_sets)
+        evaluation = evaluate_state(
+            config, runtime.base_path, runtime.bundle, arrays, test_sets
+        )
         rows.append([round(evaluation.scores[t], 2) for t in schedule.tasks])
         stage_seconds.append(round(time.monotonic() - stage_start, 2))
-        log(INFO, "after stage %d: %s", stage + 1,
-            ", ".join(f"{t}={evaluation.scores[t]:.1f}" for t in schedule.tasks))
+        log(
+            INFO,
+            "after stage %d: %s",
+            stage + 1,
+            ", ".join(f"{t}={evaluation.scores[t]:.1f}" for t in schedule.tasks),
+        )
         extra = {
             "method": config.method,
             "stage_seconds": stage_seconds,
@@ -149,15 +177,24 @@ def main(grid: Grid, context: Context) -> None:
             "examples": evaluation.examples,
         }
         summary = write_results(
-            config.run_dir, config=config.to_mapping(), schedule=schedule, rows=rows,
+            config.run_dir,
+            config=config.to_mapping(),
+            schedule=schedule,
+            rows=rows,
             extra=extra,
         )
         if isinstance(strategy, Disco):
             routing = routing_report(strategy, evaluation.mean_activation)
             atomic_write_json(config.run_dir / "routing.json", routing)
-    log(INFO, "FCIT run %s done: Last %.2f Avg %.2f BWT %.2f (%s)",
-        config.resolved_run_name, summary["last"], summary["avg"], summary["bwt"],
-        config.run_dir)
+    log(
+        INFO,
+        "FCIT run %s done: Last %.2f Avg %.2f BWT %.2f (%s)",
+        config.resolved_run_name,
+        summary["last"],
+        summary["avg"],
+        summary["bwt"],
+        config.run_dir,
+    )
 
 
 def _run_stage(
@@ -193,7 +230,11 @@ def routing_report(strategy: Disco, mean_activation: dict[str, list[float]]) -> 
     return {
         "assignments": strategy.routing,
         "slot_majority_task": {str(k): v for k, v in majority.items()},
-        "routing_accuracy": correct / len(strategy.routing) if strategy.routing else None,
-        "tasks_split_over_slots": {t: sorted(s) for t, s in task_slots.items() if len(s) > 1},
+        "routing_accuracy": correct / len(strategy.routing)
+        if strategy.routing
+        else None,
+        "tasks_split_over_slots": {
+            t: sorted(s) for t, s in task_slots.items() if len(s) > 1
+        },
         "mean_ssa_activation": mean_activation,
     }

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,10 +34,14 @@ def _load_image(path: Path, size: int) -> np.ndarray:
 
 def load_pixels(samples: Sequence[Sample], image_size: int) -> torch.Tensor:
     """Stack the images of ``samples`` into a ``(B, 3, S, S)`` tensor (cached reads)."""
-    return torch.stack([image_to_tensor(_load_image(s.image, image_size)) for s in samples])
+    return torch.stack(
+        [image_to_tensor(_load_image(s.image, image_size)) for s in samples]
+    )
 
 
-def _prompt_ids(tokenizer: WordTokenizer, question: str, num_image_tokens: int) -> list[int]:
+def _prompt_ids(
+    tokenizer: WordTokenizer, question: str, num_image_tokens: int
+) -> list[int]:
     return [
         tokenizer.bos_id,
         *tokenizer.encode("user:"),
@@ -90,7 +95,11 @@ def encode_for_generation(
     for i, row in enumerate(rows):
         input_ids[i, width - len(row) :] = torch.tensor(row)
         mask[i, width - len(row) :] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "pixel_values": pixel_values}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "pixel_values": pixel_values,
+    }
 
 
 def train_local(
@@ -183,7 +192,7 @@ def generate_answers(
             load_pixels(batch, image_size),
             num_image_tokens,
         )
-        output = model.generate(
+        output = cast(Any, model).generate(
             **inputs,
             max_new_tokens=max_new_tokens,
             do_sample=False,

@@ -1,7 +1,7 @@
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from fcit_flower.cli import parse_overrides
 from fcit_flower.config import ConfigError, RunConfig
@@ -40,7 +40,9 @@ def test_bad_values_name_the_key(values, fragment):
 
 
 def test_derived_values():
-    config = RunConfig.from_mapping({"lora-rank": 64, "num-subspaces": 8, "lora-alpha": 128})
+    config = RunConfig.from_mapping(
+        {"lora-rank": 64, "num-subspaces": 8, "lora-alpha": 128}
+    )
     assert config.subspace_rank == 8
     assert config.lora_scaling == 2.0
     assert config.resolved_run_name == "finetune-hom-task-b1-s0"

@@ -140,10 +140,16 @@ def test_poisoned_upload_rejected_and_global_equals_run_without_it(poison):
     clean = make_strategy()
     grid_clean = FakeGrid(list(NODES), make_handler(honest))
     messages = clean.configure_train(
-        1, ArrayRecord({k: Array(v) for k, v in PROJ.items()}), ConfigRecord({"stage": 0}),
+        1,
+        ArrayRecord({k: Array(v) for k, v in PROJ.items()}),
+        ConfigRecord({"stage": 0}),
         grid_clean,
     )
-    replies = [r for r in grid_clean.send_and_receive(messages) if NODES[r.metadata.src_node_id] != bad]
+    replies = [
+        r
+        for r in grid_clean.send_and_receive(messages)
+        if NODES[r.metadata.src_node_id] != bad
+    ]
     expected, _ = clean.aggregate_train(1, replies)
 
     strategy = make_strategy()
@@ -177,7 +183,9 @@ def test_finetune_strategy_fedavg_weighted():
         client = NODES[node]
         content = RecordDict(
             {
-                "arrays": ArrayRecord({"m.lora_A.weight": Array(np.full((2, 3), client, np.float32))}),
+                "arrays": ArrayRecord(
+                    {"m.lora_A.weight": Array(np.full((2, 3), client, np.float32))}
+                ),
                 "metrics": MetricRecord({"num-examples": SIZES[client]}),
             }
         )
@@ -194,5 +202,9 @@ def test_client_sampling_is_seeded_by_stage_and_round():
 
     a = sample_clients(NODES, 3, seed=0, stage=1, server_round=2)
     assert a == sample_clients(NODES, 3, seed=0, stage=1, server_round=2)
-    others = {tuple(sample_clients(NODES, 3, seed=0, stage=s, server_round=r)) for s in range(3) for r in range(3)}
+    others = {
+        tuple(sample_clients(NODES, 3, seed=0, stage=s, server_round=r))
+        for s in range(3)
+        for r in range(3)
+    }
     assert len(others) > 1

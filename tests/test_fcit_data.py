@@ -13,9 +13,14 @@ def _image(path):
 
 def _train(n, image="img/a.png"):
     return [
-        {"id": str(i), "image": image, "conversations": [
-            {"from": "human", "value": "<image>\nWhat is it?"},
-            {"from": "gpt", "value": "cat"}]}
+        {
+            "id": str(i),
+            "image": image,
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat is it?"},
+                {"from": "gpt", "value": "cat"},
+            ],
+        }
         for i in range(n)
     ]
 
@@ -26,8 +31,17 @@ def simple(tmp_path):
     (tmp_path / "ocr-vqa").mkdir()
     (tmp_path / "ocr-vqa/train.json").write_text(json.dumps(_train(3)))
     (tmp_path / "ocr-vqa/test.json").write_text(
-        "\n".join(json.dumps({"question_id": i, "image": "img/a.png", "text": "What?",
-                              "answer": "dog"}) for i in range(2))
+        "\n".join(
+            json.dumps(
+                {
+                    "question_id": i,
+                    "image": "img/a.png",
+                    "text": "What?",
+                    "answer": "dog",
+                }
+            )
+            for i in range(2)
+        )
     )
     return tmp_path
 
@@ -45,16 +59,27 @@ def test_released_layout(tmp_path):
     folder = tmp_path / "instructions/IconQA"
     folder.mkdir(parents=True)
     (folder / "train.json").write_text(json.dumps(_train(2, "IconQA/x.png")))
-    (folder / "val.json").write_text(json.dumps(
-        [{"question_id": "q", "image": "IconQA/x.png", "text": "<image>\nHow many?", "answer": "3"}]
-    ))
+    (folder / "val.json").write_text(
+        json.dumps(
+            [
+                {
+                    "question_id": "q",
+                    "image": "IconQA/x.png",
+                    "text": "<image>\nHow many?",
+                    "answer": "3",
+                }
+            ]
+        )
+    )
     assert len(load_split(tmp_path, "iconqa", "train")) == 2
     test = load_split(tmp_path, "iconqa", "test")
     assert test[0].question == "How many?" and test[0].answer == "3"
 
 
 def test_missing_task_names_paths(tmp_path):
-    with pytest.raises(DataError, match=r"ocr-vqa: no train file; looked for .*ocr-vqa/train.json"):
+    with pytest.raises(
+        DataError, match=r"ocr-vqa: no train file; looked for .*ocr-vqa/train.json"
+    ):
         load_split(tmp_path, "ocr-vqa", "train")
 
 
@@ -89,6 +114,8 @@ def test_few_bad_records_are_skipped(simple):
 
 
 def test_missing_answer_in_test(simple):
-    (simple / "ocr-vqa/test.json").write_text(json.dumps([{"question_id": 1, "image": "img/a.png", "text": "q"}]))
+    (simple / "ocr-vqa/test.json").write_text(
+        json.dumps([{"question_id": 1, "image": "img/a.png", "text": "q"}])
+    )
     with pytest.raises(DataError, match="missing field 'answer'"):
         load_split(simple, "ocr-vqa", "test")

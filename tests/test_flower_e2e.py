@@ -26,7 +26,10 @@ def _our_processes():
     return {
         p.pid
         for p in psutil.process_iter(["cmdline"])
-        if any("flower-superlink" in c or "flwr-simulation" in c for c in (p.info["cmdline"] or []))
+        if any(
+            "flower-superlink" in c or "flwr-simulation" in c
+            for c in (p.info["cmdline"] or [])
+        )
     }
 
 
@@ -46,7 +49,11 @@ def test_tiny_run_completes_through_flower(tmp_path, method):
     assert metrics["tasks"] == ["imagenet-r", "arxivqa"]
     for key in ("last", "avg", "bwt"):
         assert isinstance(metrics[key], float)
-    assert (tmp_path / method / "accuracy_matrix.csv").read_text().startswith("after_stage")
+    assert (
+        (tmp_path / method / "accuracy_matrix.csv")
+        .read_text()
+        .startswith("after_stage")
+    )
     if method == "disco":
         routing = json.loads((tmp_path / method / "routing.json").read_text())
         assert routing["assignments"], "DISCO assigned no client to a subspace"

@@ -22,7 +22,12 @@ TINY = {
 def _run(tmp_path, name, **extra):
     config = {**TINY, **extra, "results-dir": str(tmp_path), "run-name": name}
     grid = InProcessGrid(client_app, config["num-clients"], config)
-    main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config))
+    main(
+        grid,
+        Context(
+            run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config
+        ),
+    )
     return json.loads((tmp_path / name / "metrics.json").read_text())
 
 

@@ -52,8 +52,12 @@ def test_fcit_format_and_images(built):
 
 def test_train_and_test_images_disjoint(built):
     for task in TASKS:
-        train = {r["image"] for r in json.loads((built / task / "train.json").read_text())}
-        test = {r["image"] for r in json.loads((built / task / "test.json").read_text())}
+        train = {
+            r["image"] for r in json.loads((built / task / "train.json").read_text())
+        }
+        test = {
+            r["image"] for r in json.loads((built / task / "test.json").read_text())
+        }
         assert not train & test, task
 
 
@@ -68,7 +72,9 @@ def test_shared_images_differ_only_in_instruction(built):
     dots = load_split(built, "iconqa", "train")
     plus = load_split(built, "clevr-math", "train")
     assert [s.image for s in dots] == [s.image for s in plus]
-    assert all(int(p.answer) == int(d.answer) + 1 for d, p in zip(dots, plus))
+    assert all(
+        int(p.answer) == int(d.answer) + 1 for d, p in zip(dots, plus, strict=True)
+    )
 
 
 def test_cached_build_returns_immediately(built):

@@ -12,8 +12,12 @@ def test_sizes_sum_and_minimum():
 
 
 def test_seeded_and_seed_sensitive():
-    assert dirichlet_sizes(400, 10, 1.0, seed=1) == dirichlet_sizes(400, 10, 1.0, seed=1)
-    assert dirichlet_sizes(400, 10, 1.0, seed=1) != dirichlet_sizes(400, 10, 1.0, seed=2)
+    assert dirichlet_sizes(400, 10, 1.0, seed=1) == dirichlet_sizes(
+        400, 10, 1.0, seed=1
+    )
+    assert dirichlet_sizes(400, 10, 1.0, seed=1) != dirichlet_sizes(
+        400, 10, 1.0, seed=2
+    )
 
 
 def test_small_beta_is_more_skewed():

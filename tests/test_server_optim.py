@@ -53,7 +53,9 @@ def _flower_trajectory(strategy):
 )
 def test_matches_flower(name, flower):
     lr = 0.5 if name == "fedavgm" else 0.1
-    ours = ServerOptimizer(name=name, lr=lr, momentum=0.9, beta1=0.9, beta2=0.99, eps=1e-3)
+    ours = ServerOptimizer(
+        name=name, lr=lr, momentum=0.9, beta1=0.9, beta2=0.99, eps=1e-3
+    )
     current = dict(START)
     expected = _flower_trajectory(flower)
     for averaged, want in zip(AVERAGES, expected, strict=True):

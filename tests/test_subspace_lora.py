@@ -33,7 +33,9 @@ def _peft_reference(base, a, b, scaling):
 
 def _random_layer(num, rank, seed=0):
     torch.manual_seed(seed)
-    layer = SubspaceLoraLinear(nn.Linear(6, 5), num_subspaces=num, rank=rank, scaling=2.0)
+    layer = SubspaceLoraLinear(
+        nn.Linear(6, 5), num_subspaces=num, rank=rank, scaling=2.0
+    )
     with torch.no_grad():
         layer.lora_B.normal_()
     return layer
@@ -97,7 +99,9 @@ def test_inject_targets_only_named_linears_in_scope():
     )
     assert list(layers) == ["language_model.up_proj"]
     with pytest.raises(ValueError, match="no nn.Linear"):
-        inject_subspace_lora(Mlp(), ("gate_proj",), num_subspaces=2, rank=2, scaling=1.0)
+        inject_subspace_lora(
+            Mlp(), ("gate_proj",), num_subspaces=2, rank=2, scaling=1.0
+        )
 
 
 def test_bad_activation_shape():
@@ -123,7 +127,9 @@ def test_ssa_modes():
     argmax = ssa_weights(FEATURES, TOKENS, capacity=3, mode="argmax")
     np.testing.assert_array_equal(argmax, [[1, 0, 0], [0, 1, 0]])
     cosine = ssa_weights(FEATURES, TOKENS, capacity=2, mode="cosine")
-    np.testing.assert_allclose(cosine[0], [1 / np.sqrt(1.04), 0.2 / np.sqrt(1.04)], rtol=1e-6)
+    np.testing.assert_allclose(
+        cosine[0], [1 / np.sqrt(1.04), 0.2 / np.sqrt(1.04)], rtol=1e-6
+    )
     # a large temperature flattens the softmax towards uniform
     flat = ssa_weights(FEATURES, TOKENS, capacity=2, mode="softmax", eps=100.0)
     np.testing.assert_allclose(flat, 0.5, atol=0.01)

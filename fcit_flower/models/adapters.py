@@ -12,11 +12,16 @@ import copy
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
-from peft import set_peft_model_state_dict
+from peft import (
+    LoraConfig,
+    get_peft_model,
+    get_peft_model_state_dict,
+    set_peft_model_state_dict,
+)
 from torch import nn
 
 from fcit_flower.models.tiny import WordTokenizer, load_tiny_base
@@ -54,7 +59,7 @@ def load_base(path: str) -> BaseBundle:
     model, tokenizer = load_tiny_base(Path(path))
     for param in model.parameters():
         param.requires_grad_(False)
-    vision = model.config.vision_config
+    vision: Any = model.config.vision_config
     tokens = (vision.image_size // vision.patch_size) ** 2
     return BaseBundle(model, tokenizer, vision.image_size, tokens)
 
@@ -67,7 +72,7 @@ def lora_config(rank: int, scaling: float, dropout: float) -> LoraConfig:
     """
     return LoraConfig(
         r=rank,
-        lora_alpha=scaling * rank,
+        lora_alpha=scaling * rank,  # type: ignore[arg-type]  # floats work
         lora_dropout=dropout,
         target_modules=r".*language_model.*\.(gate_proj|up_proj|down_proj)",
         bias="none",
@@ -98,9 +103,11 @@ def lora_state(model: nn.Module) -> dict[str, np.ndarray]:
 
 def load_lora_state(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
     """Write canonical-key LoRA arrays into a PEFT model (strict on keys)."""
-    state = {_PEFT_PREFIX + k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+    state = {
+        _PEFT_PREFIX + k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()
+    }
     result = set_peft_model_state_dict(model, state)
-    unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     if unexpected:
         raise KeyError(f"unknown adapter keys: {unexpected[:3]}")
 

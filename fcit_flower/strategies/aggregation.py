@@ -9,7 +9,9 @@ import numpy as np
 Arrays = Mapping[str, np.ndarray]
 
 
-def weighted_average(uploads: Sequence[Arrays], weights: Sequence[float]) -> dict[str, np.ndarray]:
+def weighted_average(
+    uploads: Sequence[Arrays], weights: Sequence[float]
+) -> dict[str, np.ndarray]:
     """Key-wise average of ``uploads`` weighted by ``weights`` (FedAvg).
 
     Accumulates one upload at a time, so memory does not grow with the number of
@@ -50,7 +52,9 @@ def upload_problem(
         if not np.all(np.isfinite(value)):
             return f"{key}: non-finite values"
     if max_norm_ratio > 0:
-        delta = np.sqrt(sum(float(np.sum((upload[k] - reference[k]) ** 2)) for k in upload))
+        delta = np.sqrt(
+            sum(float(np.sum((upload[k] - reference[k]) ** 2)) for k in upload)
+        )
         scale = np.sqrt(sum(float(np.sum(v**2)) for v in reference.values()))
         if delta > max_norm_ratio * max(scale, 1.0):
             return f"update norm {delta:.3g} exceeds {max_norm_ratio} x {scale:.3g}"

@@ -100,8 +100,13 @@ class ContinualFedAvg(FedAvg):
 
     def summary(self) -> None:
         """Log the strategy's settings."""
-        log(INFO, "\t├── %s: %d clients per round, server optimizer %s",
-            type(self).__name__, self.clients_per_round, self.optimizer.name)
+        log(
+            INFO,
+            "\t├── %s: %d clients per round, server optimizer %s",
+            type(self).__name__,
+            self.clients_per_round,
+            self.optimizer.name,
+        )
 
     def select(
         self, server_round: int, config: ConfigRecord, grid: Grid
@@ -111,13 +116,21 @@ class ContinualFedAvg(FedAvg):
         connected = set(grid.get_node_ids())
         available = {n: p for n, p in self.node_clients.items() if n in connected}
         picked = sample_clients(
-            available, self.clients_per_round, seed=self.seed, stage=stage,
+            available,
+            self.clients_per_round,
+            seed=self.seed,
+            stage=stage,
             server_round=server_round,
         )
         self._stage = stage
         self._round_clients = dict(picked)
-        log(INFO, "configure_train: stage %d round %d clients %s",
-            stage + 1, server_round, [p for _, p in picked])
+        log(
+            INFO,
+            "configure_train: stage %d round %d clients %s",
+            stage + 1,
+            server_round,
+            [p for _, p in picked],
+        )
         return picked
 
     def client_arrays(self, position: int) -> dict[str, np.ndarray]:
@@ -147,7 +160,9 @@ class ContinualFedAvg(FedAvg):
                 }
             )
             messages.append(
-                Message(content=content, dst_node_id=node, message_type=MessageType.TRAIN)
+                Message(
+                    content=content, dst_node_id=node, message_type=MessageType.TRAIN
+                )
             )
         return messages
 
@@ -172,7 +187,9 @@ class ContinualFedAvg(FedAvg):
         for reply in replies:
             if reply.has_error():
                 position = self.node_clients.get(reply.metadata.src_node_id, -1)
-                self.reject(server_round, position, f"client error: {reply.error.reason}")
+                self.reject(
+                    server_round, position, f"client error: {reply.error.reason}"
+                )
         return uploads
 
     def reference_arrays(self, position: int) -> dict[str, np.ndarray]:
@@ -194,7 +211,8 @@ class ContinualFedAvg(FedAvg):
         if position not in self._round_clients.values():
             return "reply from a client not sampled this round", arrays, weight, metrics
         problem = upload_problem(
-            self.upload_view(arrays), self.reference_arrays(position),
+            self.upload_view(arrays),
+            self.reference_arrays(position),
             max_norm_ratio=self.max_norm_ratio,
         )
         return problem, arrays, weight, metrics
@@ -205,20 +223,34 @@ class ContinualFedAvg(FedAvg):
 
     def reject(self, server_round: int, position: int, reason: str) -> None:
         """Log and record a rejected upload."""
-        log(WARNING, "rejected upload: stage %d round %d client %d: %s",
-            self._stage + 1, server_round, position, reason)
+        log(
+            WARNING,
+            "rejected upload: stage %d round %d client %d: %s",
+            self._stage + 1,
+            server_round,
+            position,
+            reason,
+        )
         self.rejected.append(
-            {"stage": self._stage, "round": server_round, "client": position,
-             "reason": reason}
+            {
+                "stage": self._stage,
+                "round": server_round,
+                "client": position,
+                "reason": reason,
+            }
         )
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate uploads, average them by sample count, apply the server optimizer."""
+        """Validate uploads, average by sample count, apply the server optimizer."""
         uploads = self.valid_uploads(server_round, replies)
         if not uploads:
-            log(WARNING, "round %d: no valid upload; global arrays unchanged", server_round)
+            log(
+                WARNING,
+                "round %d: no valid upload; global arrays unchanged",
+                server_round,
+            )
             return to_record(self.current), None
         averaged = weighted_average([u[1] for u in uploads], [u[2] for u in uploads])
         self.current = self.optimizer.step(self.current, averaged)

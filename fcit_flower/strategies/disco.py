@@ -50,7 +50,9 @@ def slot_prefix(slot: int) -> str:
     return f"slot{slot}/"
 
 
-def slots_from_arrays(arrays: Mapping[str, np.ndarray], capacity: int, tau: float) -> TokenSlots:
+def slots_from_arrays(
+    arrays: Mapping[str, np.ndarray], capacity: int, tau: float
+) -> TokenSlots:
     """Rebuild the token cache from a global state (the state is the truth)."""
     slots = TokenSlots(capacity=capacity, tau=tau)
     k = 0
@@ -61,10 +63,12 @@ def slots_from_arrays(arrays: Mapping[str, np.ndarray], capacity: int, tau: floa
     return slots
 
 
-def subspace_arrays(arrays: Mapping[str, np.ndarray], slot: int) -> dict[str, np.ndarray]:
+def subspace_arrays(
+    arrays: Mapping[str, np.ndarray], slot: int
+) -> dict[str, np.ndarray]:
     """LoRA factors of one slot, keys without the slot prefix."""
     prefix = slot_prefix(slot)
-    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def projector_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -142,7 +146,11 @@ class Disco(ContinualFedAvg):
         return kept
 
     def _assign(
-        self, grid: Grid, newcomers: list[tuple[int, int]], stage: int, server_round: int
+        self,
+        grid: Grid,
+        newcomers: list[tuple[int, int]],
+        stage: int,
+        server_round: int,
     ) -> None:
         query = [
             Message(
@@ -154,13 +162,18 @@ class Disco(ContinualFedAvg):
             )
             for node, _ in newcomers
         ]
-        replies = {r.metadata.src_node_id: r for r in grid.send_and_receive(query, timeout=self.query_timeout)}
+        replies = {
+            r.metadata.src_node_id: r
+            for r in grid.send_and_receive(query, timeout=self.query_timeout)
+        }
         slots = slots_from_arrays(self.current, self.num_subspaces, self.tau)
         for node, position in newcomers:
             reply = replies.get(node)
             if reply is None or reply.has_error():
                 reason = reply.error.reason if reply is not None else "no reply"
-                self.reject(server_round, position, f"identity token query failed: {reason}")
+                self.reject(
+                    server_round, position, f"identity token query failed: {reason}"
+                )
                 continue
             token = reply.content.array_records[ARRAYS_KEY][TOKEN_KEY].numpy()
             size = float(reply.content.metric_records[METRICS_KEY][NUM_EXAMPLES])  # type: ignore[arg-type]
@@ -175,21 +188,41 @@ class Disco(ContinualFedAvg):
                 for key, value in self.init_subspace(result.slot).items():
                     self.current[slot_prefix(result.slot) + key] = value
             if result.overflow:
-                log(WARNING, "all %d subspaces taken: client %d merged into slot %d "
-                    "(cosine %.3f < tau)", self.num_subspaces, position, result.slot,
-                    result.similarity)
+                log(
+                    WARNING,
+                    "all %d subspaces taken: client %d merged into slot %d "
+                    "(cosine %.3f < tau)",
+                    self.num_subspaces,
+                    position,
+                    result.slot,
+                    result.similarity,
+                )
             self.assignment[position] = result.slot
             info = reply.content.config_records.get(INFO_KEY, ConfigRecord())
             self.routing.append(
-                {"stage": stage, "round": server_round, "client": position,
-                 "tasks": str(info.get("tasks", "")), "slot": result.slot,
-                 "similarity": round(result.similarity, 4), "opened": result.opened,
-                 "overflow": result.overflow}
+                {
+                    "stage": stage,
+                    "round": server_round,
+                    "client": position,
+                    "tasks": str(info.get("tasks", "")),
+                    "slot": result.slot,
+                    "similarity": round(result.similarity, 4),
+                    "opened": result.opened,
+                    "overflow": result.overflow,
+                }
             )
-            log(INFO, "DKO: client %d (%s) -> subspace %d (cos %.3f%s)", position,
-                info.get("tasks", "?"), result.slot, result.similarity,
-                ", new" if result.opened else "")
-        for k, (token, weight) in enumerate(zip(slots.tokens, slots.weights, strict=True)):
+            log(
+                INFO,
+                "DKO: client %d (%s) -> subspace %d (cos %.3f%s)",
+                position,
+                info.get("tasks", "?"),
+                result.slot,
+                result.similarity,
+                ", new" if result.opened else "",
+            )
+        for k, (token, weight) in enumerate(
+            zip(slots.tokens, slots.weights, strict=True)
+        ):
             self.current[f"token/slot{k}"] = token.astype(np.float32)
             self.current[f"token-weight/slot{k}"] = np.array([weight], dtype=np.float64)
 
@@ -211,8 +244,11 @@ class Disco(ContinualFedAvg):
         problem, arrays, weight, metrics = super().inspect_reply(position, reply)
         if problem is None:
             claimed = metrics.get("subspace", -1)
-            if int(claimed) != self.assignment.get(position, -2):  # type: ignore[call-overload]
-                problem = f"upload for subspace {claimed}, assigned {self.assignment.get(position)}"
+            if not isinstance(claimed, int | float) or int(
+                claimed
+            ) != self.assignment.get(position, -2):
+                assigned = self.assignment.get(position)
+                problem = f"upload for subspace {claimed}, assigned {assigned}"
         return problem, arrays, weight, metrics
 
     def aggregate_train(
@@ -221,7 +257,11 @@ class Disco(ContinualFedAvg):
         """Average per subspace by sample count; projector over all clients."""
         uploads = self.valid_uploads(server_round, replies)
         if not uploads:
-            log(WARNING, "round %d: no valid upload; global arrays unchanged", server_round)
+            log(
+                WARNING,
+                "round %d: no valid upload; global arrays unchanged",
+                server_round,
+            )
             return to_record(self.current), None
         by_slot: dict[int, list[tuple[dict[str, np.ndarray], float]]] = {}
         for position, arrays, weight, _ in uploads:

@@ -75,7 +75,8 @@ class ServerOptimizer:
             self.v_t = {k: self.v_t[k] + delta[k] ** 2 for k in delta}
         elif self.name == "fedadam":
             self.v_t = {
-                k: self.beta2 * self.v_t[k] + (1 - self.beta2) * delta[k] ** 2 for k in delta
+                k: self.beta2 * self.v_t[k] + (1 - self.beta2) * delta[k] ** 2
+                for k in delta
             }
             # Flower's FedAdam bias correction, with its ``server_round + 1``.
             t = self.step_count + 1.0

@@ -39,37 +39,89 @@ class TaskInfo:
 TASKS: dict[str, TaskInfo] = {
     t.name: t
     for t in (
-        TaskInfo("aokvqa", "AOKVQA", "general", "exact",
-                 "easy-vqa yes/no questions on real easy-vqa images"),
-        TaskInfo("iconqa", "IconQA", "general", "exact",
-                 "count 1-9 drawn dots"),
-        TaskInfo("grounding", "Grounding", "general", "exact",
-                 "which quadrant holds the shape"),
-        TaskInfo("imagenet-r", "ImageNet-R", "general", "exact",
-                 "classify a scikit-learn handwritten digit"),
-        TaskInfo("arxivqa", "ArxivQA", "chart", "exact",
-                 "colour of the tallest of three bars"),
-        TaskInfo("figureqa", "FigureQA", "chart", "substring",
-                 "is one coloured bar taller than another (yes/no)"),
-        TaskInfo("dvqa", "DVQA", "chart", "substring",
-                 "value (1-5) of a bar on a grid"),
-        TaskInfo("clevr-math", "CLEVR-Math", "math", "exact",
-                 "add one to the number of dots (the iconqa images)"),
-        TaskInfo("super-clevr", "super-CLEVR", "math", "exact",
-                 "easy-vqa shape questions (the aokvqa image pool)"),
-        TaskInfo("tabmwp", "TabMWP", "math", "exact",
-                 "parity of a digit (the imagenet-r images)"),
-        TaskInfo("flickr30k", "Flickr30k", "other", "rouge-l",
-                 "caption one or two coloured shapes"),
-        TaskInfo("ocr-vqa", "OCR-VQA", "other", "exact",
-                 "read a rendered three-letter word"),
+        TaskInfo(
+            "aokvqa",
+            "AOKVQA",
+            "general",
+            "exact",
+            "easy-vqa yes/no questions on real easy-vqa images",
+        ),
+        TaskInfo("iconqa", "IconQA", "general", "exact", "count 1-9 drawn dots"),
+        TaskInfo(
+            "grounding",
+            "Grounding",
+            "general",
+            "exact",
+            "which quadrant holds the shape",
+        ),
+        TaskInfo(
+            "imagenet-r",
+            "ImageNet-R",
+            "general",
+            "exact",
+            "classify a scikit-learn handwritten digit",
+        ),
+        TaskInfo(
+            "arxivqa",
+            "ArxivQA",
+            "chart",
+            "exact",
+            "colour of the tallest of three bars",
+        ),
+        TaskInfo(
+            "figureqa",
+            "FigureQA",
+            "chart",
+            "substring",
+            "is one coloured bar taller than another (yes/no)",
+        ),
+        TaskInfo(
+            "dvqa", "DVQA", "chart", "substring", "value (1-5) of a bar on a grid"
+        ),
+        TaskInfo(
+            "clevr-math",
+            "CLEVR-Math",
+            "math",
+            "exact",
+            "add one to the number of dots (the iconqa images)",
+        ),
+        TaskInfo(
+            "super-clevr",
+            "super-CLEVR",
+            "math",
+            "exact",
+            "easy-vqa shape questions (the aokvqa image pool)",
+        ),
+        TaskInfo(
+            "tabmwp",
+            "TabMWP",
+            "math",
+            "exact",
+            "parity of a digit (the imagenet-r images)",
+        ),
+        TaskInfo(
+            "flickr30k",
+            "Flickr30k",
+            "other",
+            "rouge-l",
+            "caption one or two coloured shapes",
+        ),
+        TaskInfo(
+            "ocr-vqa", "OCR-VQA", "other", "exact", "read a rendered three-letter word"
+        ),
     )
 }
 
 # Task setting: the authors' evaluation order (FCIT-REFERENCE.md).
 TASK_ORDER = [
-    "imagenet-r", "arxivqa", "iconqa", "clevr-math",
-    "ocr-vqa", "flickr30k", "figureqa", "super-clevr",
+    "imagenet-r",
+    "arxivqa",
+    "iconqa",
+    "clevr-math",
+    "ocr-vqa",
+    "flickr30k",
+    "figureqa",
+    "super-clevr",
 ]
 
 # Capability setting: one group per stage, in this order.

@@ -63,16 +63,19 @@ class Sample:
     answer: str
 
 
-def locate(
-    root: Path, task: str, split: Literal["train", "test"]
-) -> tuple[Path, Path]:
+def locate(root: Path, task: str, split: Literal["train", "test"]) -> tuple[Path, Path]:
     """(JSON file, image root) of ``task``'s ``split`` in either layout."""
     simple = root / task / f"{split}.json"
     if simple.exists():
         return simple, root
     if task in RELEASED:
         folder, train_file, test_file = RELEASED[task]
-        released = root / "instructions" / folder / (train_file if split == "train" else test_file)
+        released = (
+            root
+            / "instructions"
+            / folder
+            / (train_file if split == "train" else test_file)
+        )
         if released.exists():
             return released, root / "datasets"
     expected = [str(simple)]
@@ -88,7 +91,9 @@ def _read_records(path: Path) -> list[Any]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise DataError(f"{path}: malformed JSON at line {error.lineno}: {error.msg}") from None
+            raise DataError(
+                f"{path}: malformed JSON at line {error.lineno}: {error.msg}"
+            ) from None
         return list(data)
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -96,7 +101,9 @@ def _read_records(path: Path) -> list[Any]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise DataError(f"{path}: malformed JSON line {number}: {error.msg}") from None
+                raise DataError(
+                    f"{path}: malformed JSON line {number}: {error.msg}"
+                ) from None
     return records
 
 
@@ -156,7 +163,9 @@ def load_split(
         except (ValueError, AttributeError) as error:
             bad.append(f"{path}: record {index}: {error}")
             continue
-        samples.append(Sample(ident or f"{task}-{split}-{index}", image, question, answer))
+        samples.append(
+            Sample(ident or f"{task}-{split}-{index}", image, question, answer)
+        )
     total = len(samples) + len(bad)
     if bad:
         if total == 0 or len(bad) > max_bad_fraction * total:

@@ -40,7 +40,9 @@ def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     for token in a:
         current = [0]
         for j, other in enumerate(b):
-            current.append(previous[j] + 1 if token == other else max(previous[j + 1], current[j]))
+            current.append(
+                previous[j] + 1 if token == other else max(previous[j + 1], current[j])
+            )
         previous = current
     return previous[-1]
 
@@ -74,7 +76,9 @@ def score(metric: str, predictions: Sequence[str], answers: Sequence[str]) -> fl
     if not answers:
         return 0.0
     scorer = SCORERS[metric]
-    return 100.0 * float(np.mean([scorer(p, a) for p, a in zip(predictions, answers)]))
+    return 100.0 * float(
+        np.mean([scorer(p, a) for p, a in zip(predictions, answers, strict=True)])
+    )
 
 
 def last_accuracy(matrix: np.ndarray) -> float:
@@ -92,7 +96,9 @@ def average_accuracy(matrix: np.ndarray, seen: Sequence[Sequence[int]]) -> float
     seen : sequence of sequences of int
         ``seen[i]``: the task columns learned up to and including stage ``i``.
     """
-    return float(np.mean([np.mean(matrix[i, list(cols)]) for i, cols in enumerate(seen)]))
+    return float(
+        np.mean([np.mean(matrix[i, list(cols)]) for i, cols in enumerate(seen)])
+    )
 
 
 def backward_transfer(matrix: np.ndarray, learned_at: Sequence[int]) -> float:
@@ -102,7 +108,9 @@ def backward_transfer(matrix: np.ndarray, learned_at: Sequence[int]) -> float:
     learned at the final stage do not count. Negative values mean forgetting.
     """
     final = matrix.shape[0] - 1
-    gaps = [matrix[final, j] - matrix[s, j] for j, s in enumerate(learned_at) if s < final]
+    gaps = [
+        matrix[final, j] - matrix[s, j] for j, s in enumerate(learned_at) if s < final
+    ]
     return float(np.mean(gaps)) if gaps else 0.0
 
 

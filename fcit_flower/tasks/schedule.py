@@ -55,7 +55,9 @@ class Schedule:
 
     def learned_at(self) -> list[int]:
         """Per task column, the last stage at which any client learned it."""
-        last = {t: s for s, stage in enumerate(self.assignments) for ts in stage for t in ts}
+        last = {
+            t: s for s, stage in enumerate(self.assignments) for ts in stage for t in ts
+        }
         return [last[t] for t in self.tasks]
 
 
@@ -94,7 +96,9 @@ def build_schedule(
     units = [tuple(u) for u in stage_units]
     stages = len(units)
     if scenario == "hom":
-        table = tuple(tuple(units[s] for _ in range(num_clients)) for s in range(stages))
+        table = tuple(
+            tuple(units[s] for _ in range(num_clients)) for s in range(stages)
+        )
     else:
         orders = min(num_orders, stages)
         shift = stages // orders

@@ -50,8 +50,12 @@ class _Writer:
     def add(self, image_path: str, question: str, answer: str) -> None:
         index = len(self.records)
         self.records.append(
-            {"id": f"{self.task}-{self.split}-{index}", "image": image_path,
-             "question": question, "answer": answer}
+            {
+                "id": f"{self.task}-{self.split}-{index}",
+                "image": image_path,
+                "question": question,
+                "answer": answer,
+            }
         )
 
     def write(self) -> None:
@@ -59,16 +63,24 @@ class _Writer:
         folder.mkdir(parents=True, exist_ok=True)
         if self.split == "train":
             payload = [
-                {"id": r["id"], "image": r["image"],
-                 "conversations": [
-                     {"from": "human", "value": f"<image>\n{r['question']}"},
-                     {"from": "gpt", "value": r["answer"]}]}
+                {
+                    "id": r["id"],
+                    "image": r["image"],
+                    "conversations": [
+                        {"from": "human", "value": f"<image>\n{r['question']}"},
+                        {"from": "gpt", "value": r["answer"]},
+                    ],
+                }
                 for r in self.records
             ]
         else:
             payload = [
-                {"question_id": r["id"], "image": r["image"], "text": r["question"],
-                 "answer": r["answer"]}
+                {
+                    "question_id": r["id"],
+                    "image": r["image"],
+                    "text": r["question"],
+                    "answer": r["answer"],
+                }
                 for r in self.records
             ]
         (folder / f"{self.split}.json").write_text(json.dumps(payload, indent=0))
@@ -101,22 +113,32 @@ def _build_split(root: Path, split: str, count: int, seed: int, size: int) -> No
     plus_w.write()
     # Digits: the same images for imagenet-r (label) and tabmwp (parity).
     rng = _rng(seed, "digits", split)
-    label_w, parity_w = _Writer(root, "imagenet-r", split), _Writer(root, "tabmwp", split)
+    label_w, parity_w = (
+        _Writer(root, "imagenet-r", split),
+        _Writer(root, "tabmwp", split),
+    )
     pool = sources.digit_pool(split)
     for index in rng.choice(pool, size=min(count, len(pool)), replace=False):
         image, label = sources.digit_image(int(index), size)
         path = label_w.save_image(image, f"digits/{int(index)}")
         label_w.add(path, _template(rng, "imagenet-r", {}), str(label))
-        parity_w.add(path, _template(rng, "tabmwp", {}), "even" if label % 2 == 0 else "odd")
+        parity_w.add(
+            path, _template(rng, "tabmwp", {}), "even" if label % 2 == 0 else "odd"
+        )
     label_w.write()
     parity_w.write()
     # easy-vqa: yes/no questions (aokvqa) and shape questions (super-clevr).
     questions = sources.easy_vqa_questions(split)
-    for task, answers in (("aokvqa", sources.YES_NO), ("super-clevr", sources.SHAPE_ANSWERS)):
+    for task, answers in (
+        ("aokvqa", sources.YES_NO),
+        ("super-clevr", sources.SHAPE_ANSWERS),
+    ):
         rng = _rng(seed, task, split)
         pool_idx = [
-            i for i, (_, a, image_id) in enumerate(questions)
-            if a in answers and (split == "test" or image_id < sources.EASY_VQA_BENCHMARK_IMAGES)
+            i
+            for i, (_, a, image_id) in enumerate(questions)
+            if a in answers
+            and (split == "test" or image_id < sources.EASY_VQA_BENCHMARK_IMAGES)
         ]
         writer = _Writer(root, task, split)
         for i in rng.choice(pool_idx, size=min(count, len(pool_idx)), replace=False):
@@ -148,8 +170,13 @@ def build_mini_fcit(
     image_size : int
         Side of the square RGB images.
     """
-    params = {"version": VERSION, "seed": seed, "train_size": train_size,
-              "test_size": test_size, "image_size": image_size}
+    params = {
+        "version": VERSION,
+        "seed": seed,
+        "train_size": train_size,
+        "test_size": test_size,
+        "image_size": image_size,
+    }
     marker = root / ".complete"
     if marker.exists() and json.loads(marker.read_text()) == params:
         return root
@@ -182,12 +209,25 @@ def vocabulary_texts() -> list[str]:
     """
     from fcit_flower.tasks.mini_fcit.drawing import PALETTE, SHAPES
 
-    texts = {"yes", "no", "even", "odd", *PALETTE, *SHAPES, *procedural.QUADRANTS,
-             *procedural.WORDS, *(str(n) for n in range(11)), "a an and"}
+    texts = {
+        "yes",
+        "no",
+        "even",
+        "odd",
+        *PALETTE,
+        *SHAPES,
+        *procedural.QUADRANTS,
+        *procedural.WORDS,
+        *(str(n) for n in range(11)),
+        "a an and",
+    }
     for templates in procedural.TEMPLATES.values():
         for template in templates:
-            texts.add(template.format(shape=" ".join(SHAPES), a=" ".join(PALETTE),
-                                      b=" ".join(PALETTE)))
+            texts.add(
+                template.format(
+                    shape=" ".join(SHAPES), a=" ".join(PALETTE), b=" ".join(PALETTE)
+                )
+            )
     for split in ("train", "test"):
         for question, answer, _ in sources.easy_vqa_questions(split):
             texts.add(question)

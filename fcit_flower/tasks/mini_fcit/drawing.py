@@ -21,7 +21,10 @@ def canvas(size: int, colour: tuple[int, int, int] = (255, 255, 255)) -> Image.I
 
 
 def draw_shape(
-    draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill: tuple[int, int, int]
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    box: tuple[int, int, int, int],
+    fill: tuple[int, int, int],
 ) -> None:
     """Draw a filled ``shape`` inside ``box`` (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = box

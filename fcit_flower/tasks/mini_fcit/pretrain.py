@@ -3,9 +3,10 @@
 Like LLaVA's pre-training on image-caption pairs, the base learns to *describe*
 images (digits, dots, shapes, charts, words, easy-vqa shapes) with a few generic
 instructions. The images come from their own random streams, digit pool and easy-vqa
-image ids, so none is a benchmark image, and no benchmark instruction or answer format is seen: the base describes
-("4 black dots") where a task asks for an answer ("4", "5", "even"), so zero-shot
-accuracy is low while LoRA can learn each task from features the base already has.
+image ids, so none is a benchmark image, and no benchmark instruction or answer
+format is seen: the base describes ("4 black dots") where a task asks for an
+answer ("4", "5", "even"), so zero-shot accuracy is low while LoRA can learn each
+task from features the base already has.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import numpy as np
 
 from fcit_flower.tasks.mini_fcit import procedural, sources
 
-INSTRUCTIONS = ("describe the image.", "what is in this picture?", "caption this image.")
+INSTRUCTIONS = (
+    "describe the image.",
+    "what is in this picture?",
+    "caption this image.",
+)
 
 
 def _describe(kind: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
@@ -46,13 +51,21 @@ def _describe(kind: int, rng: np.random.Generator, size: int) -> tuple[np.ndarra
         return np.asarray(image), f"{text} written"
     if kind == 7:
         image, fields, _ = procedural.compare_bars(rng, size)
-        return np.asarray(image), f"{fields['tall']} bar higher than {fields['short']} bar"
-    image_id = int(rng.integers(sources.EASY_VQA_BENCHMARK_IMAGES, sources.EASY_VQA_TRAIN_IMAGES))
+        return np.asarray(
+            image
+        ), f"{fields['tall']} bar higher than {fields['short']} bar"
+    image_id = int(
+        rng.integers(sources.EASY_VQA_BENCHMARK_IMAGES, sources.EASY_VQA_TRAIN_IMAGES)
+    )
     colour, shape = sources.easy_vqa_attributes(image_id)
-    return np.asarray(sources.easy_vqa_image("train", image_id, size)), f"{colour} {shape}"
+    return np.asarray(
+        sources.easy_vqa_image("train", image_id, size)
+    ), f"{colour} {shape}"
 
 
-def pretraining_corpus(count: int, *, seed: int, size: int) -> list[tuple[np.ndarray, str, str]]:
+def pretraining_corpus(
+    count: int, *, seed: int, size: int
+) -> list[tuple[np.ndarray, str, str]]:
     """``count`` (image, instruction, caption) triples, deterministic in ``seed``."""
     rng = np.random.default_rng([seed, 77])
     corpus = []

@@ -17,7 +17,20 @@ from fcit_flower.tasks.mini_fcit.drawing import PALETTE, SHAPES, canvas, draw_sh
 Item = tuple[Image.Image, dict[str, str], str]
 
 QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
-WORDS = ("cat", "dog", "sun", "car", "box", "hat", "pen", "cup", "bus", "map", "egg", "key")
+WORDS = (
+    "cat",
+    "dog",
+    "sun",
+    "car",
+    "box",
+    "hat",
+    "pen",
+    "cup",
+    "bus",
+    "map",
+    "egg",
+    "key",
+)
 
 
 def dots(rng: np.random.Generator, size: int) -> tuple[Image.Image, int]:
@@ -43,12 +56,18 @@ def quadrant(rng: np.random.Generator, size: int) -> Item:
     image = canvas(size)
     colour = list(PALETTE)[int(rng.integers(0, len(PALETTE)))]
     shape = SHAPES[int(rng.integers(0, len(SHAPES)))]
-    draw_shape(ImageDraw.Draw(image), shape, (x0, y0, x0 + side - 1, y0 + side - 1),
-               PALETTE[colour])
+    draw_shape(
+        ImageDraw.Draw(image),
+        shape,
+        (x0, y0, x0 + side - 1, y0 + side - 1),
+        PALETTE[colour],
+    )
     return image, {"shape": shape, "colour": colour}, QUADRANTS[where]
 
 
-def _bars(size: int, colours: list[str], heights: list[int], grid: bool = False) -> Image.Image:
+def _bars(
+    size: int, colours: list[str], heights: list[int], grid: bool = False
+) -> Image.Image:
     image = canvas(size)
     draw = ImageDraw.Draw(image)
     if grid:
@@ -58,26 +77,36 @@ def _bars(size: int, colours: list[str], heights: list[int], grid: bool = False)
     width = (size - 4) // len(colours) - 2
     for i, (colour, height) in enumerate(zip(colours, heights, strict=True)):
         x0 = 2 + i * (width + 2)
-        draw.rectangle((x0, size - 1 - height, x0 + width - 1, size - 1), fill=PALETTE[colour])
+        draw.rectangle(
+            (x0, size - 1 - height, x0 + width - 1, size - 1), fill=PALETTE[colour]
+        )
     return image
 
 
 def tallest_bar(rng: np.random.Generator, size: int) -> Item:
     """Three bars of distinct colours and heights; the answer is the tallest colour."""
-    colours = [list(PALETTE)[int(i)] for i in rng.choice(len(PALETTE), 3, replace=False)]
+    colours = [
+        list(PALETTE)[int(i)] for i in rng.choice(len(PALETTE), 3, replace=False)
+    ]
     heights = [int(h) for h in rng.choice(np.arange(5, size - 2, 3), 3, replace=False)]
     return _bars(size, colours, heights), {}, colours[int(np.argmax(heights))]
 
 
 def compare_bars(rng: np.random.Generator, size: int) -> Item:
-    """Two bars; is the first named one taller than the second?"""
-    colours = [list(PALETTE)[int(i)] for i in rng.choice(len(PALETTE), 2, replace=False)]
+    """Two bars: is the first named one taller than the second."""
+    colours = [
+        list(PALETTE)[int(i)] for i in rng.choice(len(PALETTE), 2, replace=False)
+    ]
     heights = [int(h) for h in rng.choice(np.arange(5, size - 2, 3), 2, replace=False)]
     first, second = (0, 1) if rng.random() < 0.5 else (1, 0)
     answer = "yes" if heights[first] > heights[second] else "no"
     tall, short = (0, 1) if heights[0] > heights[1] else (1, 0)
-    fields = {"a": colours[first], "b": colours[second], "tall": colours[tall],
-              "short": colours[short]}
+    fields = {
+        "a": colours[first],
+        "b": colours[second],
+        "tall": colours[tall],
+        "short": colours[short],
+    }
     return _bars(size, colours, heights), fields, answer
 
 
@@ -114,8 +143,9 @@ def word(rng: np.random.Generator, size: int) -> Item:
     image = canvas(size)
     draw = ImageDraw.Draw(image)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    x = int(rng.integers(0, max(1, size - (right - left)))) - left
-    y = int(rng.integers(0, max(1, size - (bottom - top)))) - top
+    width, height = int(right - left), int(bottom - top)
+    x = int(rng.integers(0, max(1, size - width))) - int(left)
+    y = int(rng.integers(0, max(1, size - height))) - int(top)
     draw.text((x, y), text, fill=(0, 0, 0), font=font)
     return image, {}, text
 

@@ -20,10 +20,14 @@ DIGITS_TEST_POOL = 297
 
 @lru_cache(maxsize=2)
 def easy_vqa_questions(split: str) -> tuple[tuple[str, str, int], ...]:
-    """(question, answer, image id) triples of easy-vqa's ``train`` or ``test`` split."""
+    """(question, answer, image id) triples of an easy-vqa split."""
     import easy_vqa  # type: ignore[import-untyped]
 
-    getter = easy_vqa.get_train_questions if split == "train" else easy_vqa.get_test_questions
+    getter = (
+        easy_vqa.get_train_questions
+        if split == "train"
+        else easy_vqa.get_test_questions
+    )
     questions, answers, image_ids = getter()
     return tuple(zip(questions, answers, (int(i) for i in image_ids), strict=True))
 
@@ -58,7 +62,9 @@ def easy_vqa_image(split: str, image_id: int, size: int) -> Image.Image:
     import easy_vqa
 
     paths = (
-        easy_vqa.get_train_image_paths() if split == "train" else easy_vqa.get_test_image_paths()
+        easy_vqa.get_train_image_paths()
+        if split == "train"
+        else easy_vqa.get_test_image_paths()
     )
     with Image.open(paths[image_id]) as image:
         return image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
@@ -88,5 +94,7 @@ def digit_image(index: int, size: int) -> tuple[Image.Image, int]:
     """A digit as a white-on-black RGB image of ``size`` and its label."""
     images, labels, _ = digits()
     grey = (images[index] * (255.0 / 16.0)).astype(np.uint8)
-    image = Image.fromarray(grey, mode="L").resize((size, size), Image.Resampling.NEAREST)
+    image = Image.fromarray(grey, mode="L").resize(
+        (size, size), Image.Resampling.NEAREST
+    )
     return image.convert("RGB"), int(labels[index])
