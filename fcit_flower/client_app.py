@@ -32,8 +32,7 @@ from fcit_flower.models.adapters import (
     split_projector,
     trainable_param_groups,
 )
-from fcit_flower.models.identity import get_encoder
-from fcit_flower.runtime import prepare_runtime
+from fcit_flower.runtime import prepare_runtime, sample_features
 from fcit_flower.strategies.continual import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -68,9 +67,7 @@ def query(msg: Message, context: Context) -> Message:
     runtime = prepare_runtime(config)
     stage = int(request["stage"])  # type: ignore[arg-type]
     samples = client_samples(config, runtime.schedule, runtime.root, stage, position)
-    token = get_encoder(config.identity_encoder).identity_token(
-        [s.question for s in samples]
-    )
+    token = sample_features(config, runtime, samples).mean(axis=0)
     content = RecordDict(
         {
             ARRAYS_KEY: to_record({TOKEN_KEY: token.astype(np.float32)}),

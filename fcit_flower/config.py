@@ -20,7 +20,7 @@ SETTINGS = ("task", "capability")
 MODELS = ("tiny",)
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedadagrad", "fedyogi")
 SSA_MODES = ("softmax", "concat", "cosine", "argmax")
-TOKEN_SOURCES = ("text",)
+TOKEN_SOURCES = ("text", "image", "text+image")
 IDENTITY_ENCODERS = ("minilm",)
 
 

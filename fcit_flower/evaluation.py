@@ -19,15 +19,14 @@ from fcit_flower.config import RunConfig
 from fcit_flower.methods.disco import ssa_weights
 from fcit_flower.models.adapters import (
     LORA_TARGETS,
-    BaseBundle,
     adapted_model,
     load_lora_state,
     load_projector_state,
     projector_state,
     split_projector,
 )
-from fcit_flower.models.identity import get_encoder
 from fcit_flower.models.subspace_lora import inject_subspace_lora, set_activation
+from fcit_flower.runtime import Runtime, sample_features
 from fcit_flower.strategies.disco import (
     projector_arrays,
     slots_from_arrays,
@@ -74,12 +73,12 @@ def _subspace_model(
 
 def evaluate_state(
     config: RunConfig,
-    base_path: str,
-    bundle: BaseBundle,
+    runtime: Runtime,
     arrays: dict[str, np.ndarray],
     test_sets: Mapping[str, Sequence[Sample]],
 ) -> StageEvaluation:
     """Score the global ``arrays`` of ``config.method`` on every test set."""
+    base_path, bundle = runtime.base_path, runtime.bundle
     result = StageEvaluation()
     before_batch = None
     collected: list[np.ndarray] = []  # SSA weights of the current task's batches
@@ -93,10 +92,9 @@ def evaluate_state(
         )
         slots = slots_from_arrays(arrays, config.num_subspaces, config.tau)
         tokens = slots.as_array() if len(slots) else np.zeros((0, 1))
-        encoder = get_encoder(config.identity_encoder)
 
         def before_batch(batch: Sequence[Sample]) -> None:
-            features = encoder.encode([s.question for s in batch])
+            features = sample_features(config, runtime, batch)
             weights = ssa_weights(
                 features,
                 tokens,

@@ -6,17 +6,24 @@ so nothing but adapter tensors, configs and metrics travels in messages.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from fcit_flower.config import RunConfig
 from fcit_flower.models.adapters import BaseBundle, load_base
+from fcit_flower.models.identity import combine_features, get_encoder, image_features
 from fcit_flower.models.tiny import ensure_tiny_base
 from fcit_flower.tasks.catalog import TASKS
 from fcit_flower.tasks.data import data_root, make_schedule, vocabulary_texts
+from fcit_flower.tasks.fcit_data import Sample
 from fcit_flower.tasks.mini_fcit import vocabulary_texts as mini_fcit_vocabulary
 from fcit_flower.tasks.schedule import Schedule
+from fcit_flower.training import load_pixels
 
 
 @dataclass(frozen=True)
@@ -52,3 +59,36 @@ def prepare_runtime(config: RunConfig) -> Runtime:
         texts = mini_fcit_vocabulary()
     base_path = str(ensure_tiny_base(texts))
     return Runtime(root, schedule, base_path, load_base(base_path))
+
+
+def sample_features(
+    config: RunConfig, runtime: Runtime, samples: Sequence[Sample]
+) -> np.ndarray:
+    """Identity features of ``samples`` for ``config.token_source``.
+
+    Text: the frozen sentence encoder on the instruction; image: the frozen vision
+    tower of the base (mean-pooled); text+image: both, unit-normalised, concatenated.
+    """
+    source = config.token_source
+    text = (
+        get_encoder(config.identity_encoder).encode([s.question for s in samples])
+        if source in ("text", "text+image")
+        else None
+    )
+    image = None
+    if source in ("image", "text+image"):
+        pixels = load_pixels(samples, runtime.bundle.image_size)
+        model: Any = runtime.bundle.model
+        image = image_features(model.model.vision_tower, pixels)
+    return combine_features(source, text, image)
+
+
+def token_dimension(config: RunConfig, runtime: Runtime) -> int:
+    """Dimension of identity tokens for ``config.token_source``."""
+    text = get_encoder(config.identity_encoder).dimension
+    model: Any = runtime.bundle.model
+    vision = model.config.vision_config
+    image = int(vision.hidden_size)
+    return {"text": text, "image": image, "text+image": text + image}[
+        config.token_source
+    ]

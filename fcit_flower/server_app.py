@@ -16,9 +16,8 @@ from flwr.serverapp import Grid, ServerApp
 from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import evaluate_state
 from fcit_flower.models.adapters import adapted_model, lora_state, projector_state
-from fcit_flower.models.identity import get_encoder
 from fcit_flower.results import atomic_write_json, write_results
-from fcit_flower.runtime import Runtime, prepare_runtime
+from fcit_flower.runtime import Runtime, prepare_runtime, token_dimension
 from fcit_flower.strategies.continual import (
     CONFIG_KEY,
     ContinualFedAvg,
@@ -108,7 +107,7 @@ def build_strategy(
         strategy: ContinualFedAvg = Disco(
             num_subspaces=config.num_subspaces,
             tau=config.tau,
-            token_dim=get_encoder(config.identity_encoder).dimension,
+            token_dim=token_dimension(config, runtime),
             init_subspace=lambda slot: init_lora_arrays(
                 shapes, config.seed * 1000 + slot
             ),
@@ -158,9 +157,7 @@ def main(grid: Grid, context: Context) -> None:
         stage_start = time.monotonic()
         if config.method != "zeroshot":
             arrays = _run_stage(strategy, grid, arrays, config, stage)
-        evaluation = evaluate_state(
-            config, runtime.base_path, runtime.bundle, arrays, test_sets
-        )
+        evaluation = evaluate_state(config, runtime, arrays, test_sets)
         rows.append([round(evaluation.scores[t], 2) for t in schedule.tasks])
         stage_seconds.append(round(time.monotonic() - stage_start, 2))
         log(

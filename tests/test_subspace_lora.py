@@ -138,3 +138,16 @@ def test_ssa_modes():
 def test_ssa_without_tokens_is_zero():
     w = ssa_weights(FEATURES, np.zeros((0, 2)), capacity=3)
     assert not w.any()
+
+
+def test_combine_features_sources():
+    from fcit_flower.models.identity import combine_features
+
+    text = np.array([[3.0, 4.0]])
+    image = np.array([[0.0, 2.0]])
+    assert combine_features("text", text, None) is text
+    assert combine_features("image", None, image) is image
+    both = combine_features("text+image", text, image)
+    np.testing.assert_allclose(both, [[0.6, 0.8, 0.0, 1.0]])
+    with pytest.raises(ValueError, match="token-source 'image'"):
+        combine_features("image", text, None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +62,36 @@ class MiniLMEncoder:
         if not instructions:
             raise ValueError("an identity token needs at least one instruction")
         return self.encode(instructions).mean(axis=0)
+
+
+def image_features(vision_tower: Any, pixel_values: Any) -> np.ndarray:
+    """Mean-pooled features of the frozen vision tower (the image-token ablation)."""
+    import torch
+
+    with torch.no_grad():
+        hidden = vision_tower(pixel_values).last_hidden_state
+    return hidden.mean(dim=1).float().numpy()
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def combine_features(
+    source: str, text: np.ndarray | None, image: np.ndarray | None
+) -> np.ndarray:
+    """Features for a ``token-source``: text, image, or both (unit-norm, concatenated).
+
+    Text and image features are normalised before concatenation so that neither
+    dominates the cosine only because of its scale.
+    """
+    if source == "text" and text is not None:
+        return text
+    if source == "image" and image is not None:
+        return image
+    if source == "text+image" and text is not None and image is not None:
+        return np.concatenate([_unit(text), _unit(image)], axis=1).astype(np.float32)
+    raise ValueError(f"token-source {source!r} needs features that were not computed")
 
 
 @lru_cache(maxsize=2)
