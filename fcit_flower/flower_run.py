@@ -1,21 +1,29 @@
 """Run the app through Flower's simulation engine, robustly.
 
 ``flwr run`` in Flower 1.41 talks to a SuperLink named in ``$FLWR_HOME/config.toml``;
-for a local simulation it would start a detached SuperLink and leave it running, and
-``flwr run --stream`` exits 0 even when the ServerApp crashes. So this module:
+for the ``local`` connection it starts a detached SuperLink and leaves it running,
+and ``flwr run --stream`` exits 0 even when the ServerApp crashes. So this module:
 
-1. makes a private ``FLWR_HOME`` with one connection to loopback ports picked now;
-2. starts ``flower-superlink --simulation`` itself (own process group, log file);
-3. submits with ``flwr run --format json`` (the run id), follows ``flwr log``;
-4. polls ``flwr ls --run-id ID --format json`` until the run has finished and
-   reports its final status;
-5. always stops the process group it started, and nothing else.
+1. makes a private ``FLWR_HOME`` whose ``config.toml`` names one insecure connection
+   to a loopback port picked now;
+2. starts ``flower-superlink --simulation`` itself (own session, log file) and waits
+   for its ``/health`` endpoint;
+3. submits with ``flwr run --format json`` (which prints the run id) and the
+   simulation settings as ``--federation-config`` (1.41 deprecates the ``options``
+   table of a connection in favour of this flag);
+4. follows the log with ``flwr log ID --stream``, which ends when the run finishes,
+   then reads the final status with ``flwr ls --run-id ID --format json``;
+5. always stops what it started: the SuperLink's process tree, which includes the
+   detached ``flower-superexec`` / ``flwr-simulation`` / Ray processes, and nothing
+   else.
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,12 +32,23 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+import psutil
 
 ConfigValue = str | int | float | bool
+
+CONNECTION = "fcit"
+"""Name of the SuperLink connection in the private ``config.toml``."""
+
+_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_STARTUP_TIMEOUT_S = 60.0
+_START_ATTEMPTS = 3
 
 
 class FlowerRunError(RuntimeError):
@@ -45,48 +64,134 @@ class RunOutcome:
     run_id : int
         Flower's run id.
     status : str
-        Final status as Flower reports it, e.g. ``finished:completed``.
+        Final status exactly as ``flwr ls`` reports it (``finished:completed``,
+        ``finished:failed``, ``finished:stopped``), or ``timeout`` / ``unknown``.
     completed : bool
-        True only when Flower reports the run completed successfully.
+        True only when Flower reports ``finished:completed``.
     log : str
-        The run's log (ServerApp and ClientApp output).
+        The run's log (ServerApp and ClientApp output) as ``flwr log`` streamed it.
+    details : str
+        Flower's ``status-details`` (e.g. the reason for a failure); may be empty.
     """
 
     run_id: int
     status: str
     completed: bool
     log: str
+    details: str = ""
+
+
+def format_override_value(value: ConfigValue) -> str:
+    r"""Render one run-config value as a TOML literal ``flwr run`` accepts.
+
+    Strings become TOML basic strings in which ``"`` and control characters are
+    ``\uXXXX`` escapes: Flower's ``--run-config`` splitter (``key="[^"]*"``) cannot
+    see an escaped ``\"``.
+
+    Parameters
+    ----------
+    value : str, int, float or bool
+        The value.
+
+    Returns
+    -------
+    str
+        The TOML literal.
+
+    Raises
+    ------
+    TypeError
+        For any other type.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return repr(float(value))  # 0.003, 1e-05, inf, nan: all valid TOML floats
+    if isinstance(value, str):
+        escaped = []
+        for char in value:
+            if char == "\\":
+                escaped.append("\\\\")
+            elif char == '"' or ord(char) < 0x20 or ord(char) == 0x7F:
+                escaped.append(f"\\u{ord(char):04x}")
+            else:
+                escaped.append(char)
+        return '"' + "".join(escaped) + '"'
+    raise TypeError(f"run-config values must be str, int, float or bool, not {value!r}")
 
 
 def format_overrides(values: Mapping[str, ConfigValue]) -> str:
-    """Render run-config overrides in ``flwr run --run-config`` (TOML) syntax."""
+    """Render run-config overrides in ``flwr run --run-config`` syntax.
+
+    Parameters
+    ----------
+    values : Mapping
+        Run-config keys (kebab-case) and values.
+
+    Returns
+    -------
+    str
+        Space-separated ``key=value`` pairs, e.g. ``lr=0.003 method="disco"``.
+
+    Raises
+    ------
+    ValueError
+        For a key that is not a bare TOML key.
+    """
     parts = []
     for key, value in values.items():
-        if isinstance(value, bool):
-            rendered = "true" if value else "false"
-        elif isinstance(value, int | float):
-            rendered = repr(value)
-        else:
-            rendered = json.dumps(str(value))  # a TOML basic string
-        parts.append(f"{key}={rendered}")
+        if not _KEY.fullmatch(key):
+            raise ValueError(f"run-config key {key!r} is not a bare TOML key")
+        parts.append(f"{key}={format_override_value(value)}")
     return " ".join(parts)
 
 
-def _number(value: float) -> int | float:
-    """Integral values as ``int`` (Flower's CLI parses ``1.0`` as a float)."""
-    return int(value) if float(value).is_integer() else value
+def federation_config(
+    num_supernodes: int, client_num_cpus: float, client_num_gpus: float
+) -> str:
+    """Render the simulation settings for ``flwr run --federation-config``.
+
+    Parameters
+    ----------
+    num_supernodes : int
+        Simulated SuperNodes (clients).
+    client_num_cpus : float
+        CPUs per ClientApp; Flower stores this as an unsigned integer.
+    client_num_gpus : float
+        GPUs per ClientApp (fractions allowed).
+
+    Returns
+    -------
+    str
+        ``num-supernodes=N client-resources-num-cpus=C client-resources-num-gpus=G``.
+
+    Raises
+    ------
+    ValueError
+        For fewer than one SuperNode, fractional or non-positive CPUs, negative GPUs.
+    """
+    if num_supernodes < 1:
+        raise ValueError(f"num_supernodes must be >= 1, got {num_supernodes}")
+    if client_num_cpus < 1 or not float(client_num_cpus).is_integer():
+        raise ValueError(
+            f"client_num_cpus must be a whole number >= 1 (Flower 1.41 stores it "
+            f"as uint32), got {client_num_cpus}"
+        )
+    if client_num_gpus < 0:
+        raise ValueError(f"client_num_gpus must be >= 0, got {client_num_gpus}")
+    return (
+        f"num-supernodes={int(num_supernodes)} "
+        f"client-resources-num-cpus={int(client_num_cpus)} "
+        f"client-resources-num-gpus={float(client_num_gpus)!r}"
+    )
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets, ports = [], []
-    for _ in range(count):
-        sock = socket.socket()
+def _free_port() -> int:
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-        ports.append(sock.getsockname()[1])
-    for sock in sockets:
-        sock.close()
-    return ports
+        return int(sock.getsockname()[1])
 
 
 def _flwr_env(home: Path) -> dict[str, str]:
@@ -105,73 +210,199 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def _wait_port(
-    port: int, process: subprocess.Popen, deadline: float, log: Path
-) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise FlowerRunError(
-                f"flower-superlink exited ({process.returncode}); see {log}"
-            )
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise FlowerRunError(f"flower-superlink did not listen on {port}; see {log}")
-
-
-def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """Stop ``process``, its process group and every descendant it spawned.
-
-    Ray's workers and agents start their own sessions, so the descendants are listed
-    (while they are still attached) and stopped one by one as well.
-    """
-    import psutil
-
+def _tail(path: Path, lines: int = 20) -> str:
     try:
-        descendants = psutil.Process(process.pid).children(recursive=True)
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/health", timeout=1.0
+        ) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _start_superlink(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """Start ``flower-superlink`` on a free loopback port and wait until healthy."""
+    errors = []
+    for attempt in range(_START_ATTEMPTS):
+        port = _free_port()
+        log_path = home / f"superlink-{attempt}.log"
+        command = [
+            _bin("flower-superlink"),
+            "--insecure",
+            "--simulation",
+            "--isolation",
+            "subprocess",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database",
+            str(home / f"state-{attempt}.db"),
+            "--disable-runtime-dependency-installation",
+        ]
+        with open(log_path, "w") as log_handle:
+            process = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline and process.poll() is None:
+            if _healthy(port):
+                (home / "config.toml").write_text(
+                    f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+                    f"[superlink.{CONNECTION}]\n"
+                    f'address = "127.0.0.1:{port}"\ninsecure = true\n'
+                )
+                return process, port
+            time.sleep(0.2)
+        reason = (
+            f"exited with code {process.returncode}"
+            if process.poll() is not None
+            else f"not healthy after {_STARTUP_TIMEOUT_S:.0f} s"
+        )
+        stop_process_tree(process, grace_s=5.0)
+        errors.append(f"port {port}: {reason}\n{_tail(log_path)}")
+    raise FlowerRunError("flower-superlink could not start:\n" + "\n---\n".join(errors))
+
+
+def stop_process_tree(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop ``process`` (a session leader we started) and everything it spawned.
+
+    The SuperLink starts ``flower-superexec`` in a new session, which starts
+    ``flwr-simulation`` and Ray; none of them is in the SuperLink's process group.
+    So the descendants and their sessions are recorded first; then the process group
+    gets SIGTERM (the SuperLink shuts down its SuperExec), and after ``grace_s``
+    every survivor, and every process still in one of those sessions (it may have
+    been re-parented), gets SIGKILL.
+
+    Parameters
+    ----------
+    process : subprocess.Popen
+        A process started with ``start_new_session=True``.
+    grace_s : float
+        Seconds to wait between SIGTERM and SIGKILL.
+    """
+    try:
+        tree = [psutil.Process(process.pid)]
+        tree += tree[0].children(recursive=True)
     except psutil.NoSuchProcess:
-        descendants = []
+        tree = []
+    sessions = {process.pid}
+    for member in tree:
+        try:
+            sessions.add(os.getsid(member.pid))
+        except OSError:
+            pass
     if process.poll() is None:
         try:
             os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
             pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
-    for child in descendants:
+    _, alive = psutil.wait_procs(tree, timeout=grace_s)
+    for member in alive:
         try:
-            child.terminate()
+            member.terminate()
         except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(alive, timeout=min(grace_s, 3.0))
+    uid = os.getuid()
+    for candidate in psutil.process_iter(["uids"]):
+        try:
+            in_session = os.getsid(candidate.pid) in sessions
+        except OSError:
             continue
-    _, alive = psutil.wait_procs(descendants, timeout=grace_s)
-    for child in alive:
+        uids = candidate.info.get("uids")
+        if in_session and uids is not None and uids.real == uid:
+            alive.append(candidate)
+    for member in alive:
         try:
-            child.kill()
+            member.kill()
         except psutil.NoSuchProcess:
             pass
+    psutil.wait_procs(alive, timeout=5.0)
+    process.wait()
 
 
-def _run_status(run_id: int, env: dict[str, str]) -> dict:
-    result = subprocess.run(
-        [_bin("flwr"), "ls", "fcit", "--run-id", str(run_id), "--format", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def _flwr(args: list[str], env: dict[str, str], timeout: float = 120.0) -> Any:
+    """Run ``flwr ARGS --format json``; return its JSON reply (or an error dict)."""
     try:
-        payload = json.loads(result.stdout)
-        return dict(payload["runs"][0])
-    except (json.JSONDecodeError, KeyError, IndexError):
-        return {"status": "unknown", "status-details": result.stdout + result.stderr}
+        result = subprocess.run(
+            [_bin("flwr"), *args, "--format", "json"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"success": False, "error-message": f"flwr {args[0]} timed out"}
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError:
+        return {"success": False, "error-message": result.stdout + result.stderr}
+
+
+def run_status(run_id: int, env: dict[str, str]) -> dict[str, Any]:
+    """Read one run's row from ``flwr ls --run-id ID --format json``.
+
+    Parameters
+    ----------
+    run_id : int
+        The run.
+    env : dict
+        Environment with ``FLWR_HOME`` pointing at the private config.
+
+    Returns
+    -------
+    dict
+        The row (keys ``run-id``, ``status``, ``status-details``, ``elapsed``,
+        ``finished-at``, ...), or ``{"status": "unknown", "status-details": why}``.
+    """
+    reply = _flwr(["ls", CONNECTION, "--run-id", str(run_id)], env, timeout=60.0)
+    try:
+        return dict(reply["runs"][0])
+    except (KeyError, IndexError, TypeError):
+        return {"status": "unknown", "status-details": str(reply)}
+
+
+def _follow_log(
+    run_id: int,
+    env: dict[str, str],
+    lines: list[str],
+    stream_to: TextIO | None,
+) -> tuple[subprocess.Popen, threading.Thread]:
+    follower = subprocess.Popen(
+        [_bin("flwr"), "log", str(run_id), CONNECTION, "--stream"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+    def collect() -> None:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            lines.append(line)
+            if stream_to is not None:
+                stream_to.write(line)
+                stream_to.flush()
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    return follower, reader
 
 
 def run_simulation_app(
@@ -191,13 +422,15 @@ def run_simulation_app(
     app_dir : Path
         Directory holding the app's ``pyproject.toml``.
     run_config : Mapping
-        Run-config overrides.
+        Run-config overrides (``str``, ``int``, ``float`` or ``bool`` values).
     num_supernodes : int
         Simulated clients.
-    client_num_cpus, client_num_gpus : float
-        Ray resources of each ClientApp.
+    client_num_cpus : float
+        Ray CPUs of each ClientApp (a whole number).
+    client_num_gpus : float
+        Ray GPUs of each ClientApp.
     timeout_s : float
-        Give up (and stop everything) after this many seconds.
+        Give up (and stop everything) after this many seconds of running.
     stream_to : TextIO, optional
         Where to echo the run's log as it comes.
 
@@ -205,119 +438,72 @@ def run_simulation_app(
     -------
     RunOutcome
         Flower's final status; ``completed`` is true only for a successful run.
+
+    Raises
+    ------
+    FlowerRunError
+        If the SuperLink cannot start or ``flwr run`` cannot submit the run.
+    ValueError
+        For invalid simulation settings or run-config keys.
     """
+    overrides = format_overrides(run_config)
+    federation = federation_config(num_supernodes, client_num_cpus, client_num_gpus)
     home = Path(tempfile.mkdtemp(prefix="fcit-flwr-"))
-    http_port, fleet_port, control_port = _free_ports(3)
-    (home / "config.toml").write_text(
-        '[superlink]\ndefault = "fcit"\n\n[superlink.fcit]\n'
-        f'address = "127.0.0.1:{http_port}"\ninsecure = true\n'
-    )
     env = _flwr_env(home)
-    superlink_log = home / "superlink.log"
-    with open(superlink_log, "w") as log_handle:
-        superlink = subprocess.Popen(
-            [
-                _bin("flower-superlink"),
-                "--insecure",
-                "--simulation",
-                "--isolation",
-                "subprocess",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(http_port),
-                "--fleet-api-address",
-                f"127.0.0.1:{fleet_port}",
-                "--control-api-address",
-                f"127.0.0.1:{control_port}",
-                "--database",
-                str(home / "state.db"),
-                "--disable-runtime-dependency-installation",
-            ],
-            env=env,
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    superlink: subprocess.Popen | None = None
     follower: subprocess.Popen | None = None
     lines: list[str] = []
     try:
-        _wait_port(http_port, superlink, time.monotonic() + 60, superlink_log)
-        federation = (
-            f"num-supernodes={num_supernodes} "
-            f"client-resources-num-cpus={_number(client_num_cpus)} "
-            f"client-resources-num-gpus={_number(client_num_gpus)}"
-        )
-        submit = subprocess.run(
-            [
-                _bin("flwr"),
-                "run",
-                str(app_dir),
-                "fcit",
-                "--run-config",
-                format_overrides(run_config),
-                "--federation-config",
-                federation,
-                "--format",
-                "json",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        try:
-            reply = json.loads(submit.stdout)
-        except json.JSONDecodeError:
-            reply = {"success": False, "error-message": submit.stdout + submit.stderr}
-        if not reply.get("success"):
-            raise FlowerRunError(
-                f"flwr run failed: {reply.get('error-message', reply)}"
-            )
+        superlink, _ = _start_superlink(home, env)
+        submit_args = ["run", str(Path(app_dir).resolve()), CONNECTION]
+        if overrides:
+            submit_args += ["--run-config", overrides]
+        submit_args += ["--federation-config", federation]
+        reply = _flwr(submit_args, env, timeout=300.0)
+        if not isinstance(reply, dict) or not reply.get("success"):
+            message = reply.get("error-message") if isinstance(reply, dict) else reply
+            raise FlowerRunError(f"flwr run could not submit the run: {message}")
         run_id = int(reply["run-id"])
-        follower = subprocess.Popen(
-            [_bin("flwr"), "log", str(run_id), "fcit", "--stream"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        reader = threading.Thread(
-            target=_collect, args=(follower, lines, stream_to), daemon=True
-        )
-        reader.start()
+        follower, reader = _follow_log(run_id, env, lines, stream_to)
+
         deadline = time.monotonic() + timeout_s
-        status: dict = {}
+        status: dict[str, Any] = {"status": "unknown"}
         while time.monotonic() < deadline:
-            status = _run_status(run_id, env)
+            try:  # the log stream ends when the run has finished
+                follower.wait(timeout=min(15.0, max(deadline - time.monotonic(), 0)))
+            except subprocess.TimeoutExpired:
+                continue
+            status = run_status(run_id, env)
             if str(status.get("status", "")).startswith("finished"):
                 break
-            time.sleep(2.0)
+            time.sleep(2.0)  # stream broke off early: poll the status instead
         else:
-            status = {"status": f"timeout after {timeout_s:.0f} s"}
+            status = run_status(run_id, env)
+            if not str(status.get("status", "")).startswith("finished"):
+                status = {
+                    "status": "timeout",
+                    "status-details": f"not finished after {timeout_s:.0f} s "
+                    f"(last status {status.get('status')!r})",
+                }
+        if follower.poll() is None:
+            try:
+                follower.wait(timeout=10.0)
+            except subprocess.TimeoutExpired:
+                pass
+        if follower.poll() is not None:
+            reader.join(timeout=10.0)
         final = str(status.get("status", "unknown"))
         details = str(status.get("status-details", ""))
-        time.sleep(1.0)  # let the log follower catch the last lines
         return RunOutcome(
             run_id=run_id,
-            status=final if details in ("", "N/A") else f"{final} ({details})",
+            status=final,
             completed=final == "finished:completed",
             log="".join(lines),
+            details="" if details == "N/A" else details,
         )
     finally:
         if follower is not None:
-            stop_process_group(follower, grace_s=2.0)
-        stop_process_group(superlink)
+            stop_process_tree(follower, grace_s=2.0)
+        if superlink is not None:
+            stop_process_tree(superlink)
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _collect(
-    process: subprocess.Popen, lines: list[str], stream_to: TextIO | None
-) -> None:
-    assert process.stdout is not None
-    for line in process.stdout:
-        lines.append(line)
-        if stream_to is not None:
-            stream_to.write(line)
-            stream_to.flush()

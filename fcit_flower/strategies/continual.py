@@ -26,6 +26,9 @@ CONFIG_KEY = "config"
 METRICS_KEY = "metrics"
 NUM_EXAMPLES = "num-examples"
 
+# A validated upload: (client position, arrays, sample count, metrics).
+Upload = tuple[int, dict[str, np.ndarray], float, MetricRecord]
+
 
 def to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
     """ArrayRecord -> dict of numpy arrays."""
@@ -168,7 +171,7 @@ class ContinualFedAvg(FedAvg):
 
     def valid_uploads(
         self, server_round: int, replies: Iterable[Message]
-    ) -> list[tuple[int, dict[str, np.ndarray], float, MetricRecord]]:
+    ) -> list[Upload]:
         """Replies that passed every check, as (position, arrays, weight, metrics).
 
         Errors and bad uploads are logged with their reason and recorded in
@@ -243,7 +246,7 @@ class ContinualFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate uploads, average by sample count, apply the server optimizer."""
+        """Validate uploads, then fold the valid ones into the global arrays."""
         uploads = self.valid_uploads(server_round, replies)
         if not uploads:
             log(
@@ -252,14 +255,16 @@ class ContinualFedAvg(FedAvg):
                 server_round,
             )
             return to_record(self.current), None
-        averaged = weighted_average([u[1] for u in uploads], [u[2] for u in uploads])
-        self.current = self.optimizer.step(self.current, averaged)
+        self.apply_uploads(uploads)
         return to_record(self.current), mean_metrics(uploads)
 
+    def apply_uploads(self, uploads: list[Upload]) -> None:
+        """Sample-weighted average of the uploads, then a server-optimizer step."""
+        averaged = weighted_average([u[1] for u in uploads], [u[2] for u in uploads])
+        self.current = self.optimizer.step(self.current, averaged)
 
-def mean_metrics(
-    uploads: list[tuple[int, dict[str, np.ndarray], float, MetricRecord]],
-) -> MetricRecord:
+
+def mean_metrics(uploads: list[Upload]) -> MetricRecord:
     """Sample-weighted mean of the numeric client metrics (and the total count)."""
     total = sum(u[2] for u in uploads)
     keys = {k for u in uploads for k in u[3] if k != NUM_EXAMPLES}

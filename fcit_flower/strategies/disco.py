@@ -33,9 +33,8 @@ from fcit_flower.strategies.continual import (
     METRICS_KEY,
     NUM_EXAMPLES,
     ContinualFedAvg,
-    mean_metrics,
+    Upload,
     to_numpy,
-    to_record,
 )
 from fcit_flower.strategies.matching import TokenSlots
 from fcit_flower.strategies.server_optim import ServerOptimizer
@@ -251,18 +250,8 @@ class Disco(ContinualFedAvg):
                 problem = f"upload for subspace {claimed}, assigned {assigned}"
         return problem, arrays, weight, metrics
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def apply_uploads(self, uploads: list[Upload]) -> None:
         """Average per subspace by sample count; projector over all clients."""
-        uploads = self.valid_uploads(server_round, replies)
-        if not uploads:
-            log(
-                WARNING,
-                "round %d: no valid upload; global arrays unchanged",
-                server_round,
-            )
-            return to_record(self.current), None
         by_slot: dict[int, list[tuple[dict[str, np.ndarray], float]]] = {}
         for position, arrays, weight, _ in uploads:
             by_slot.setdefault(self.assignment[position], []).append(
@@ -283,7 +272,6 @@ class Disco(ContinualFedAvg):
                 [w for _, _, w, _ in uploads],
             )
             self.current.update(self.optimizer.step(projector, averaged))
-        return to_record(self.current), mean_metrics(uploads)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
