@@ -101,7 +101,8 @@ def run_one(config: RunConfig, *, quiet: bool, timeout_s: float) -> dict[str, An
         tail = "\n".join(outcome.log.splitlines()[-30:])
         raise RuntimeError(
             f"run {config.resolved_run_name} did not complete "
-            f"(Flower status {outcome.status!r}); last log lines:\n{tail}"
+            f"(Flower status {outcome.status!r}: {outcome.details}); "
+            f"last log lines:\n{tail}"
         )
     if not metrics_path.exists():
         raise RuntimeError(

@@ -202,6 +202,8 @@ def _flwr_env(home: Path) -> dict[str, str]:
         FLWR_DISABLE_UPDATE_CHECK="1",
         PYTHONUNBUFFERED="1",
     )
+    if len(str(home)) <= 40:  # Ray's unix socket paths must stay under 108 bytes
+        env["RAY_TMPDIR"] = str(home)  # Ray's session files go with the temp dir
     return env
 
 
@@ -282,9 +284,10 @@ def stop_process_tree(process: subprocess.Popen, grace_s: float = 10.0) -> None:
     The SuperLink starts ``flower-superexec`` in a new session, which starts
     ``flwr-simulation`` and Ray; none of them is in the SuperLink's process group.
     So the descendants and their sessions are recorded first; then the process group
-    gets SIGTERM (the SuperLink shuts down its SuperExec), and after ``grace_s``
-    every survivor, and every process still in one of those sessions (it may have
-    been re-parented), gets SIGKILL.
+    gets SIGTERM (the SuperLink shuts down its SuperExec); descendants still alive
+    after a few seconds get SIGTERM themselves, and after ``grace_s`` more every
+    survivor, and every process still in one of those sessions (it may have been
+    re-parented), gets SIGKILL.
 
     Parameters
     ----------
@@ -309,13 +312,13 @@ def stop_process_tree(process: subprocess.Popen, grace_s: float = 10.0) -> None:
             os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    _, alive = psutil.wait_procs(tree, timeout=grace_s)
+    _, alive = psutil.wait_procs(tree, timeout=min(grace_s, 3.0))
     for member in alive:
         try:
             member.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(alive, timeout=min(grace_s, 3.0))
+    _, alive = psutil.wait_procs(alive, timeout=grace_s)
     uid = os.getuid()
     for candidate in psutil.process_iter(["uids"]):
         try:
@@ -485,14 +488,14 @@ def run_simulation_app(
                     "status-details": f"not finished after {timeout_s:.0f} s "
                     f"(last status {status.get('status')!r})",
                 }
-        if follower.poll() is None:
-            try:
+        final = str(status.get("status", "unknown"))
+        if final.startswith("finished") and follower.poll() is None:
+            try:  # the stream ends by itself once the run has finished
                 follower.wait(timeout=10.0)
             except subprocess.TimeoutExpired:
                 pass
         if follower.poll() is not None:
             reader.join(timeout=10.0)
-        final = str(status.get("status", "unknown"))
         details = str(status.get("status-details", ""))
         return RunOutcome(
             run_id=run_id,

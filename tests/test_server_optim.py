@@ -75,3 +75,13 @@ def test_fedavgm_hand_computed():
     assert x["w"] == pytest.approx([2.0])
     x = opt.step(x, {"w": np.array([2.0])})  # v = 0.5 * -1 + 0 -> x = 2.5
     assert x["w"] == pytest.approx([2.5])
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedavgm", "fedadam", "fedadagrad", "fedyogi"])
+def test_dtype_is_kept(name):
+    opt = ServerOptimizer(name, lr=0.01)
+    current = {"w": np.zeros(3, np.float32)}
+    for _ in range(2):
+        current = opt.step(current, {"w": current["w"] + np.float32(0.1)})
+        assert current["w"].dtype == np.float32
+    assert np.all(current["w"] > 0)

@@ -54,7 +54,16 @@ class ServerOptimizer:
     v_t: Arrays = field(default_factory=dict)
 
     def step(self, current: Arrays, aggregated: Arrays) -> Arrays:
-        """Return the new global arrays given the current and the averaged ones."""
+        """Return the new global arrays given the current and the averaged ones.
+
+        The result keeps each array's dtype (the bias-corrected FedAdam rate is a
+        float64 scalar and would otherwise upcast float32 adapters, which every
+        later upload would then fail to match).
+        """
+        updated = self._update(current, aggregated)
+        return {k: np.asarray(v, dtype=current[k].dtype) for k, v in updated.items()}
+
+    def _update(self, current: Arrays, aggregated: Arrays) -> Arrays:
         self.step_count += 1
         if self.name == "fedavg":
             return {k: np.asarray(v).copy() for k, v in aggregated.items()}
