@@ -77,7 +77,9 @@ def test_fedavgm_hand_computed():
     assert x["w"] == pytest.approx([2.5])
 
 
-@pytest.mark.parametrize("name", ["fedavg", "fedavgm", "fedadam", "fedadagrad", "fedyogi"])
+@pytest.mark.parametrize(
+    "name", ["fedavg", "fedavgm", "fedadam", "fedadagrad", "fedyogi"]
+)
 def test_dtype_is_kept(name):
     opt = ServerOptimizer(name, lr=0.01)
     current = {"w": np.zeros(3, np.float32)}
