@@ -202,6 +202,10 @@ def _flwr_env(home: Path) -> dict[str, str]:
         FLWR_DISABLE_UPDATE_CHECK="1",
         PYTHONUNBUFFERED="1",
     )
+    # The SuperLink starts `flower-superexec` and `flwr-simulation` by name: put this
+    # interpreter's scripts first, so an unactivated virtualenv works too.
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
     if len(str(home)) <= 40:  # Ray's unix socket paths must stay under 108 bytes
         env["RAY_TMPDIR"] = str(home)  # Ray's session files go with the temp dir
     return env
