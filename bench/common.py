@@ -19,7 +19,8 @@ def machine() -> str:
 
 def record(title: str, body: str) -> None:
     """Append a dated section with the command that produced it to BENCHMARKS.md."""
-    command = "python " + " ".join(sys.argv)
+    module = Path(sys.argv[0]).stem
+    command = " ".join(["python -m", f"bench.{module}", *sys.argv[1:]])
     stamp = datetime.date.today().isoformat()
     with open(BENCHMARKS, "a") as handle:
         handle.write(
