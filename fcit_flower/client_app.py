@@ -42,7 +42,7 @@ from fcit_flower.strategies.continual import (
     to_record,
 )
 from fcit_flower.strategies.disco import INFO_KEY, TOKEN_KEY
-from fcit_flower.tasks.data import _mix, client_samples
+from fcit_flower.tasks.data import client_samples, stable_seed
 from fcit_flower.training import train_local
 
 app = ClientApp()
@@ -117,7 +117,7 @@ def train(msg: Message, context: Context) -> Message:
         epochs=config.local_epochs,
         batch_size=config.batch_size,
         warmup_ratio=config.warmup_ratio,
-        seed=_mix(config.seed, stage, server_round, position),
+        seed=stable_seed(config.seed, stage, server_round, position),
     )
     arrays = lora_state(model)
     if projector:

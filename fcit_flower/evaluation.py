@@ -20,12 +20,17 @@ from fcit_flower.methods.disco import ssa_weights
 from fcit_flower.models.adapters import (
     LORA_TARGETS,
     adapted_model,
+    load_base,
     load_lora_state,
     load_projector_state,
     projector_state,
     split_projector,
 )
-from fcit_flower.models.subspace_lora import inject_subspace_lora, set_activation
+from fcit_flower.models.subspace_lora import (
+    inject_subspace_lora,
+    set_activation,
+    subspace_layers,
+)
 from fcit_flower.runtime import Runtime, sample_features
 from fcit_flower.strategies.disco import (
     projector_arrays,
@@ -61,8 +66,6 @@ class StageEvaluation:
 def _subspace_model(
     path: str, capacity: int, rank: int, scaling: float
 ) -> torch.nn.Module:
-    from fcit_flower.models.adapters import load_base
-
     model = copy.deepcopy(load_base(path).model)
     inject_subspace_lora(
         model, LORA_TARGETS, num_subspaces=capacity, rank=rank, scaling=scaling
@@ -143,8 +146,6 @@ def get_task_metric(task: str) -> str:
 def _load_subspaces(
     model: torch.nn.Module, arrays: dict[str, np.ndarray], capacity: int
 ) -> None:
-    from fcit_flower.models.subspace_lora import subspace_layers
-
     layers = dict(subspace_layers(model))
     with torch.no_grad():
         for _, layer in layers.items():

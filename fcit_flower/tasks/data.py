@@ -89,7 +89,7 @@ def client_samples(
     unit = schedule.client_tasks(stage, client)
     peers = [c for c, u in enumerate(schedule.assignments[stage]) if u == unit]
     pool = [s for task in unit for s in load_task(str(root), task, "train")]
-    seed = _mix(config.seed, stage, *unit)
+    seed = stable_seed(config.seed, stage, *unit)
     order = np.random.default_rng(seed).permutation(len(pool))
     sizes = dirichlet_sizes(
         len(pool), len(peers), config.beta, seed=seed, min_size=config.min_client_size
@@ -105,8 +105,11 @@ def test_samples(root: Path, task: str) -> list[Sample]:
     return list(load_task(str(root), task, "test"))
 
 
-def _mix(*parts: object) -> int:
-    """A stable 32-bit seed from parts (Python's ``hash`` is salted per process)."""
+def stable_seed(*parts: object) -> int:
+    """Return a 32-bit seed from ``parts``, the same in every process.
+
+    Python's ``hash`` of strings is salted per process, so it cannot be used.
+    """
     digest = np.random.SeedSequence([abs(hash_text(str(p))) for p in parts])
     return int(digest.generate_state(1)[0])
 
