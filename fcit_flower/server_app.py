@@ -152,7 +152,6 @@ def main(grid: Grid, context: Context) -> None:
     test_sets = {t: test_samples(runtime.root, t) for t in schedule.tasks}
     rows: list[list[float]] = []
     stage_seconds: list[float] = []
-    extra: dict = {}
     for stage in range(schedule.num_stages):
         stage_start = time.monotonic()
         if config.method != "zeroshot":
@@ -190,7 +189,7 @@ def main(grid: Grid, context: Context) -> None:
         summary["last"],
         summary["avg"],
         summary["bwt"],
-        config.run_dir,
+        config.run_dir.resolve(),
     )
 
 
