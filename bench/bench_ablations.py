@@ -55,7 +55,6 @@ VARIANTS: list[tuple[str, dict]] = [
 
 def run(values: dict, results: Path, name: str) -> dict:
     config = {**values, "results-dir": str(results), "run-name": name}
-    RunConfig.from_mapping(config)
     grid = InProcessGrid(client_app, RunConfig.from_mapping(config).num_clients, config)
     context = Context(
         run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config

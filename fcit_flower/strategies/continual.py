@@ -195,10 +195,6 @@ class ContinualFedAvg(FedAvg):
                 )
         return uploads
 
-    def reference_arrays(self, position: int) -> dict[str, np.ndarray]:
-        """What an upload of ``position`` must match (keys, shapes, dtypes)."""
-        return self.client_arrays(position)
-
     def inspect_reply(
         self, position: int, reply: Message
     ) -> tuple[str | None, dict[str, np.ndarray], float, MetricRecord]:
@@ -214,15 +210,11 @@ class ContinualFedAvg(FedAvg):
         if position not in self._round_clients.values():
             return "reply from a client not sampled this round", arrays, weight, metrics
         problem = upload_problem(
-            self.upload_view(arrays),
-            self.reference_arrays(position),
+            arrays,
+            self.client_arrays(position),  # what was sent is what must come back
             max_norm_ratio=self.max_norm_ratio,
         )
         return problem, arrays, weight, metrics
-
-    def upload_view(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The part of an upload compared with :meth:`reference_arrays`."""
-        return arrays
 
     def reject(self, server_round: int, position: int, reason: str) -> None:
         """Log and record a rejected upload."""

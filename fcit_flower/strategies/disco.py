@@ -17,12 +17,12 @@ keys, FedAvg-style). Each round:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import MessageType, log
 from flwr.serverapp import Grid
 
@@ -34,7 +34,6 @@ from fcit_flower.strategies.continual import (
     NUM_EXAMPLES,
     ContinualFedAvg,
     Upload,
-    to_numpy,
 )
 from fcit_flower.strategies.matching import TokenSlots
 from fcit_flower.strategies.server_optim import ServerOptimizer
@@ -272,11 +271,3 @@ class Disco(ContinualFedAvg):
                 [w for _, _, w, _ in uploads],
             )
             self.current.update(self.optimizer.step(projector, averaged))
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """See :meth:`ContinualFedAvg.configure_train`."""
-        if not self.current:
-            self.current = to_numpy(arrays)
-        return super().configure_train(server_round, arrays, config, grid)
