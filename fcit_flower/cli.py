@@ -3,7 +3,9 @@
 ``fcit-flower compare --methods finetune,disco --seeds 0,1,2`` runs each method and
 seed as a Flower simulation (``flwr run`` against a private local SuperLink), checks
 that each run really completed (Flower's final status *and* complete results), and
-prints and writes a Last / Avg / BWT table.
+prints and writes a Last / Avg / BWT table. ``--resume`` keeps what an interrupted
+comparison already computed. ``fcit-flower resume <run-dir>`` continues one run from
+its last good checkpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fcit_flower.checkpoint import CheckpointStore, config_differences
 from fcit_flower.config import METHODS, ConfigError, RunConfig
 from fcit_flower.results import atomic_write_text
 
@@ -86,7 +89,8 @@ def run_one(config: RunConfig, *, quiet: bool, timeout_s: float) -> dict[str, An
     from fcit_flower.flower_run import run_simulation_app
 
     metrics_path = config.run_dir / "metrics.json"
-    metrics_path.unlink(missing_ok=True)
+    if not config.resume:
+        metrics_path.unlink(missing_ok=True)
     values = {k: v for k, v in config.to_mapping().items()}
     started = time.monotonic()
     outcome = run_simulation_app(
@@ -148,6 +152,59 @@ def table(rows: dict[str, dict[str, list[float]]]) -> tuple[str, str]:
     return md.getvalue(), buffer.getvalue()
 
 
+def finished_metrics(config: RunConfig) -> dict[str, Any] | None:
+    """The metrics of a complete earlier run with the same config, else ``None``."""
+    path = config.run_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not metrics.get("complete"):
+        return None
+    differing = config_differences(metrics.get("config", {}), config.to_mapping())
+    return None if differing else metrics
+
+
+def resume_config(run_dir: Path) -> RunConfig:
+    """The config of the run in ``run_dir``, set to resume from its checkpoints.
+
+    Raises
+    ------
+    ConfigError
+        If ``run_dir`` holds no usable checkpoint.
+    """
+    store = CheckpointStore(run_dir / "checkpoints")
+    checkpoint = store.latest(warn=lambda message: print(message, file=sys.stderr))
+    if checkpoint is None:
+        raise ConfigError(f"{run_dir}: no usable checkpoint in {store.directory}")
+    values = {
+        **checkpoint.meta["config"],
+        "resume": True,
+        "results-dir": str(run_dir.resolve().parent),
+        "run-name": run_dir.resolve().name,
+    }
+    return RunConfig.from_mapping(values)
+
+
+def resume(args: argparse.Namespace) -> int:
+    """The ``resume`` command: continue one run from its last good checkpoint."""
+    try:
+        config = resume_config(Path(args.run_dir).expanduser())
+    except ConfigError as error:
+        print(f"fcit-flower: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        metrics = run_one(config, quiet=args.quiet, timeout_s=args.timeout)
+    except RuntimeError as error:
+        print(f"fcit-flower: error: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"{config.resolved_run_name}: Last {metrics['last']:.2f}  "
+        f"Avg {metrics['avg']:.2f}  BWT {metrics['bwt']:.2f}  ({config.run_dir})"
+    )
+    return 0
+
+
 def compare(args: argparse.Namespace) -> int:
     """The ``compare`` command."""
     try:
@@ -172,14 +229,20 @@ def compare(args: argparse.Namespace) -> int:
             f"[{index}/{len(runs)}] {combo}: {config.method} seed {config.seed}",
             file=sys.stderr,
         )
-        try:
-            metrics = run_one(config, quiet=args.quiet, timeout_s=args.timeout)
-        except RuntimeError as error:
-            print(f"fcit-flower: error: {error}", file=sys.stderr)
-            return 1
+        metrics = finished_metrics(config) if args.resume else None
+        if metrics is not None:
+            print("    already complete: reusing its results", file=sys.stderr)
+        else:
+            if args.resume and (config.run_dir / "checkpoints").is_dir():
+                config = config.replace(resume=True)
+            try:
+                metrics = run_one(config, quiet=args.quiet, timeout_s=args.timeout)
+            except RuntimeError as error:
+                print(f"fcit-flower: error: {error}", file=sys.stderr)
+                return 1
         print(
             f"    Last {metrics['last']:.2f}  Avg {metrics['avg']:.2f}  "
-            f"BWT {metrics['bwt']:.2f}  ({metrics['flower_wall_seconds']} s)",
+            f"BWT {metrics['bwt']:.2f}  ({metrics.get('flower_wall_seconds', '-')} s)",
             file=sys.stderr,
         )
         row = grouped.setdefault(combo, {}).setdefault(
@@ -225,6 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp_.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     cmp_.add_argument("--quiet", action="store_true", help="do not stream Flower logs")
+    cmp_.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse complete runs with the same config; resume interrupted ones",
+    )
+    res = sub.add_parser(
+        "resume", help="continue an interrupted run from its last good checkpoint"
+    )
+    res.add_argument("run_dir", help="the run's results directory")
+    res.add_argument("--timeout", type=float, default=3600.0, help="seconds")
+    res.add_argument("--quiet", action="store_true", help="do not stream Flower logs")
     return parser
 
 
@@ -234,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "compare":
         return compare(args)
+    if args.command == "resume":
+        return resume(args)
     return 2
 
 

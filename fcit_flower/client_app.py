@@ -23,6 +23,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from fcit_flower.config import RunConfig
+from fcit_flower.faults import InjectedFault, should_fail
 from fcit_flower.models.adapters import (
     adapted_model,
     load_lora_state,
@@ -89,6 +90,14 @@ def train(msg: Message, context: Context) -> Message:
     stage = int(request["stage"])  # type: ignore[arg-type]
     server_round = int(request["server-round"])  # type: ignore[arg-type]
     position = client_position(context)
+    attempt = int(request.get("attempt", 0))  # type: ignore[arg-type]
+    if should_fail(
+        config.fault_rate, config.fault_seed, stage, server_round, position, attempt
+    ):
+        raise InjectedFault(
+            f"injected fault (fault-rate={config.fault_rate}): stage {stage + 1} "
+            f"round {server_round} client {position} attempt {attempt}"
+        )
     samples = client_samples(config, runtime.schedule, runtime.root, stage, position)
 
     rank = config.subspace_rank if config.method == "disco" else config.lora_rank

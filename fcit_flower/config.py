@@ -72,6 +72,17 @@ class RunConfig:
     max_new_tokens: int = 8
     results_dir: str = "results"
     run_name: str = ""
+    # Reliability (issue 9): checkpoints, resume, client failures, upload bounds.
+    resume: bool = False
+    checkpoint_keep: int = 2
+    min_clients_per_round: int = 1
+    max_round_retries: int = 2
+    round_timeout: float = 3600.0
+    fault_rate: float = 0.0
+    fault_seed: int = 0
+    max_update_norm: float = 10.0
+    max_token_norm: float = 100.0
+    max_num_examples: int = 1_000_000
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -178,6 +189,7 @@ class RunConfig:
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{key}={value} must lie in [0, 1)")
         _positive("server-eps", self.server_eps)
+        self._validate_reliability()
         if self.data_root and not Path(self.data_root).expanduser().is_dir():
             raise ConfigError(
                 f"data-root={self.data_root!r} is not an existing directory"
@@ -190,6 +202,21 @@ class RunConfig:
                 f"train-size={self.train_size} is too small for num-clients="
                 f"{self.num_clients} x min-client-size={self.min_client_size}"
             )
+
+    def _validate_reliability(self) -> None:
+        for key in ("checkpoint-keep", "round-timeout", "max-num-examples"):
+            _positive(key, getattr(self, key.replace("-", "_")))
+        for key in ("max-round-retries", "max-update-norm", "max-token-norm"):
+            value = getattr(self, key.replace("-", "_"))
+            if value < 0:
+                raise ConfigError(f"{key}={value} must be >= 0 (0 disables)")
+        if not 1 <= self.min_clients_per_round <= self.clients_per_round:
+            raise ConfigError(
+                f"min-clients-per-round={self.min_clients_per_round} must lie in "
+                f"[1, clients-per-round={self.clients_per_round}]"
+            )
+        if not 0.0 <= self.fault_rate < 1.0:
+            raise ConfigError(f"fault-rate={self.fault_rate} must lie in [0, 1)")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

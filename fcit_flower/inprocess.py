@@ -7,12 +7,19 @@ local training as a plain Python loop). Messages still go through the real
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+# Flower's code for an exception raised inside a ClientApp.
+CLIENT_APP_RAISED_EXCEPTION = 300
 
 
 class InProcessGrid(Grid):
@@ -51,12 +58,24 @@ class InProcessGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        """Call the ClientApp for each message, in order."""
+        """Call the ClientApp for each message, in order.
+
+        An exception in the ClientApp becomes an error reply, as Flower does it.
+        """
         replies = []
         for message in messages:
             self.messages_sent += 1
             node = message.metadata.dst_node_id
-            replies.append(self.client_app(message, self.contexts[node]))
+            try:
+                replies.append(self.client_app(message, self.contexts[node]))
+            except Exception as error:  # what Flower's runtime does too
+                reason = f"{type(error).__name__}: {error}"
+                replies.append(
+                    Message(
+                        error=Error(CLIENT_APP_RAISED_EXCEPTION, reason),
+                        reply_to=message,
+                    )
+                )
         return replies
 
     def create_message(self, *args: Any, **kwargs: Any) -> Message:
@@ -79,3 +98,32 @@ class InProcessGrid(Grid):
     def set_run(self, run: Any) -> None:
         """Not used by fcit-flower."""
         raise NotImplementedError
+
+
+def run_inprocess(run_config: Mapping[str, Any]) -> None:
+    """Run the ServerApp's main on an :class:`InProcessGrid` of the config's size."""
+    # Imported here: the apps import torch and transformers.
+    from fcit_flower.client_app import app as client_app
+    from fcit_flower.config import RunConfig
+    from fcit_flower.server_app import main
+
+    config = RunConfig.from_mapping(run_config)
+    # What Flower sets in a ServerApp process; Messages read it.
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    grid = InProcessGrid(client_app, config.num_clients, dict(run_config))
+    context = Context(
+        run_id=1,
+        node_id=0,
+        node_config={},
+        state=RecordDict(),
+        run_config=dict(run_config),
+    )
+    main(grid, context)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description="Run fcit-flower without Flower's runtime (debugging, tests)."
+    )
+    parser.add_argument("run_config", help="run-config as a JSON object")
+    run_inprocess(json.loads(parser.parse_args(sys.argv[1:]).run_config))

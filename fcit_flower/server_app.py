@@ -6,14 +6,17 @@ Wiring only; the logic lives in the modules it calls.
 from __future__ import annotations
 
 import time
-from logging import INFO
+from dataclasses import dataclass, field
+from logging import ERROR, INFO, WARNING
+from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common import MessageType, log
 from flwr.serverapp import Grid, ServerApp
 
-from fcit_flower.config import RunConfig
+from fcit_flower.checkpoint import CheckpointStore, config_differences
+from fcit_flower.config import ConfigError, RunConfig
 from fcit_flower.evaluation import evaluate_state
 from fcit_flower.models.adapters import adapted_model, lora_state, projector_state
 from fcit_flower.results import atomic_write_json, write_results
@@ -21,6 +24,7 @@ from fcit_flower.runtime import Runtime, prepare_runtime, token_dimension
 from fcit_flower.strategies.continual import (
     CONFIG_KEY,
     ContinualFedAvg,
+    RoundFailedError,
     to_numpy,
     to_record,
 )
@@ -102,6 +106,17 @@ def build_strategy(
         eps=config.server_eps,
     )
     projector = projector_state(runtime.bundle.model) if config.train_projector else {}
+    common: dict[str, Any] = {
+        "node_clients": node_clients,
+        "clients_per_round": config.clients_per_round,
+        "seed": config.seed,
+        "optimizer": optimizer,
+        "max_norm_ratio": config.max_update_norm,
+        "min_uploads": config.min_clients_per_round,
+        "max_retries": config.max_round_retries,
+        "round_timeout": config.round_timeout,
+        "max_num_examples": config.max_num_examples,
+    }
     if config.method == "disco":
         shapes = lora_shapes(runtime, config.subspace_rank, config)
         strategy: ContinualFedAvg = Disco(
@@ -111,28 +126,98 @@ def build_strategy(
             init_subspace=lambda slot: init_lora_arrays(
                 shapes, config.seed * 1000 + slot
             ),
-            node_clients=node_clients,
-            clients_per_round=config.clients_per_round,
-            seed=config.seed,
-            optimizer=optimizer,
+            max_token_norm=config.max_token_norm,
+            **common,
         )
         return strategy, dict(projector)
     shapes = lora_shapes(runtime, config.lora_rank, config)
-    finetune = ContinualFedAvg(
-        node_clients=node_clients,
-        clients_per_round=config.clients_per_round,
-        seed=config.seed,
-        optimizer=optimizer,
-    )
+    finetune = ContinualFedAvg(**common)
     return finetune, {
         **init_lora_arrays(shapes, config.seed),
         **projector,
     }
 
 
+@dataclass
+class Progress:
+    """Where a run stands: what a checkpoint records besides the strategy state."""
+
+    stage: int = 0  # the stage being trained (0-based)
+    rounds_done: int = 0  # its rounds already aggregated
+    rows: list[list[float]] = field(default_factory=list)  # accuracy after each stage
+    stage_seconds: list[float] = field(default_factory=list)
+    elapsed: float = 0.0  # wall seconds spent before this process started
+    resumed_from: list[str] = field(default_factory=list)
+
+
+def save_checkpoint(
+    store: CheckpointStore,
+    strategy: ContinualFedAvg,
+    config: RunConfig,
+    progress: Progress,
+    *,
+    end: bool,
+) -> None:
+    """Write the strategy state and the progress counters as one checkpoint."""
+    arrays, strategy_meta = strategy.state()
+    meta = {
+        "config": config.to_mapping(),
+        "progress": progress.__dict__,
+        "strategy": strategy_meta,
+    }
+    store.save(
+        arrays, meta, stage=progress.stage, server_round=progress.rounds_done, end=end
+    )
+
+
+def resume_point(
+    store: CheckpointStore, strategy: ContinualFedAvg, config: RunConfig
+) -> Progress:
+    """Load the last good checkpoint into ``strategy``; its progress, or a fresh one.
+
+    Raises
+    ------
+    ConfigError
+        If the checkpoint was written by a run with another configuration.
+    """
+    checkpoint = store.latest(warn=lambda message: log(WARNING, "%s", message))
+    if checkpoint is None:
+        log(
+            WARNING,
+            "resume: no usable checkpoint in %s; starting fresh",
+            store.directory,
+        )
+        return Progress()
+    saved, current = checkpoint.meta["config"], config.to_mapping()
+    differing = config_differences(saved, current)
+    if differing:
+        details = ", ".join(
+            f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differing
+        )
+        raise ConfigError(
+            f"cannot resume from {checkpoint.path}: run-config differs ({details})"
+        )
+    strategy.load_state(checkpoint.arrays, checkpoint.meta["strategy"])
+    progress = Progress(**checkpoint.meta["progress"])
+    progress.resumed_from.append(checkpoint.path.name)
+    log(
+        INFO,
+        "resume: %s (stage %d, %d rounds done, %d stages evaluated)",
+        checkpoint.path.name,
+        progress.stage + 1,
+        progress.rounds_done,
+        len(progress.rows),
+    )
+    return progress
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run every stage of the schedule and write the results."""
+    """Run every stage of the schedule and write the results.
+
+    After every round and every stage's evaluation a checkpoint is written; with
+    ``resume = true`` the run continues from the last good one.
+    """
     started = time.monotonic()
     config = RunConfig.from_mapping(context.run_config)
     runtime = prepare_runtime(config)
@@ -149,39 +234,74 @@ def main(grid: Grid, context: Context) -> None:
     )
     node_clients = discover_clients(grid, config.num_clients)
     strategy, arrays = build_strategy(config, runtime, node_clients)
+    store = CheckpointStore(config.run_dir / "checkpoints", keep=config.checkpoint_keep)
+    if config.resume:
+        progress = resume_point(store, strategy, config)
+    else:
+        store.clear()
+        progress = Progress()
+    if strategy.current:
+        arrays = dict(strategy.current)
+    clock = [started]  # start of the time not yet added to progress.elapsed
+
+    def on_round_end(stage: int, server_round: int) -> None:
+        progress.rounds_done = server_round
+        progress.elapsed += time.monotonic() - clock[0]
+        clock[0] = time.monotonic()
+        save_checkpoint(store, strategy, config, progress, end=False)
+
+    strategy.on_round_end = on_round_end
     test_sets = {t: test_samples(runtime.root, t) for t in schedule.tasks}
-    rows: list[list[float]] = []
-    stage_seconds: list[float] = []
-    for stage in range(schedule.num_stages):
+    summary: dict[str, Any] = {}
+    for stage in range(len(progress.rows), schedule.num_stages):
         stage_start = time.monotonic()
-        if config.method != "zeroshot":
-            arrays = _run_stage(strategy, grid, arrays, config, stage)
+        if progress.stage != stage:
+            progress.stage, progress.rounds_done = stage, 0
+        remaining = config.rounds_per_stage - progress.rounds_done
+        if config.method != "zeroshot" and remaining > 0:
+            strategy.round_offset = progress.rounds_done
+            try:
+                arrays = _run_stage(strategy, grid, arrays, config, stage, remaining)
+            except RoundFailedError as error:
+                log(ERROR, "FCIT run %s stopped: %s", config.resolved_run_name, error)
+                raise
         evaluation = evaluate_state(config, runtime, arrays, test_sets)
-        rows.append([round(evaluation.scores[t], 2) for t in schedule.tasks])
-        stage_seconds.append(round(time.monotonic() - stage_start, 2))
+        progress.rows.append([round(evaluation.scores[t], 2) for t in schedule.tasks])
+        progress.stage_seconds.append(round(time.monotonic() - stage_start, 2))
+        progress.elapsed += time.monotonic() - clock[0]
+        clock[0] = time.monotonic()
         log(
             INFO,
             "after stage %d: %s",
             stage + 1,
             ", ".join(f"{t}={evaluation.scores[t]:.1f}" for t in schedule.tasks),
         )
+        failures = [r for r in strategy.rejected if r.get("kind") != "invalid"]
         extra = {
             "method": config.method,
-            "stage_seconds": stage_seconds,
-            "wall_seconds": round(time.monotonic() - started, 2),
+            "stage_seconds": progress.stage_seconds,
+            "wall_seconds": round(progress.elapsed, 2),
             "rejected_uploads": strategy.rejected,
+            "client_failures": len(failures),
+            "invalid_uploads": len(strategy.rejected) - len(failures),
+            "resumed_from": progress.resumed_from,
             "examples": evaluation.examples,
         }
         summary = write_results(
             config.run_dir,
             config=config.to_mapping(),
             schedule=schedule,
-            rows=rows,
+            rows=progress.rows,
             extra=extra,
         )
         if isinstance(strategy, Disco):
             routing = routing_report(strategy, evaluation.mean_activation)
             atomic_write_json(config.run_dir / "routing.json", routing)
+        progress.rounds_done = config.rounds_per_stage
+        save_checkpoint(store, strategy, config, progress, end=True)
+    if not summary:  # resumed after the last stage: nothing left to do
+        log(INFO, "FCIT run %s was already complete", config.resolved_run_name)
+        return
     log(
         INFO,
         "FCIT run %s done: Last %.2f Avg %.2f BWT %.2f (%s)",
@@ -199,12 +319,14 @@ def _run_stage(
     arrays: dict[str, np.ndarray],
     config: RunConfig,
     stage: int,
+    num_rounds: int,
 ) -> dict[str, np.ndarray]:
     """Flower's strategy loop for the stage's rounds; returns the global arrays."""
     result = strategy.start(
         grid,
         initial_arrays=to_record(arrays),
-        num_rounds=config.rounds_per_stage,
+        num_rounds=num_rounds,
+        timeout=config.round_timeout,
         train_config=ConfigRecord({"stage": stage}),
     )
     return to_numpy(result.arrays) if len(result.arrays) else arrays

@@ -1,4 +1,7 @@
-"""An in-process Grid: routes messages to Python handlers (strategy unit tests)."""
+"""An in-process Grid: routes messages to Python handlers (strategy unit tests).
+
+A handler that returns ``None`` models a node that never replies.
+"""
 
 from collections.abc import Callable, Iterable
 
@@ -21,7 +24,9 @@ class FakeGrid(Grid):
         replies = []
         for message in messages:
             self.sent.append(message)
-            replies.append(self.handler(message.metadata.dst_node_id, message))
+            reply = self.handler(message.metadata.dst_node_id, message)
+            if reply is not None:
+                replies.append(reply)
         return replies
 
     def create_message(self, *args, **kwargs):  # pragma: no cover - unused

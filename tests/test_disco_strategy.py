@@ -55,6 +55,7 @@ def honest(client, sent, subspace):
 
 
 def make_strategy(**kwargs):
+    kwargs.setdefault("max_norm_ratio", 100.0)  # honest deltas here are < 35
     return Disco(
         num_subspaces=4,
         tau=0.9,
@@ -63,7 +64,7 @@ def make_strategy(**kwargs):
         node_clients=NODES,
         clients_per_round=kwargs.pop("k", 8),
         seed=0,
-        optimizer=ServerOptimizer("fedavg"),
+        optimizer=kwargs.pop("optimizer", ServerOptimizer("fedavg")),
         **kwargs,
     )
 
@@ -130,6 +131,9 @@ POISONS = {
     "dtype": lambda a, m: ({k: v.astype(np.float64) for k, v in a.items()}, m),
     "subspace": lambda a, m: (a, {**m, "subspace": 3}),
     "count": lambda a, m: (a, {**m, "num-examples": 0}),
+    "count-bound": lambda a, m: (a, {**m, "num-examples": 1e9}),
+    "norm": lambda a, m: ({k: 1000 * v for k, v in a.items()}, m),
+    "keys": lambda a, m: ({f"{k}.x": v for k, v in a.items()}, m),
 }
 
 
@@ -156,21 +160,27 @@ def test_poisoned_upload_rejected_and_global_equals_run_without_it(poison):
     grid = FakeGrid(list(NODES), make_handler(_poisoned(bad, POISONS[poison])))
     record, _ = run_round(strategy, grid)
     assert len(strategy.rejected) == 1 and strategy.rejected[0]["client"] == bad
+    assert strategy.rejected[0]["kind"] == "invalid"
     for key, value in expected.items():
         np.testing.assert_array_equal(record[key].numpy(), value.numpy())
 
 
 def test_bad_identity_token_excludes_client():
-    strategy = make_strategy()
-    bad_tokens = {1: np.zeros(DIM, np.float32), 5: np.ones(DIM + 1, np.float32)}
+    strategy = make_strategy(max_token_norm=10.0)
+    bad_tokens = {
+        1: np.zeros(DIM, np.float32),
+        5: np.ones(DIM + 1, np.float32),
+        6: 1e6 * TOKENS[6],
+    }
     grid = FakeGrid(
         list(NODES),
         make_handler(honest, token_fn=lambda c: bad_tokens.get(c, TOKENS[c])),
     )
     run_round(strategy, grid)
-    assert 1 not in strategy.assignment and 5 not in strategy.assignment
+    assert not {1, 5, 6} & set(strategy.assignment)
     reasons = sorted(r["reason"] for r in strategy.rejected)
     assert any("zero norm" in r for r in reasons) and any("shape" in r for r in reasons)
+    assert any("norm 1e+06 exceeds 10" in r for r in reasons)
 
 
 def test_finetune_strategy_fedavg_weighted():

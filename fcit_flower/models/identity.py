@@ -49,8 +49,11 @@ class MiniLMEncoder:
         cleaned = [strip_instruction(t) for t in texts]
         missing = sorted({t for t in cleaned if t not in self._cache})
         if missing:
+            # One text per batch: with padding, a feature's last bits would depend on
+            # which texts share its batch, i.e. on the process's history, and a
+            # resumed run would drift from the uninterrupted one.
             features = self._model.encode(
-                missing, batch_size=64, convert_to_numpy=True, show_progress_bar=False
+                missing, batch_size=1, convert_to_numpy=True, show_progress_bar=False
             )
             self._cache.update(zip(missing, features.astype(np.float32), strict=True))
         if not cleaned:

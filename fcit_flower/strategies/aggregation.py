@@ -61,12 +61,21 @@ def upload_problem(
     return None
 
 
-def token_problem(token: np.ndarray, dimension: int) -> str | None:
-    """Why an identity token is unusable, or ``None``."""
+def token_problem(
+    token: np.ndarray, dimension: int, *, max_norm: float = 0.0
+) -> str | None:
+    """Why an identity token is unusable, or ``None``.
+
+    With ``max_norm > 0`` a token longer than ``max_norm`` is refused too: slot tokens
+    are sample-weighted means, so one huge token would drag a slot away from its task.
+    """
     if token.ndim != 1 or token.shape[0] != dimension:
         return f"identity token shape {token.shape} != ({dimension},)"
     if not np.all(np.isfinite(token)):
         return "identity token has non-finite values"
-    if float(np.linalg.norm(token)) < 1e-8:
+    norm = float(np.linalg.norm(token))
+    if norm < 1e-8:
         return "identity token has zero norm"
+    if max_norm > 0 and norm > max_norm:
+        return f"identity token norm {norm:.3g} exceeds {max_norm:g}"
     return None

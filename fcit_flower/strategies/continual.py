@@ -8,7 +8,7 @@ optimizer (FedAvg, FedAvgM, FedAdam, FedAdagrad, FedYogi).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from logging import INFO, WARNING
 from typing import Any
 
@@ -28,6 +28,10 @@ NUM_EXAMPLES = "num-examples"
 
 # A validated upload: (client position, arrays, sample count, metrics).
 Upload = tuple[int, dict[str, np.ndarray], float, MetricRecord]
+
+
+class RoundFailedError(RuntimeError):
+    """Too few valid uploads in a round, even after retrying the failed clients."""
 
 
 def to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -73,6 +77,15 @@ class ContinualFedAvg(FedAvg):
     max_norm_ratio : float
         Reject uploads whose distance to the global arrays exceeds this multiple of
         the global norm (0 disables the check).
+    min_uploads : int
+        Valid uploads a round needs; below it the failed clients are asked again.
+    max_retries : int
+        How often a round re-sends to its failed clients before giving up with
+        :class:`RoundFailedError`.
+    round_timeout : float
+        Seconds a retry waits for replies.
+    max_num_examples : int
+        Uploads claiming more samples are rejected.
     """
 
     def __init__(
@@ -83,6 +96,10 @@ class ContinualFedAvg(FedAvg):
         seed: int,
         optimizer: ServerOptimizer,
         max_norm_ratio: float = 0.0,
+        min_uploads: int = 1,
+        max_retries: int = 0,
+        round_timeout: float = 3600.0,
+        max_num_examples: int = 1_000_000,
     ) -> None:
         super().__init__(
             fraction_evaluate=0.0,
@@ -96,9 +113,19 @@ class ContinualFedAvg(FedAvg):
         self.seed = seed
         self.optimizer = optimizer
         self.max_norm_ratio = max_norm_ratio
+        self.min_uploads = min_uploads
+        self.max_retries = max_retries
+        self.round_timeout = round_timeout
+        self.max_num_examples = max_num_examples
         self.current: dict[str, np.ndarray] = {}
         self.rejected: list[dict[str, Any]] = []
+        # Rounds already done in the stage (a resumed stage starts after them).
+        self.round_offset = 0
+        # Called with (stage, round) once a round's aggregate is in `current`.
+        self.on_round_end: Callable[[int, int], None] | None = None
         self._round_clients: dict[int, int] = {}
+        self._round_config = ConfigRecord()
+        self._grid: Grid | None = None
         self._stage = -1
 
     def summary(self) -> None:
@@ -150,32 +177,39 @@ class ContinualFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """One TRAIN message per sampled client, with its arrays and config."""
+        server_round += self.round_offset
         if not self.current:
             self.current = to_numpy(arrays)
         config = ConfigRecord(dict(config))
         config["server-round"] = server_round
-        messages = []
-        for node, position in self.select(server_round, config, grid):
-            content = RecordDict(
-                {
-                    ARRAYS_KEY: to_record(self.client_arrays(position)),
-                    CONFIG_KEY: self.client_config(position, config),
-                }
-            )
-            messages.append(
-                Message(
-                    content=content, dst_node_id=node, message_type=MessageType.TRAIN
-                )
-            )
-        return messages
+        self._grid = grid
+        self._round_config = config
+        picked = self.select(server_round, config, grid)
+        return [self._train_message(node, position, 0) for node, position in picked]
+
+    def _train_message(self, node: int, position: int, attempt: int) -> Message:
+        config = self.client_config(position, self._round_config)
+        config["attempt"] = attempt
+        content = RecordDict(
+            {ARRAYS_KEY: to_record(self.client_arrays(position)), CONFIG_KEY: config}
+        )
+        return Message(
+            content=content, dst_node_id=node, message_type=MessageType.TRAIN
+        )
 
     def valid_uploads(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> list[Upload]:
-        """Replies that passed every check, as (position, arrays, weight, metrics).
+        self,
+        server_round: int,
+        replies: Iterable[Message],
+        expected: Iterable[int] = (),
+    ) -> tuple[list[Upload], list[int]]:
+        """Check the replies; return the valid uploads and the nodes that failed.
 
-        Errors and bad uploads are logged with their reason and recorded in
-        :attr:`rejected`; they never reach the aggregate.
+        Uploads are (position, arrays, weight, metrics). Errors, missing replies
+        (nodes in ``expected`` that did not answer) and bad uploads are logged with
+        their reason and recorded in :attr:`rejected`; they never reach the
+        aggregate. Only errors and missing replies count as failed (worth a retry);
+        a rejected upload would be rejected again.
         """
         replies = list(replies)
         valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
@@ -187,13 +221,28 @@ class ContinualFedAvg(FedAvg):
                 self.reject(server_round, position, reason)
                 continue
             uploads.append((position, arrays, weight, metrics))
+        failed = []
         for reply in replies:
             if reply.has_error():
-                position = self.node_clients.get(reply.metadata.src_node_id, -1)
+                node = reply.metadata.src_node_id
+                failed.append(node)
                 self.reject(
-                    server_round, position, f"client error: {reply.error.reason}"
+                    server_round,
+                    self.node_clients.get(node, -1),
+                    f"client error: {reply.error.reason}",
+                    kind="error",
                 )
-        return uploads
+        answered = {r.metadata.src_node_id for r in replies}
+        for node in expected:
+            if node not in answered:
+                failed.append(node)
+                self.reject(
+                    server_round,
+                    self.node_clients.get(node, -1),
+                    "no reply before the round timeout",
+                    kind="no-reply",
+                )
+        return uploads, failed
 
     def inspect_reply(
         self, position: int, reply: Message
@@ -207,6 +256,9 @@ class ContinualFedAvg(FedAvg):
         weight = float(metrics.get(NUM_EXAMPLES, 0))  # type: ignore[arg-type]
         if not weight > 0 or not np.isfinite(weight):
             return f"num-examples={weight} is not positive", arrays, weight, metrics
+        if weight > self.max_num_examples:
+            too_many = f"num-examples={weight:g} exceeds {self.max_num_examples}"
+            return too_many, arrays, weight, metrics
         if position not in self._round_clients.values():
             return "reply from a client not sampled this round", arrays, weight, metrics
         problem = upload_problem(
@@ -216,11 +268,19 @@ class ContinualFedAvg(FedAvg):
         )
         return problem, arrays, weight, metrics
 
-    def reject(self, server_round: int, position: int, reason: str) -> None:
-        """Log and record a rejected upload."""
+    def reject(
+        self, server_round: int, position: int, reason: str, kind: str = "invalid"
+    ) -> None:
+        """Log and record a rejected upload or a failed client.
+
+        ``kind`` is ``invalid`` (the upload failed validation), ``error`` (the
+        client raised) or ``no-reply`` (it timed out or vanished).
+        """
+        what = "rejected upload" if kind == "invalid" else "client failed"
         log(
             WARNING,
-            "rejected upload: stage %d round %d client %d: %s",
+            "%s: stage %d round %d client %d: %s",
+            what,
             self._stage + 1,
             server_round,
             position,
@@ -231,6 +291,7 @@ class ContinualFedAvg(FedAvg):
                 "stage": self._stage,
                 "round": server_round,
                 "client": position,
+                "kind": kind,
                 "reason": reason,
             }
         )
@@ -238,22 +299,78 @@ class ContinualFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate uploads, then fold the valid ones into the global arrays."""
-        uploads = self.valid_uploads(server_round, replies)
-        if not uploads:
+        """Validate uploads, retry failed clients if too few, then aggregate.
+
+        Raises
+        ------
+        RoundFailedError
+            If fewer than ``min_uploads`` valid uploads arrived after
+            ``max_retries`` retries; the global arrays are left as they were.
+        """
+        server_round += self.round_offset
+        uploads, failed = self.valid_uploads(
+            server_round, replies, expected=self._round_clients
+        )
+        attempt = 0
+        while len(uploads) < self.min_uploads and failed and attempt < self.max_retries:
+            attempt += 1
             log(
                 WARNING,
-                "round %d: no valid upload; global arrays unchanged",
+                "stage %d round %d: %d valid uploads, %d needed; retry %d/%d for "
+                "clients %s",
+                self._stage + 1,
                 server_round,
+                len(uploads),
+                self.min_uploads,
+                attempt,
+                self.max_retries,
+                [self.node_clients.get(n, -1) for n in failed],
             )
-            return to_record(self.current), None
+            assert self._grid is not None  # set by configure_train
+            retry = [
+                self._train_message(n, self._round_clients[n], attempt) for n in failed
+            ]
+            replies = self._grid.send_and_receive(retry, timeout=self.round_timeout)
+            more, failed = self.valid_uploads(server_round, replies, expected=failed)
+            uploads += more
+        if len(uploads) < self.min_uploads:
+            raise RoundFailedError(
+                f"stage {self._stage + 1} round {server_round}: {len(uploads)} valid "
+                f"uploads after {attempt} retries, min-clients-per-round="
+                f"{self.min_uploads}; the last checkpoint can be resumed"
+            )
         self.apply_uploads(uploads)
+        if self.on_round_end is not None:
+            self.on_round_end(self._stage, server_round)
         return to_record(self.current), mean_metrics(uploads)
 
     def apply_uploads(self, uploads: list[Upload]) -> None:
         """Sample-weighted average of the uploads, then a server-optimizer step."""
         averaged = weighted_average([u[1] for u in uploads], [u[2] for u in uploads])
         self.current = self.optimizer.step(self.current, averaged)
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Everything needed to continue this strategy: (arrays, JSON metadata)."""
+        arrays = {f"global/{k}": v for k, v in self.current.items()}
+        arrays.update(self.optimizer.state_arrays("optimizer/"))
+        meta = {
+            "stage": self._stage,
+            "optimizer_steps": self.optimizer.step_count,
+            "rejected": self.rejected,
+        }
+        return arrays, meta
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+        prefix = "global/"
+        self.current = {
+            k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)
+        }
+        self.optimizer.load_state_arrays(
+            arrays, "optimizer/", int(meta["optimizer_steps"])
+        )
+        self._stage = int(meta["stage"])
+        self.rejected = list(meta["rejected"])
 
 
 def mean_metrics(uploads: list[Upload]) -> MetricRecord:

@@ -87,9 +87,12 @@ class Disco(ContinualFedAvg):
         Expected identity-token dimension.
     init_subspace : Callable[[int], dict]
         Fresh LoRA factors for a newly opened slot (seeded by slot index).
+    max_token_norm : float
+        Identity tokens longer than this are rejected (0 disables the check).
     query_timeout : float
         Seconds to wait for identity tokens.
-    **See ContinualFedAvg** for the other keyword arguments.
+    **kwargs
+        The keyword arguments of :class:`ContinualFedAvg`.
     """
 
     def __init__(
@@ -99,23 +102,16 @@ class Disco(ContinualFedAvg):
         tau: float,
         token_dim: int,
         init_subspace: Callable[[int], dict[str, np.ndarray]],
-        node_clients: Mapping[int, int],
-        clients_per_round: int,
-        seed: int,
         optimizer: ServerOptimizer,
-        max_norm_ratio: float = 0.0,
+        max_token_norm: float = 0.0,
         query_timeout: float = 600.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            node_clients=node_clients,
-            clients_per_round=clients_per_round,
-            seed=seed,
-            optimizer=optimizer,
-            max_norm_ratio=max_norm_ratio,
-        )
+        super().__init__(optimizer=optimizer, **kwargs)
         self.num_subspaces = num_subspaces
         self.tau = tau
         self.token_dim = token_dim
+        self.max_token_norm = max_token_norm
         self.init_subspace = init_subspace
         self.query_timeout = query_timeout
         self.assignment: dict[int, int] = {}
@@ -170,12 +166,15 @@ class Disco(ContinualFedAvg):
             if reply is None or reply.has_error():
                 reason = reply.error.reason if reply is not None else "no reply"
                 self.reject(
-                    server_round, position, f"identity token query failed: {reason}"
+                    server_round,
+                    position,
+                    f"identity token query failed: {reason}",
+                    kind="error" if reply is not None else "no-reply",
                 )
                 continue
             token = reply.content.array_records[ARRAYS_KEY][TOKEN_KEY].numpy()
             size = float(reply.content.metric_records[METRICS_KEY][NUM_EXAMPLES])  # type: ignore[arg-type]
-            problem = token_problem(token, self.token_dim)
+            problem = token_problem(token, self.token_dim, max_norm=self.max_token_norm)
             if problem is None and not size > 0:
                 problem = f"num-examples={size} is not positive"
             if problem is not None:
@@ -271,3 +270,26 @@ class Disco(ContinualFedAvg):
                 [w for _, _, w, _ in uploads],
             )
             self.current.update(self.optimizer.step(projector, averaged))
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Add the stage's slot assignment, routing log and subspace optimizers."""
+        arrays, meta = super().state()
+        for slot, optimizer in self.slot_optimizers.items():
+            arrays.update(optimizer.state_arrays(f"slot-optimizer/{slot}/"))
+        meta["assignment"] = {str(p): s for p, s in self.assignment.items()}
+        meta["routing"] = self.routing
+        meta["slot_optimizer_steps"] = {
+            str(s): o.step_count for s, o in self.slot_optimizers.items()
+        }
+        return arrays, meta
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+        super().load_state(arrays, meta)
+        self.assignment = {int(p): int(s) for p, s in meta["assignment"].items()}
+        self.routing = list(meta["routing"])
+        self.slot_optimizers = {}
+        for slot, steps in meta["slot_optimizer_steps"].items():
+            optimizer = copy.deepcopy(self._fresh_optimizer)
+            optimizer.load_state_arrays(arrays, f"slot-optimizer/{slot}/", int(steps))
+            self.slot_optimizers[int(slot)] = optimizer

@@ -101,3 +101,21 @@ class ServerOptimizer:
             k: current[k] + lr * self.m_t[k] / (np.sqrt(self.v_t[k]) + self.eps)
             for k in current
         }
+
+    def state_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """The moments as flat arrays under ``prefix`` (for checkpoints)."""
+        out = {f"{prefix}m/{k}": v for k, v in self.m_t.items()}
+        out.update({f"{prefix}v/{k}": v for k, v in self.v_t.items()})
+        return out
+
+    def load_state_arrays(
+        self, arrays: dict[str, np.ndarray], prefix: str, step_count: int
+    ) -> None:
+        """Restore what :meth:`state_arrays` saved (and the step count)."""
+        self.step_count = step_count
+        self.m_t = _strip(arrays, f"{prefix}m/")
+        self.v_t = _strip(arrays, f"{prefix}v/")
+
+
+def _strip(arrays: dict[str, np.ndarray], prefix: str) -> Arrays:
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
