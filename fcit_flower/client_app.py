@@ -23,7 +23,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from fcit_flower.config import RunConfig
-from fcit_flower.faults import InjectedFault, should_fail
+from fcit_flower.faults import INJECTED, InjectedFault, corrupt, should_fail
 from fcit_flower.models.adapters import (
     adapted_model,
     load_lora_state,
@@ -91,9 +91,12 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(request["server-round"])  # type: ignore[arg-type]
     position = client_position(context)
     attempt = int(request.get("attempt", 0))  # type: ignore[arg-type]
-    if should_fail(
+    faulty = should_fail(
         config.fault_rate, config.fault_seed, stage, server_round, position, attempt
-    ):
+    )
+    if faulty:
+        INJECTED.append((config.fault_kind, stage, server_round, position, attempt))
+    if faulty and config.fault_kind == "error":
         raise InjectedFault(
             f"injected fault (fault-rate={config.fault_rate}): stage {stage + 1} "
             f"round {server_round} client {position} attempt {attempt}"
@@ -131,6 +134,8 @@ def train(msg: Message, context: Context) -> Message:
     arrays = lora_state(model)
     if projector:
         arrays.update(projector_state(model))
+    if faulty:
+        arrays = corrupt(arrays, config.fault_kind)
     metrics: dict[str, int | float | list[int] | list[float]] = {
         NUM_EXAMPLES: len(samples),
         "train-loss": loss,

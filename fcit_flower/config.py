@@ -22,6 +22,7 @@ SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedadagrad", "fedyogi")
 SSA_MODES = ("softmax", "concat", "cosine", "argmax")
 TOKEN_SOURCES = ("text", "image", "text+image")
 IDENTITY_ENCODERS = ("minilm",)
+FAULT_KINDS = ("error", "nan", "norm", "shape", "dtype")  # = faults.FAULT_KINDS
 
 
 class ConfigError(ValueError):
@@ -80,6 +81,7 @@ class RunConfig:
     round_timeout: float = 3600.0
     fault_rate: float = 0.0
     fault_seed: int = 0
+    fault_kind: str = "error"
     max_update_norm: float = 10.0
     max_token_norm: float = 100.0
     max_num_examples: int = 1_000_000
@@ -215,6 +217,7 @@ class RunConfig:
                 f"min-clients-per-round={self.min_clients_per_round} must lie in "
                 f"[1, clients-per-round={self.clients_per_round}]"
             )
+        _choice("fault-kind", self.fault_kind, FAULT_KINDS)
         if not 0.0 <= self.fault_rate < 1.0:
             raise ConfigError(f"fault-rate={self.fault_rate} must lie in [0, 1)")
 

@@ -6,7 +6,10 @@ from fake_grid import FakeGrid
 from flwr.app import Error, Message
 from test_disco_strategy import NODES, PROJ, honest, make_handler, make_strategy
 
-from fcit_flower.faults import should_fail
+from fcit_flower.config import FAULT_KINDS
+from fcit_flower.faults import FAULT_KINDS as INJECTABLE
+from fcit_flower.faults import corrupt, should_fail
+from fcit_flower.strategies.aggregation import upload_problem
 from fcit_flower.strategies.continual import RoundFailedError
 from fcit_flower.strategies.server_optim import ServerOptimizer
 
@@ -22,6 +25,13 @@ def _failing(handler, fails):
                 return Message(error=Error(300, "boom"), reply_to=message)
             if what == "silent":
                 return None
+            if what == "nan":
+                reply = handler(node, message)
+                sent = reply.content["arrays"]
+                reply.content["arrays"] = _record(
+                    {k: np.full(v.shape, np.nan, np.float32) for k, v in sent.items()}
+                )
+                return reply
         return handler(node, message)
 
     return wrapped
@@ -41,12 +51,12 @@ def test_failed_client_retried_and_round_equals_clean_round():
         list(NODES),
         _failing(
             make_handler(honest),
-            lambda c, a: {2: "error", 5: "silent"}.get(c) if a == 0 else None,
+            lambda c, a: {2: "error", 5: "silent", 6: "nan"}.get(c) if a == 0 else None,
         ),
     )
     record, _ = _round(strategy, grid)
     kinds = sorted((r["client"], r["kind"]) for r in strategy.rejected)
-    assert kinds == [(2, "error"), (5, "no-reply")]
+    assert kinds == [(2, "error"), (5, "no-reply"), (6, "invalid")]
     for key in expected:
         np.testing.assert_array_equal(record[key].numpy(), expected[key].numpy())
     retried = [
@@ -55,7 +65,7 @@ def test_failed_client_retried_and_round_equals_clean_round():
         if m.metadata.message_type == "train"
         and int(m.content["config"]["attempt"]) == 1
     ]
-    assert sorted(NODES[m.metadata.dst_node_id] for m in retried) == [2, 5]
+    assert sorted(NODES[m.metadata.dst_node_id] for m in retried) == [2, 5, 6]
 
 
 def test_too_few_uploads_after_retries_stops_without_touching_global():
@@ -143,3 +153,15 @@ def _config(stage):
     from flwr.app import ConfigRecord
 
     return ConfigRecord({"stage": stage})
+
+
+def test_every_corrupted_upload_fails_validation():
+    assert FAULT_KINDS == INJECTABLE
+    good = {"a": np.ones((2, 3), np.float32), "b": np.zeros((3, 2), np.float32)}
+    for kind in INJECTABLE:
+        if kind == "error":
+            continue
+        bad = corrupt(good, kind)
+        assert upload_problem(bad, good, max_norm_ratio=10.0) is not None, kind
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        corrupt(good, "error")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fcit_flower import faults
 from fcit_flower.checkpoint import CheckpointStore
 from fcit_flower.config import ConfigError
 from fcit_flower.inprocess import run_inprocess
@@ -109,18 +110,25 @@ def test_resume_with_another_config_is_refused_naming_the_keys(tmp_path):
     assert (tmp_path / "r" / "metrics.json").read_text() == before
 
 
-def test_dropout_in_process_completes_and_counts_failures(tmp_path):
+@pytest.mark.parametrize(
+    ("kind", "reason"), [("error", "injected fault"), ("nan", "non-finite")]
+)
+def test_faulty_clients_in_process_are_all_caught(tmp_path, kind, reason):
     config = {
         **TINY,
         "method": "finetune",
         "num-stages": 2,
         "fault-rate": 0.3,
+        "fault-kind": kind,
         "results-dir": str(tmp_path),
         "run-name": "drop",
     }
+    faults.INJECTED.clear()
     run_inprocess(config)
     metrics = json.loads((tmp_path / "drop" / "metrics.json").read_text())
     assert metrics["complete"] is True
-    failures = [r for r in metrics["rejected_uploads"] if r["kind"] == "error"]
-    assert metrics["client_failures"] == len(failures) > 0
-    assert all("injected fault" in r["reason"] for r in failures)
+    caught = metrics["rejected_uploads"]
+    assert len(caught) == len(faults.INJECTED) > 0
+    assert all(reason in r["reason"] for r in caught)
+    counted = "client_failures" if kind == "error" else "invalid_uploads"
+    assert metrics[counted] == len(caught)

@@ -208,20 +208,20 @@ class ContinualFedAvg(FedAvg):
         Uploads are (position, arrays, weight, metrics). Errors, missing replies
         (nodes in ``expected`` that did not answer) and bad uploads are logged with
         their reason and recorded in :attr:`rejected`; they never reach the
-        aggregate. Only errors and missing replies count as failed (worth a retry);
-        a rejected upload would be rejected again.
+        aggregate, and their nodes are returned as failed (candidates for a retry).
         """
         replies = list(replies)
         valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
         uploads = []
+        failed = []
         for reply in valid:
             position = self.node_clients.get(reply.metadata.src_node_id, -1)
             reason, arrays, weight, metrics = self.inspect_reply(position, reply)
             if reason is not None:
                 self.reject(server_round, position, reason)
+                failed.append(reply.metadata.src_node_id)
                 continue
             uploads.append((position, arrays, weight, metrics))
-        failed = []
         for reply in replies:
             if reply.has_error():
                 node = reply.metadata.src_node_id
@@ -311,6 +311,7 @@ class ContinualFedAvg(FedAvg):
         uploads, failed = self.valid_uploads(
             server_round, replies, expected=self._round_clients
         )
+        failed = [n for n in failed if n in self._round_clients]  # ours to retry
         attempt = 0
         while len(uploads) < self.min_uploads and failed and attempt < self.max_retries:
             attempt += 1
