@@ -6,7 +6,7 @@ Wiring only; the logic lives in the modules it calls.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from logging import ERROR, INFO, WARNING
 from typing import Any
 
@@ -162,7 +162,7 @@ def save_checkpoint(
     arrays, strategy_meta = strategy.state()
     meta = {
         "config": config.to_mapping(),
-        "progress": progress.__dict__,
+        "progress": asdict(progress),
         "strategy": strategy_meta,
     }
     store.save(
