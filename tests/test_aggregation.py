@@ -48,3 +48,23 @@ def test_token_problems():
     assert "shape" in token_problem(np.ones(3), 4)
     assert "zero norm" in token_problem(np.zeros(4), 4)
     assert "non-finite" in token_problem(np.array([np.nan, 1, 1, 1]), 4)
+
+
+def test_weighted_average_consumes_a_generator_once():
+    uploads = [{"w": np.full(3, float(i), np.float32)} for i in range(4)]
+    consumed = []
+
+    def stream():
+        for upload in uploads:
+            consumed.append(1)
+            yield upload
+
+    weights = [1.0, 2.0, 3.0, 4.0]
+    streamed = weighted_average(stream(), weights)
+    assert len(consumed) == 4
+    np.testing.assert_array_equal(
+        streamed["w"], weighted_average(uploads, weights)["w"]
+    )
+    assert streamed["w"].dtype == np.float32
+    with pytest.raises(ValueError):
+        weighted_average(iter([]), [])

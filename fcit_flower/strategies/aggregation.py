@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -10,25 +10,30 @@ Arrays = Mapping[str, np.ndarray]
 
 
 def weighted_average(
-    uploads: Sequence[Arrays], weights: Sequence[float]
+    uploads: Iterable[Arrays], weights: Sequence[float]
 ) -> dict[str, np.ndarray]:
     """Key-wise average of ``uploads`` weighted by ``weights`` (FedAvg).
 
-    Accumulates one upload at a time, so memory does not grow with the number of
-    uploads.
+    ``uploads`` is consumed once, one upload at a time, into float64 accumulators:
+    given a generator, memory stays at one upload plus the result whatever their
+    number (``bench/bench_aggregation.py`` measures it).
     """
-    if not uploads:
-        raise ValueError("nothing to average")
     total = float(sum(weights))
     if total <= 0:
         raise ValueError("weights must sum to a positive number")
-    result: dict[str, np.ndarray] = {
-        k: np.zeros_like(v, dtype=np.float64) for k, v in uploads[0].items()
-    }
+    result: dict[str, np.ndarray] = {}
+    dtypes: dict[str, np.dtype] = {}
+    count = 0
     for upload, weight in zip(uploads, weights, strict=True):
+        if not result:
+            result = {k: np.zeros(v.shape, dtype=np.float64) for k, v in upload.items()}
+            dtypes = {k: v.dtype for k, v in upload.items()}
         for key, value in upload.items():
             result[key] += (weight / total) * value
-    return {k: v.astype(uploads[0][k].dtype) for k, v in result.items()}
+        count += 1
+    if not count:
+        raise ValueError("nothing to average")
+    return {k: v.astype(dtypes[k]) for k, v in result.items()}
 
 
 def upload_problem(
