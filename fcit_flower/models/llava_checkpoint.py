@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import (
     CLIPImageProcessor,
@@ -99,7 +100,7 @@ def write_llava_checkpoint(
     """
     shape = shape or LlavaShape()
     tokenizer = word_tokenizer(texts)
-    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    image_id = int(tokenizer.convert_tokens_to_ids("<image>"))  # type: ignore[arg-type]
     vision = CLIPVisionConfig(
         hidden_size=shape.vision_hidden,
         intermediate_size=4 * shape.vision_hidden,
@@ -131,7 +132,8 @@ def write_llava_checkpoint(
         projector_hidden_act="gelu",
     )
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).to(dtype)
+    model = LlavaForConditionalGeneration(config)
+    nn.Module.to(model, dtype)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     image_processor = CLIPImageProcessor(
