@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from torch import nn
 from transformers import (
     CLIPImageProcessor,
     CLIPVisionConfig,
