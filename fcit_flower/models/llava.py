@@ -12,6 +12,7 @@ model's MLP projections only (:func:`fcit_flower.models.adapters.lora_config`).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,11 +236,11 @@ def restore_4bit_training_layout(model: nn.Module) -> int:
     int
         Number of layers restored.
     """
-    try:
-        import bitsandbytes as bnb
-        from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
-    except ImportError:  # no bitsandbytes: nothing can be packed
+    if "bitsandbytes" not in sys.modules:  # never imported: no 4-bit layer exists
         return 0
+    import bitsandbytes as bnb
+    from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
+
     restored = 0
     for module in model.modules():
         if not isinstance(module, bnb.nn.Linear4bit):
