@@ -212,15 +212,16 @@ def test_4bit_lora_gradients_match_the_dequantized_model(checkpoint):
 
 def test_llava_end_to_end_in_process(tmp_path, checkpoint):
     config = {
-        "method": "disco",
+        "method": "finetune",  # the 4-bit DISCO twin is in test_gpu_smoke.py
         "model": "llava",
         "model-path": str(checkpoint),
         "num-clients": 2,
         "clients-per-round": 2,
         "rounds-per-stage": 1,
         "num-stages": 2,
-        "train-size": 16,
-        "test-size": 3,
+        "train-size": 8,
+        "test-size": 2,
+        "max-new-tokens": 2,
         "lora-rank": 8,
         "num-subspaces": 4,
         "batch-size": 4,
