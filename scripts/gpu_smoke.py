@@ -81,7 +81,7 @@ class MeteredGrid(InProcessGrid):
                 _synchronize()
                 self.train_seconds.append(time.perf_counter() - start)
                 metrics = reply.content.metric_records[METRICS_KEY]
-                examples = int(metrics[NUM_EXAMPLES])
+                examples = int(metrics[NUM_EXAMPLES])  # type: ignore[arg-type]
                 self.train_steps.append(max(1, math.ceil(examples / self.batch_size)))
                 self.bytes_down.append(_array_bytes(message))
                 self.bytes_up.append(_array_bytes(reply))
@@ -129,7 +129,7 @@ def run_smoke(
                 workdir / "checkpoint", vocabulary_texts(), shape, dtype=dtype
             )
         )
-    config = {
+    config: dict[str, bool | float | int | str] = {
         "method": "disco",
         "model": "llava",
         "model-path": model_path,
