@@ -210,6 +210,33 @@ def test_4bit_lora_gradients_match_the_dequantized_model(checkpoint):
     assert len(after_eval) == 2 * 3 * language.config.num_hidden_layers
 
 
+@pytest.mark.parametrize(
+    ("quantization", "checkpointing"), [("8bit", False), ("4bit", True)]
+)
+def test_quantized_variants_train_only_lora(checkpoint, quantization, checkpointing):
+    from fcit_flower.models.adapters import get_peft_model, lora_config
+
+    parts = load_llava(
+        str(checkpoint),
+        LoadOptions(
+            model="llava",
+            quantization=quantization,
+            torch_dtype="bfloat16",
+            gradient_checkpointing=checkpointing,
+        ),
+    )
+    model = get_peft_model(parts.model, lora_config(4, 2.0, 0.0))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    model.train()
+    grads = _lora_grads(model, _batch(parts))
+    # B starts at zero, so only the B factors get a gradient at the first step.
+    layers = parts.model.config.text_config.num_hidden_layers
+    assert sum(1 for k, g in grads.items() if "lora_B" in k and g.abs().sum() > 0) == (
+        3 * layers
+    )
+
+
 def test_llava_end_to_end_in_process(tmp_path, checkpoint):
     config = {
         "method": "finetune",  # the 4-bit DISCO twin is in test_gpu_smoke.py

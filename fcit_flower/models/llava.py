@@ -196,8 +196,10 @@ def load_llava(path: str, options: LoadOptions) -> LlavaParts:
     elif options.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
-    if options.gradient_checkpointing:
-        model.config.use_cache = False  # incompatible with checkpointing in training
+    if options.gradient_checkpointing:  # the KV cache is off while checkpointing
+        for config in (model.config, getattr(model.config, "text_config", None)):
+            if config is not None:
+                config.use_cache = False
     model.eval()
     vision: Any = model.config.vision_config
     tokens = (vision.image_size // vision.patch_size) ** 2
