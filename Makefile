@@ -26,8 +26,8 @@ test: $(BIN)/fcit-flower
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/fcit-flower
-	$(BIN)/ruff check fcit_flower tests bench
-	$(BIN)/ruff format --check fcit_flower tests bench
+	$(BIN)/ruff check fcit_flower tests bench scripts
+	$(BIN)/ruff format --check fcit_flower tests bench scripts
 	$(BIN)/mypy fcit_flower
 
 clean:

@@ -130,6 +130,8 @@ def train(msg: Message, context: Context) -> Message:
         batch_size=config.batch_size,
         warmup_ratio=config.warmup_ratio,
         seed=stable_seed(config.seed, stage, server_round, position),
+        image_mean=runtime.bundle.image_mean,  # issue 7: CLIP pixel statistics
+        image_std=runtime.bundle.image_std,
     )
     arrays = lora_state(model)
     if projector:

@@ -9,6 +9,8 @@ naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -17,12 +19,15 @@ from typing import Any
 METHODS = ("finetune", "disco", "zeroshot")
 SCENARIOS = ("hom", "het")
 SETTINGS = ("task", "capability")
-MODELS = ("tiny",)
+MODELS = ("tiny", "llava", "llava-1.5-7b")  # issue 7: LLaVA checkpoints
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedadagrad", "fedyogi")
 SSA_MODES = ("softmax", "concat", "cosine", "argmax")
 TOKEN_SOURCES = ("text", "image", "text+image")
-IDENTITY_ENCODERS = ("minilm",)
+IDENTITY_ENCODERS = ("minilm", "clip")
 FAULT_KINDS = ("error", "nan", "norm", "shape", "dtype")  # = faults.FAULT_KINDS
+QUANTIZATIONS = ("none", "4bit", "8bit")  # issue 7
+TORCH_DTYPES = ("float32", "bfloat16", "float16")  # issue 7
+DEVICES = ("cpu", "cuda")  # issue 7
 
 
 class ConfigError(ValueError):
@@ -85,6 +90,12 @@ class RunConfig:
     max_update_norm: float = 10.0
     max_token_norm: float = 100.0
     max_num_examples: int = 1_000_000
+    # issue 7: the real-model path (LLaVA from a local checkpoint, QLoRA, CLIP)
+    quantization: str = "none"
+    torch_dtype: str = "float32"
+    gradient_checkpointing: bool = False
+    device: str = "cpu"
+    identity_encoder_path: str = ""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -196,6 +207,7 @@ class RunConfig:
             raise ConfigError(
                 f"data-root={self.data_root!r} is not an existing directory"
             )
+        self._validate_real_model()  # issue 7
         if (
             self.num_clients * self.min_client_size > self.train_size
             and not self.data_root
@@ -220,6 +232,61 @@ class RunConfig:
         _choice("fault-kind", self.fault_kind, FAULT_KINDS)
         if not 0.0 <= self.fault_rate < 1.0:
             raise ConfigError(f"fault-rate={self.fault_rate} must lie in [0, 1)")
+
+    def _validate_real_model(self) -> None:
+        """Keys of the real-model path (issue 7): checkpoint, quantization, device."""
+        _choice("quantization", self.quantization, QUANTIZATIONS)
+        _choice("torch-dtype", self.torch_dtype, TORCH_DTYPES)
+        _choice("device", self.device, DEVICES)
+        if self.model != "tiny":
+            _checkpoint_dir("model-path", self.model_path, "llava", self.model)
+        elif self.quantization != "none":
+            raise ConfigError(
+                f"quantization={self.quantization!r} needs a LLaVA checkpoint "
+                "(model='llava' or 'llava-1.5-7b'); the tiny model is not quantized"
+            )
+        if self.identity_encoder == "clip":
+            _checkpoint_dir(
+                "identity-encoder-path", self.identity_encoder_path, None, "clip"
+            )
+        if self.device == "cuda":
+            require_cuda("device='cuda'")
+
+
+def require_cuda(what: str) -> None:
+    """Raise :class:`ConfigError` when ``what`` asks for a GPU and none is visible."""
+    import torch  # only when a GPU is asked for
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"{what} asks for a GPU, but no CUDA GPU is visible "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+            "use device='cpu' and client-resources-num-gpus=0"
+        )
+
+
+def _checkpoint_dir(key: str, value: str, model_type: str | None, what: str) -> None:
+    """Check that ``value`` is a local checkpoint directory (no hub downloads)."""
+    if not value:
+        raise ConfigError(f"{key} is empty; {what!r} loads from a local directory")
+    path = Path(value).expanduser()
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(
+            f"{key}={value!r} is not a checkpoint directory (no config.json)"
+        )
+    if model_type is None:
+        return
+    try:
+        found = json.loads(config_file.read_text()).get("model_type")
+    except (OSError, ValueError) as error:
+        message = f"{key}={value!r}: unreadable config.json ({error})"
+        raise ConfigError(message) from None
+    if found != model_type:
+        raise ConfigError(
+            f"{key}={value!r} holds model_type={found!r}, not a "
+            f"{model_type!r} checkpoint"
+        )
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -124,6 +124,8 @@ def evaluate_state(
             num_image_tokens=bundle.num_image_tokens,
             max_new_tokens=config.max_new_tokens,
             before_batch=before_batch,
+            image_mean=bundle.image_mean,  # issue 7: CLIP pixel statistics
+            image_std=bundle.image_std,
         )
         answers = [s.answer for s in samples]
         result.scores[task] = score(get_task_metric(task), predictions, answers)

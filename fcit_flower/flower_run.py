@@ -41,6 +41,8 @@ from typing import Any, TextIO
 
 import psutil
 
+from fcit_flower.config import require_cuda
+
 ConfigValue = str | int | float | bool
 
 CONNECTION = "fcit"
@@ -451,10 +453,13 @@ def run_simulation_app(
     FlowerRunError
         If the SuperLink cannot start or ``flwr run`` cannot submit the run.
     ValueError
-        For invalid simulation settings or run-config keys.
+        For invalid simulation settings or run-config keys, or GPUs per client
+        when no CUDA GPU is visible.
     """
     overrides = format_overrides(run_config)
     federation = federation_config(num_supernodes, client_num_cpus, client_num_gpus)
+    if client_num_gpus > 0:  # issue 7: fail here, not as Ray actors that never start
+        require_cuda(f"client-resources-num-gpus={client_num_gpus:g}")
     home = Path(tempfile.mkdtemp(prefix="fcit-flwr-"))
     env = _flwr_env(home)
     superlink: subprocess.Popen | None = None

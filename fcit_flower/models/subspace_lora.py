@@ -54,11 +54,12 @@ class SubspaceLoraLinear(nn.Module):
         self.rank = rank
         self.scaling = scaling
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        device = base_layer.weight.device  # float32 factors beside a (4-bit) base
         self.lora_A = nn.Parameter(
-            torch.zeros(num_subspaces, rank, base_layer.in_features)
+            torch.zeros(num_subspaces, rank, base_layer.in_features, device=device)
         )
         self.lora_B = nn.Parameter(
-            torch.zeros(num_subspaces, base_layer.out_features, rank)
+            torch.zeros(num_subspaces, base_layer.out_features, rank, device=device)
         )
         self.activation: torch.Tensor = torch.ones(num_subspaces) / num_subspaces
         self.reset_subspaces(range(num_subspaces))
@@ -91,11 +92,13 @@ class SubspaceLoraLinear(nn.Module):
         num, rank = self.num_subspaces, self.rank
         a_stacked = self.lora_A.reshape(num * rank, -1)
         b_stacked = self.lora_B.permute(1, 0, 2).reshape(-1, num * rank)
-        hidden = self.lora_dropout(x) @ a_stacked.T  # (..., E * r)
-        gate = self.activation.to(hidden.dtype).repeat_interleave(rank, dim=-1)
+        hidden = self.lora_dropout(x).to(a_stacked.dtype) @ a_stacked.T  # (..., E*r)
+        gate = self.activation.to(hidden.device, hidden.dtype)
+        gate = gate.repeat_interleave(rank, dim=-1)
         if gate.dim() == 2:  # per example: broadcast over the sequence axis
             gate = gate.view(gate.shape[0], *([1] * (hidden.dim() - 2)), -1)
-        return result + self.scaling * ((hidden * gate) @ b_stacked.T)
+        delta = self.scaling * ((hidden * gate) @ b_stacked.T)
+        return result + delta.to(result.dtype)
 
 
 def inject_subspace_lora(

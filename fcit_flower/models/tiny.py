@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -84,6 +85,25 @@ def _special_id(tokenizer: Tokenizer, token: str) -> int:
     return int(token_id)
 
 
+class PromptTokenizer(Protocol):
+    """What prompt encoding needs of a tokenizer (tiny word-level or transformers)."""
+
+    pad_id: int
+    bos_id: int
+    eos_id: int
+    image_id: int
+    user_tag: str
+    assistant_tag: str
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of ``text`` without special tokens."""
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` without special tokens."""
+        ...
+
+
 class WordTokenizer:
     """Lower-cased word-level tokenizer (HF ``tokenizers``), trained offline.
 
@@ -92,6 +112,9 @@ class WordTokenizer:
     tokenizer : tokenizers.Tokenizer
         The trained word-level tokenizer; special tokens take ids 0-4.
     """
+
+    user_tag = "user:"
+    assistant_tag = "assistant:"
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.backend = tokenizer
