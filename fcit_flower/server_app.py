@@ -16,6 +16,8 @@ from flwr.serverapp import Grid, ServerApp
 from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import evaluate_state
 from fcit_flower.models.adapters import adapted_model, lora_state, projector_state
+from fcit_flower.report.hooks import write_manifest, write_report_logged
+from fcit_flower.report.progress import attach_log_progress
 from fcit_flower.results import atomic_write_json, write_results
 from fcit_flower.runtime import Runtime, prepare_runtime, token_dimension
 from fcit_flower.strategies.continual import (
@@ -24,7 +26,7 @@ from fcit_flower.strategies.continual import (
     to_numpy,
     to_record,
 )
-from fcit_flower.strategies.disco import Disco
+from fcit_flower.strategies.disco import Disco, slots_from_arrays
 from fcit_flower.strategies.server_optim import ServerOptimizer
 from fcit_flower.tasks.data import test_samples
 from fcit_flower.tasks.schedule import describe
@@ -147,6 +149,8 @@ def main(grid: Grid, context: Context) -> None:
         config.beta,
         describe(schedule),
     )
+    write_manifest(config, runtime)  # issue 10: reproducibility manifest
+    attach_log_progress(config.resolved_run_name)  # a bar on a terminal only
     node_clients = discover_clients(grid, config.num_clients)
     strategy, arrays = build_strategy(config, runtime, node_clients)
     test_sets = {t: test_samples(runtime.root, t) for t in schedule.tasks}
@@ -155,7 +159,15 @@ def main(grid: Grid, context: Context) -> None:
     for stage in range(schedule.num_stages):
         stage_start = time.monotonic()
         if config.method != "zeroshot":
+            log(
+                INFO,
+                "stage %d/%d: training, %d rounds",
+                stage + 1,
+                schedule.num_stages,
+                config.rounds_per_stage,
+            )
             arrays = _run_stage(strategy, grid, arrays, config, stage)
+        log(INFO, "stage %d/%d: evaluating", stage + 1, schedule.num_stages)
         evaluation = evaluate_state(config, runtime, arrays, test_sets)
         rows.append([round(evaluation.scores[t], 2) for t in schedule.tasks])
         stage_seconds.append(round(time.monotonic() - stage_start, 2))
@@ -182,6 +194,7 @@ def main(grid: Grid, context: Context) -> None:
         if isinstance(strategy, Disco):
             routing = routing_report(strategy, evaluation.mean_activation)
             atomic_write_json(config.run_dir / "routing.json", routing)
+    write_report_logged(config.run_dir)  # issue 10: plots, report.md/html
     log(
         INFO,
         "FCIT run %s done: Last %.2f Avg %.2f BWT %.2f (%s)",
@@ -233,4 +246,10 @@ def routing_report(strategy: Disco, mean_activation: dict[str, list[float]]) -> 
             t: sorted(s) for t, s in task_slots.items() if len(s) > 1
         },
         "mean_ssa_activation": mean_activation,
+        "slot_tokens": [  # issue 10: for the token-similarity plot
+            [round(float(v), 6) for v in token]
+            for token in slots_from_arrays(
+                strategy.current, strategy.num_subspaces, strategy.tau
+            ).tokens
+        ],
     }
