@@ -484,6 +484,18 @@ def write_compare_report(combo_dir: Path) -> Path:
     return report.write(f"FCIT comparison {combo_dir.name}")
 
 
+def _reports_below(path: Path, depth: int) -> list[Path]:
+    written: list[Path] = []
+    for child in sorted(p for p in path.iterdir() if p.is_dir()):
+        if child.name.startswith(".") or child.name == PLOTS_DIR:
+            continue
+        if (child / "compare.csv").exists() or (child / "metrics.json").exists():
+            written += write_reports(child)
+        elif depth > 1:
+            written += _reports_below(child, depth - 1)
+    return written
+
+
 def write_reports(path: Path) -> list[Path]:
     """Report on ``path``: a run, a comparison, or a tree of them.
 
@@ -491,7 +503,7 @@ def write_reports(path: Path) -> list[Path]:
     ----------
     path : Path
         A run directory (``metrics.json``), a comparison directory
-        (``compare.csv``), or any directory above them.
+        (``compare.csv``), or a directory up to two levels above them.
 
     Returns
     -------
@@ -512,10 +524,7 @@ def write_reports(path: Path) -> list[Path]:
         return [combo, *runs]
     if (path / "metrics.json").exists():
         return [write_run_report(path)]
-    written: list[Path] = []
-    for child in sorted(p for p in path.iterdir() if p.is_dir()):
-        if (child / "compare.csv").exists() or (child / "metrics.json").exists():
-            written += write_reports(child)
+    written = _reports_below(path, depth=2)
     if not written:
         raise ReportError(
             f"{path}: no metrics.json or compare.csv in it or in its subdirectories"
