@@ -264,3 +264,34 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
         check=True,
     )
     _assert_real_plot(shot)
+
+
+@pytest.mark.parametrize("scenario", ["hom", "het"])
+def test_partition_statistics_match_client_samples(scenario):
+    from fcit_flower.config import RunConfig
+    from fcit_flower.report.hooks import partition_statistics
+    from fcit_flower.runtime import prepare_runtime
+    from fcit_flower.tasks.data import client_samples
+
+    config = RunConfig.from_mapping(
+        {
+            "num-clients": 4,
+            "clients-per-round": 2,
+            "num-stages": 2,
+            "train-size": 24,
+            "test-size": 5,
+            "scenario": scenario,
+            "beta": 0.5,
+        }
+    )
+    runtime = prepare_runtime(config)
+    stats = partition_statistics(config, runtime)
+    for stage, assignment in enumerate(runtime.schedule.assignments):
+        for unit in set(assignment):
+            peers = [c for c, u in enumerate(assignment) if u == unit]
+            expected = [
+                len(client_samples(config, runtime.schedule, runtime.root, stage, c))
+                for c in peers
+            ]
+            assert stats[f"stage {stage + 1}: {'+'.join(unit)}"] == expected
+    assert len(stats) == sum(len(set(a)) for a in runtime.schedule.assignments)
