@@ -173,7 +173,8 @@ def test_compare_report_links_runs_and_has_bars(tmp_path):
     text = _assert_links_resolve(report)
     assert "plots/compare.png" in text
     _assert_real_plot(combo / "plots" / "compare.png")
-    assert "disco-s0/report.md" in text and (combo / "disco-s0" / "report.md").exists()
+    assert "[report](disco-s0/report.md)" in text
+    assert '<a href="disco-s0/report.html">' in (combo / "report.html").read_text()
     assert "WARNING" not in text  # only method and seed differ
 
 

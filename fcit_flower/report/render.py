@@ -33,6 +33,14 @@ class ReportError(ValueError):
     """A directory cannot be reported on (no results in it)."""
 
 
+@dataclass(frozen=True)
+class Link:
+    """A table cell linking to another report (``.md``; ``.html`` in HTML)."""
+
+    text: str
+    target: str
+
+
 @dataclass
 class Report:
     """Blocks of a report; ``base`` is the directory image paths are relative to."""
@@ -103,9 +111,7 @@ class Report:
                 header, rows = value
                 head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
                 cells = "".join(
-                    "<tr>"
-                    + "".join(f"<td>{html.escape(str(c))}</td>" for c in r)
-                    + "</tr>"
+                    "<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in r) + "</tr>"
                     for r in rows
                 )
                 body.append(f"<table><tr>{head}</tr>{cells}</table>")
@@ -145,7 +151,16 @@ _CSS = (
 
 
 def _md_cell(value: Any) -> str:
+    if isinstance(value, Link):
+        return f"[{value.text}]({value.target})"
     return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _html_cell(value: Any) -> str:
+    if isinstance(value, Link):
+        target = value.target.removesuffix(".md") + ".html"
+        return f'<a href="{html.escape(target)}">{html.escape(value.text)}</a>'
+    return html.escape(str(value))
 
 
 def _read_json(path: Path) -> Any:
@@ -472,7 +487,7 @@ def write_compare_report(combo_dir: Path) -> Path:
                 run_dir.name,
                 *(_fmt(metrics.get(k)) for k in ("last", "avg", "bwt")),
                 _fmt(metrics.get("flower_wall_seconds", metrics.get("wall_seconds"))),
-                run_report.relative_to(combo_dir).as_posix(),
+                Link("report", run_report.relative_to(combo_dir).as_posix()),
             ]
         )
     report.table(["run", "Last", "Avg", "BWT", "wall s", "report"], table_rows)
