@@ -91,6 +91,7 @@ def run_one(
     follows the run's log; the log itself is printed above it unless ``quiet``.
     """
     from fcit_flower.flower_run import run_simulation_app
+    from fcit_flower.report.manifest import fill_git_commit
     from fcit_flower.report.progress import ProgressStream, RunProgress
 
     metrics_path = config.run_dir / "metrics.json"
@@ -134,6 +135,7 @@ def run_one(
         raise RuntimeError(
             f"{metrics_path} is incomplete: not every stage was evaluated"
         )
+    fill_git_commit(config.run_dir / "manifest.json", APP_DIR)  # issue 10
     metrics["flower_run_id"] = outcome.run_id
     metrics["flower_wall_seconds"] = round(time.monotonic() - started, 1)
     return metrics

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fcit_flower.cli import APP_DIR
 from fcit_flower.cli import main as cli_main
 from fcit_flower.report import plots
 from fcit_flower.report.manifest import (
     build_manifest,
     data_fingerprints,
+    fill_git_commit,
     git_commit,
     manifest_differences,
 )
@@ -296,3 +298,14 @@ def test_partition_statistics_match_client_samples(scenario):
             ]
             assert stats[f"stage {stage + 1}: {'+'.join(unit)}"] == expected
     assert len(stats) == sum(len(set(a)) for a in runtime.schedule.assignments)
+
+
+def test_fill_git_commit_only_when_missing(tmp_path):
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({"git_commit": None}))
+    fill_git_commit(path, APP_DIR)
+    filled = json.loads(path.read_text())["git_commit"]
+    assert filled == git_commit(APP_DIR)
+    path.write_text(json.dumps({"git_commit": "abc"}))
+    fill_git_commit(path, APP_DIR)
+    assert json.loads(path.read_text())["git_commit"] == "abc"

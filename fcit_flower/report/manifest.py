@@ -155,6 +155,28 @@ def build_manifest(
     }
 
 
+def fill_git_commit(manifest_path: Path, app_dir: Path) -> None:
+    """Record ``app_dir``'s commit in a manifest that has none.
+
+    Under ``flwr run`` the ServerApp imports the app from the installed FAB, which
+    is no git checkout; the submitting side knows the checkout it submitted.
+    """
+    import json
+
+    from fcit_flower.results import atomic_write_json
+
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return
+    if manifest.get("git_commit") is None:
+        commit = git_commit(app_dir)
+        if commit is not None:
+            manifest["git_commit"] = commit
+            manifest["git_commit_of"] = f"{app_dir} (the app submitted to flwr run)"
+            atomic_write_json(manifest_path, manifest)
+
+
 def manifest_differences(manifests: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Warnings for runs of one comparison that differ beyond method and seed.
 
