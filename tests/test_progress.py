@@ -2,6 +2,10 @@
 
 import io
 import logging
+import os
+import pty
+import subprocess
+import sys
 
 from fcit_flower.report.progress import (
     ProgressStream,
@@ -86,3 +90,45 @@ def test_in_process_bar_follows_flower_logger_and_detaches():
     assert "stage 1/2 round 1/1" in screen.getvalue()
     log(logging.INFO, "FCIT run x done: Last 0.00 Avg 0.00 BWT 0.00 (/tmp)")
     assert _handlers() == []
+
+
+SCRIPT = """
+import sys
+from fcit_flower.report.progress import ProgressStream, RunProgress
+sink = ProgressStream(RunProgress("disco s0", sys.stderr), echo=False)
+sink.write(sys.stdin.read())
+sink.progress.close()
+"""
+
+
+def _run_script(stderr):
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        input="\n".join(LOG) + "\n",
+        text=True,
+        stderr=stderr,
+        stdout=subprocess.DEVNULL,
+        timeout=60,
+        check=True,
+    )
+
+
+def test_real_terminal_gets_a_bar_and_a_pipe_gets_nothing():
+    parent, child = pty.openpty()  # a terminal of size 0 x 0, as `script` makes
+    try:
+        _run_script(child)
+        os.close(child)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(parent, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(parent)
+    text = output.decode()
+    assert "disco s0: stage 2/3 round 1/2" in text and "%|" in text
+    assert _run_script(subprocess.PIPE).stderr == ""

@@ -14,7 +14,9 @@ progress prints nothing, so logs stay clean.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
 import sys
 from typing import Any, TextIO
@@ -36,6 +38,19 @@ def is_terminal(stream: Any) -> bool:
         return False
 
 
+def terminal_size(stream: Any) -> tuple[int, int]:
+    """(columns, lines) of the terminal behind ``stream``; (100, 24) for unknown.
+
+    A pseudo-terminal without a size (``script`` in CI, some IDEs) reports 0 x 0,
+    with which tqdm draws nothing at all.
+    """
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return 100, 24
+    return size.columns or 100, size.lines or 24
+
+
 class RunProgress:
     """One run's progress bar, advanced by the run's log lines.
 
@@ -51,16 +66,18 @@ class RunProgress:
 
     def __init__(self, label: str, stream: TextIO, enabled: bool | None = None):
         self.enabled = is_terminal(stream) if enabled is None else enabled
+        columns, lines = terminal_size(stream)
         self.bar = tqdm(
             total=1,
             desc=label,
             file=stream,
             disable=not self.enabled,
-            dynamic_ncols=True,
+            ncols=columns,
+            nrows=lines,
             leave=True,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} "
-            "[{elapsed}<{remaining}]",
+            bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
         )
+        self.label = label
         self.stages = 0
         self.rounds = 0
         self.stage = 0
@@ -96,7 +113,7 @@ class RunProgress:
         self._set((self.stage - 1) * per_stage + offset, text)
 
     def _set(self, position: int, text: str) -> None:
-        self.bar.set_postfix_str(text, refresh=False)
+        self.bar.set_description_str(f"{self.label}: {text}", refresh=False)
         self.bar.update(max(position - self.bar.n, 0))
         self.bar.refresh()
 
