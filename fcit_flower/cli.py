@@ -3,9 +3,10 @@
 ``fcit-flower compare --methods finetune,disco --seeds 0,1,2`` runs each method and
 seed as a Flower simulation (``flwr run`` against a private local SuperLink), checks
 that each run really completed (Flower's final status *and* complete results), and
-prints and writes a Last / Avg / BWT table. ``--resume`` keeps what an interrupted
-comparison already computed. ``fcit-flower resume <run-dir>`` continues one run from
-its last good checkpoint.
+prints and writes a Last / Avg / BWT table and a report (``report.md``/``.html``
+with plots). ``fcit-flower report DIR`` (re)builds the reports of finished runs.
+``--resume`` keeps what an interrupted comparison already computed;
+``fcit-flower resume <run-dir>`` continues one run from its last good checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import numpy as np
 
@@ -84,23 +85,44 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
     return runs
 
 
-def run_one(config: RunConfig, *, quiet: bool, timeout_s: float) -> dict[str, Any]:
-    """Run one config through Flower; return its metrics or raise RuntimeError."""
+def run_one(
+    config: RunConfig, *, quiet: bool, timeout_s: float, progress: bool = True
+) -> dict[str, Any]:
+    """Run one config through Flower; return its metrics or raise RuntimeError.
+
+    With ``progress`` and a terminal on stderr, a bar (stage k/n, round r/R, ETA)
+    follows the run's log; the log itself is printed above it unless ``quiet``.
+    """
     from fcit_flower.flower_run import run_simulation_app
+    from fcit_flower.report.manifest import fill_git_commit
+    from fcit_flower.report.progress import ProgressStream, RunProgress
 
     metrics_path = config.run_dir / "metrics.json"
     if not config.resume:
         metrics_path.unlink(missing_ok=True)
     values = {k: v for k, v in config.to_mapping().items()}
     started = time.monotonic()
-    outcome = run_simulation_app(
-        APP_DIR,
-        values,
-        num_supernodes=config.num_clients,
-        client_num_cpus=1.0,
-        timeout_s=timeout_s,
-        stream_to=None if quiet else sys.stderr,
+    bar = RunProgress(
+        f"{config.method} s{config.seed}",
+        sys.stderr,
+        enabled=None if progress else False,
     )
+    stream = (
+        cast(TextIO, ProgressStream(bar, echo=not quiet))
+        if bar.enabled
+        else (None if quiet else sys.stderr)
+    )
+    try:
+        outcome = run_simulation_app(
+            APP_DIR,
+            values,
+            num_supernodes=config.num_clients,
+            client_num_cpus=1.0,
+            timeout_s=timeout_s,
+            stream_to=stream,
+        )
+    finally:
+        bar.close()
     if not outcome.completed:
         tail = "\n".join(outcome.log.splitlines()[-30:])
         raise RuntimeError(
@@ -117,6 +139,7 @@ def run_one(config: RunConfig, *, quiet: bool, timeout_s: float) -> dict[str, An
         raise RuntimeError(
             f"{metrics_path} is incomplete: not every stage was evaluated"
         )
+    fill_git_commit(config.run_dir / "manifest.json", APP_DIR)  # issue 10
     metrics["flower_run_id"] = outcome.run_id
     metrics["flower_wall_seconds"] = round(time.monotonic() - started, 1)
     return metrics
@@ -236,7 +259,12 @@ def compare(args: argparse.Namespace) -> int:
             if args.resume and (config.run_dir / "checkpoints").is_dir():
                 config = config.replace(resume=True)
             try:
-                metrics = run_one(config, quiet=args.quiet, timeout_s=args.timeout)
+                metrics = run_one(
+                    config,
+                    quiet=args.quiet,
+                    timeout_s=args.timeout,
+                    progress=not args.no_progress,
+                )
             except RuntimeError as error:
                 print(f"fcit-flower: error: {error}", file=sys.stderr)
                 return 1
@@ -255,10 +283,42 @@ def compare(args: argparse.Namespace) -> int:
         out_dir = Path(args.results_dir).expanduser().resolve() / combo
         atomic_write_text(out_dir / "compare.md", markdown)
         atomic_write_text(out_dir / "compare.csv", csv_text)
+        _write_compare_report(out_dir)  # issue 10
         print(
             f"\n## {combo} (mini-FCIT unless data-root is set; results in {out_dir})\n"
         )
         print(markdown)
+    return 0
+
+
+def _write_compare_report(out_dir: Path) -> None:
+    """The comparison's report (and its runs' reports), timed."""
+    from fcit_flower.report.render import write_compare_report
+
+    started = time.perf_counter()
+    path = write_compare_report(out_dir)
+    print(
+        f"Report: {path} (+ report.html), {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
+
+
+def report(args: argparse.Namespace) -> int:
+    """The ``report`` command: plots and reports of finished runs."""
+    from fcit_flower.report.render import ReportError, write_reports
+
+    started = time.perf_counter()
+    try:
+        written = write_reports(Path(args.results_dir).expanduser())
+    except ReportError as error:
+        print(f"fcit-flower: error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    print(
+        f"{len(written)} report(s) in {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -289,6 +349,20 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     cmp_.add_argument("--quiet", action="store_true", help="do not stream Flower logs")
     cmp_.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (there is none anyway when stderr is not a terminal)",
+    )
+    rep_ = sub.add_parser(
+        "report",
+        help="write report.md/report.html with plots for finished runs",
+    )
+    rep_.add_argument(
+        "results_dir",
+        metavar="RESULTS_DIR",
+        help="a run directory, a comparison directory, or any directory above them",
+    )
+    cmp_.add_argument(
         "--resume",
         action="store_true",
         help="reuse complete runs with the same config; resume interrupted ones",
@@ -310,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         return compare(args)
     if args.command == "resume":
         return resume(args)
+    if args.command == "report":
+        return report(args)
     return 2
 
 

@@ -19,6 +19,8 @@ from fcit_flower.checkpoint import CheckpointStore, config_differences
 from fcit_flower.config import ConfigError, RunConfig
 from fcit_flower.evaluation import evaluate_state
 from fcit_flower.models.adapters import adapted_model, lora_state, projector_state
+from fcit_flower.report.hooks import write_manifest, write_report_logged
+from fcit_flower.report.progress import attach_log_progress
 from fcit_flower.results import atomic_write_json, write_results
 from fcit_flower.runtime import Runtime, prepare_runtime, token_dimension
 from fcit_flower.strategies.continual import (
@@ -28,7 +30,7 @@ from fcit_flower.strategies.continual import (
     to_numpy,
     to_record,
 )
-from fcit_flower.strategies.disco import Disco
+from fcit_flower.strategies.disco import Disco, slots_from_arrays
 from fcit_flower.strategies.server_optim import ServerOptimizer
 from fcit_flower.tasks.data import test_samples
 from fcit_flower.tasks.schedule import describe
@@ -232,6 +234,8 @@ def main(grid: Grid, context: Context) -> None:
         config.beta,
         describe(schedule),
     )
+    write_manifest(config, runtime)  # issue 10: reproducibility manifest
+    attach_log_progress(config.resolved_run_name)  # a bar on a terminal only
     node_clients = discover_clients(grid, config.num_clients)
     strategy, arrays = build_strategy(config, runtime, node_clients)
     store = CheckpointStore(config.run_dir / "checkpoints", keep=config.checkpoint_keep)
@@ -259,12 +263,20 @@ def main(grid: Grid, context: Context) -> None:
             progress.stage, progress.rounds_done = stage, 0
         remaining = config.rounds_per_stage - progress.rounds_done
         if config.method != "zeroshot" and remaining > 0:
+            log(
+                INFO,
+                "stage %d/%d: training, %d rounds",
+                stage + 1,
+                schedule.num_stages,
+                remaining,
+            )
             strategy.round_offset = progress.rounds_done
             try:
                 arrays = _run_stage(strategy, grid, arrays, config, stage, remaining)
             except RoundFailedError as error:
                 log(ERROR, "FCIT run %s stopped: %s", config.resolved_run_name, error)
                 raise
+        log(INFO, "stage %d/%d: evaluating", stage + 1, schedule.num_stages)
         evaluation = evaluate_state(config, runtime, arrays, test_sets)
         progress.rows.append([round(evaluation.scores[t], 2) for t in schedule.tasks])
         progress.stage_seconds.append(round(time.monotonic() - stage_start, 2))
@@ -302,6 +314,7 @@ def main(grid: Grid, context: Context) -> None:
     if not summary:  # resumed after the last stage: nothing left to do
         log(INFO, "FCIT run %s was already complete", config.resolved_run_name)
         return
+    write_report_logged(config.run_dir)  # issue 10: plots, report.md/html
     log(
         INFO,
         "FCIT run %s done: Last %.2f Avg %.2f BWT %.2f (%s)",
@@ -355,4 +368,10 @@ def routing_report(strategy: Disco, mean_activation: dict[str, list[float]]) -> 
             t: sorted(s) for t, s in task_slots.items() if len(s) > 1
         },
         "mean_ssa_activation": mean_activation,
+        "slot_tokens": [  # issue 10: for the token-similarity plot
+            [round(float(v), 6) for v in token]
+            for token in slots_from_arrays(
+                strategy.current, strategy.num_subspaces, strategy.tau
+            ).tokens
+        ],
     }

@@ -23,14 +23,17 @@ pytestmark = pytest.mark.flower
 
 
 def _our_processes():
-    return {
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
-        if any(
-            "flower-superlink" in c or "flwr-simulation" in c
-            for c in (p.info["cmdline"] or [])
-        )
-    }
+    # Descendants of this test process only: other Flower runs on a shared machine
+    # are not ours to count.
+    found = set()
+    for process in psutil.Process().children(recursive=True):
+        try:
+            cmdline = process.cmdline()
+        except psutil.Error:
+            continue
+        if any("flower-superlink" in c or "flwr-simulation" in c for c in cmdline):
+            found.add(process.pid)
+    return found
 
 
 @pytest.mark.parametrize("method", ["finetune", "disco"])
@@ -57,6 +60,12 @@ def test_tiny_run_completes_through_flower(tmp_path, method):
     if method == "disco":
         routing = json.loads((tmp_path / method / "routing.json").read_text())
         assert routing["assignments"], "DISCO assigned no client to a subspace"
+        assert len(routing["slot_tokens"]) >= 1
+    # issue 10: the ServerApp leaves a manifest, plots and a report
+    run_dir = tmp_path / method
+    assert json.loads((run_dir / "manifest.json").read_text())["data_fingerprints"]
+    assert (run_dir / "plots" / "accuracy_matrix.png").stat().st_size > 5000
+    assert "plots/forgetting.png" in (run_dir / "report.md").read_text()
     # we stopped exactly what we started
     assert _our_processes() <= before
 

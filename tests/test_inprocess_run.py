@@ -37,6 +37,24 @@ def test_same_seed_same_numbers(tmp_path, method):
     second = _run(tmp_path, "b", method=method)
     assert first["accuracy_matrix"] == second["accuracy_matrix"]
     assert first["examples"] == second["examples"]
+    _check_report(tmp_path, method)
+
+
+def _check_report(tmp_path, method):
+    """A real run leaves a manifest, plots and a report (issue 10)."""
+    manifests = [
+        json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("a", "b")
+    ]
+    assert manifests[0]["data_fingerprints"] == manifests[1]["data_fingerprints"]
+    assert all(len(h["test"]) == 64 for h in manifests[0]["data_fingerprints"].values())
+    plots = {p.name for p in (tmp_path / "a" / "plots").glob("*.png")}
+    expected = {"accuracy_matrix.png", "forgetting.png"}
+    if method == "disco":
+        expected |= {"ssa_activation.png", "token_similarity.png"}
+    assert plots == expected
+    text = (tmp_path / "a" / "report.md").read_text()
+    assert all(f"plots/{name}" in text for name in expected)
+    assert (tmp_path / "a" / "report.html").stat().st_size > 10_000
 
 
 def test_zeroshot_rows_are_constant(tmp_path):

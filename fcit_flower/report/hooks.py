@@ -1,0 +1,98 @@
+"""What the ServerApp calls: the manifest at the start, the report at the end."""
+
+from __future__ import annotations
+
+import time
+from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any
+
+from flwr.common import log
+
+from fcit_flower.report.manifest import build_manifest
+from fcit_flower.results import atomic_write_json
+
+APP_DIR = Path(__file__).resolve().parents[2]
+
+
+def write_manifest(config: Any, runtime: Any) -> Path:
+    """Write the run's ``manifest.json`` and ``partition.json``.
+
+    The manifest holds the config, versions, commit and data hashes; the partition
+    file the clients' sample counts per stage.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The run's validated config.
+    runtime : Runtime
+        Its data root and schedule.
+
+    Returns
+    -------
+    Path
+        The manifest written.
+    """
+    path = Path(config.run_dir) / "manifest.json"
+    manifest = build_manifest(
+        config.to_mapping(),
+        data_root=runtime.root,
+        tasks=runtime.schedule.tasks,
+        app_dir=APP_DIR,
+    )
+    atomic_write_json(path, manifest)
+    atomic_write_json(
+        path.parent / "partition.json", partition_statistics(config, runtime)
+    )
+    return path
+
+
+def partition_statistics(config: Any, runtime: Any) -> dict[str, list[int]]:
+    """Client sample counts per stage and task unit, as the ClientApps draw them.
+
+    The same sizes :func:`fcit_flower.tasks.data.client_samples` gives each client
+    (Dirichlet(beta) over the unit's pool, seeded by run seed, stage and unit),
+    computed without partitioning any data.
+
+    Returns
+    -------
+    dict
+        ``"stage k: task[+task]"`` -> sample count of each client learning that unit,
+        in client order.
+    """
+    from fcit_flower.tasks.data import load_task, stable_seed
+    from fcit_flower.tasks.partition import dirichlet_sizes
+
+    out: dict[str, list[int]] = {}
+    for stage, assignment in enumerate(runtime.schedule.assignments):
+        for unit in dict.fromkeys(assignment):
+            peers = [c for c, u in enumerate(assignment) if u == unit]
+            pool = sum(len(load_task(str(runtime.root), t, "train")) for t in unit)
+            sizes = dirichlet_sizes(
+                pool,
+                len(peers),
+                config.beta,
+                seed=stable_seed(config.seed, stage, *unit),
+                min_size=config.min_client_size,
+            )
+            out[f"stage {stage + 1}: {'+'.join(unit)}"] = [int(n) for n in sizes]
+    return out
+
+
+def write_report_logged(run_dir: Path) -> Path | None:
+    """Write the run's plots and report; a failure is logged, not raised.
+
+    The run's numbers are already on disk when this is called: a plotting problem
+    must not turn a finished run into a failed one. ``fcit-flower report`` rebuilds
+    the report later.
+    """
+    from fcit_flower.report.render import write_run_report
+
+    started = time.perf_counter()
+    try:
+        path = write_run_report(Path(run_dir))
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        log(WARNING, "report of %s not written: %r", run_dir, error)
+        return None
+    log(INFO, "report written in %.2f s: %s", time.perf_counter() - started, path)
+    return path

@@ -1,0 +1,222 @@
+"""The reproducibility manifest of a run (``manifest.json``).
+
+What is needed to reproduce or compare a run: the fully resolved config, the seeds,
+the versions of the packages that decide the numbers, the app's git commit, the
+device, and a SHA-256 fingerprint of each task's train and test file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("flwr", "torch", "transformers", "peft", "datasets", "numpy")
+SEED_KEYS = ("seed", "data-seed")
+# Keys that may differ between the runs of one comparison.
+PER_RUN_KEYS = frozenset({"method", "seed", "run-name", "results-dir"})
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed versions of ``names`` (None when absent) and of Python."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def git_commit(directory: Path) -> str | None:
+    """The commit checked out at ``directory`` (``-dirty`` if modified), or None."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(directory),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head or None
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprints(
+    root: Path, tasks: Iterable[str]
+) -> dict[str, dict[str, str | None]]:
+    """Per task, the SHA-256 of its train and test file under ``root``.
+
+    A file that cannot be found gives ``None`` (the run itself reports the error).
+    """
+    from fcit_flower.tasks.fcit_data import locate
+
+    out: dict[str, dict[str, str | None]] = {}
+    for task in tasks:
+        out[task] = {}
+        for split in ("train", "test"):
+            try:
+                path, _ = locate(root, task, split)  # type: ignore[arg-type]
+                out[task][split] = file_sha256(path)
+            except (OSError, ValueError):
+                out[task][split] = None
+    return out
+
+
+def device_info() -> dict[str, Any]:
+    """The machine: platform, CPU count, and the accelerator torch would use."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": _cpu_count(),
+        "device": "cpu",
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        info["device"] = "cuda"
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _cpu_count() -> int | None:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count()
+
+
+def build_manifest(
+    config: Mapping[str, Any],
+    *,
+    data_root: Path,
+    tasks: Iterable[str],
+    app_dir: Path,
+) -> dict[str, Any]:
+    """Everything needed to reproduce the run, as a JSON-ready dict.
+
+    Parameters
+    ----------
+    config : Mapping
+        The fully resolved run-config (kebab-case keys).
+    data_root : Path
+        The data root the run reads.
+    tasks : Iterable[str]
+        The tasks of the run's schedule.
+    app_dir : Path
+        The app's directory (for its git commit).
+
+    Returns
+    -------
+    dict
+        ``config``, ``seeds``, ``versions``, ``git_commit``, ``device``,
+        ``data_root``, ``data_fingerprints``.
+    """
+    return {
+        "config": dict(config),
+        "seeds": {k: config.get(k) for k in SEED_KEYS},
+        "versions": package_versions(),
+        "git_commit": git_commit(app_dir),
+        "device": device_info(),
+        "data_root": str(data_root),
+        "data_fingerprints": data_fingerprints(data_root, tasks),
+    }
+
+
+def fill_git_commit(manifest_path: Path, app_dir: Path) -> None:
+    """Record ``app_dir``'s commit in a manifest that has none.
+
+    Under ``flwr run`` the ServerApp imports the app from the installed FAB, which
+    is no git checkout; the submitting side knows the checkout it submitted.
+    """
+    import json
+
+    from fcit_flower.results import atomic_write_json
+
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return
+    if manifest.get("git_commit") is None:
+        commit = git_commit(app_dir)
+        if commit is not None:
+            manifest["git_commit"] = commit
+            manifest["git_commit_of"] = f"{app_dir} (the app submitted to flwr run)"
+            atomic_write_json(manifest_path, manifest)
+
+
+def manifest_differences(manifests: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Warnings for runs of one comparison that differ beyond method and seed.
+
+    Parameters
+    ----------
+    manifests : Mapping[str, Mapping]
+        Run name -> its manifest.
+
+    Returns
+    -------
+    list[str]
+        One line per difference: config keys (other than method, seed, run name and
+        results directory), data fingerprints, package versions, git commit.
+    """
+    if len(manifests) < 2:
+        return []
+    names = list(manifests)
+    reference_name, reference = names[0], manifests[names[0]]
+    warnings = []
+    for name in names[1:]:
+        other = manifests[name]
+        ref_cfg, cfg = reference.get("config", {}), other.get("config", {})
+        for key in sorted(set(ref_cfg) | set(cfg)):
+            if key not in PER_RUN_KEYS and ref_cfg.get(key) != cfg.get(key):
+                warnings.append(
+                    f"config {key!r}: {reference_name}={ref_cfg.get(key)!r}, "
+                    f"{name}={cfg.get(key)!r}"
+                )
+        ref_data = reference.get("data_fingerprints", {})
+        data = other.get("data_fingerprints", {})
+        for task in sorted(set(ref_data) | set(data)):
+            if ref_data.get(task) != data.get(task):
+                warnings.append(
+                    f"data of task {task!r} differs between {reference_name} and "
+                    f"{name} (sha256 of train/test files)"
+                )
+        for field in ("versions", "git_commit"):
+            if reference.get(field) != other.get(field):
+                warnings.append(
+                    f"{field} differ: {reference_name}={reference.get(field)!r}, "
+                    f"{name}={other.get(field)!r}"
+                )
+    return warnings
