@@ -12,6 +12,8 @@ Message protocol (keys in :mod:`fcit_flower.strategies.continual`):
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from flwr.app import (
     ConfigRecord,
@@ -84,6 +86,7 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received adapter on this client's partition for the stage."""
+    started = time.perf_counter()
     config = RunConfig.from_mapping(context.run_config)
     runtime = prepare_runtime(config)
     request = msg.content.config_records[CONFIG_KEY]
@@ -141,6 +144,9 @@ def train(msg: Message, context: Context) -> Message:
     metrics: dict[str, int | float | list[int] | list[float]] = {
         NUM_EXAMPLES: len(samples),
         "train-loss": loss,
+        # Handler time (model from cache, data, training, state): the bench splits
+        # a round into this and the rest (messaging, scheduling, aggregation).
+        "client-seconds": time.perf_counter() - started,
     }
     if "subspace" in request:
         metrics["subspace"] = int(request["subspace"])  # type: ignore[arg-type]

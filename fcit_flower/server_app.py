@@ -297,6 +297,7 @@ def main(grid: Grid, context: Context) -> None:
             "client_failures": len(failures),
             "invalid_uploads": len(strategy.rejected) - len(failures),
             "resumed_from": progress.resumed_from,
+            "round_timings": strategy.timings,
             "examples": evaluation.examples,
         }
         summary = write_results(

@@ -8,6 +8,7 @@ optimizer (FedAvg, FedAvgM, FedAdam, FedAdagrad, FedYogi).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from logging import INFO, WARNING
 from typing import Any
@@ -119,6 +120,9 @@ class ContinualFedAvg(FedAvg):
         self.max_num_examples = max_num_examples
         self.current: dict[str, np.ndarray] = {}
         self.rejected: list[dict[str, Any]] = []
+        # Per round: wall seconds, client handler seconds (sum, max), aggregation.
+        self.timings: list[dict[str, Any]] = []
+        self._round_started = 0.0
         # Rounds already done in the stage (a resumed stage starts after them).
         self.round_offset = 0
         # Called with (stage, round) once a round's aggregate is in `current`.
@@ -178,6 +182,7 @@ class ContinualFedAvg(FedAvg):
     ) -> Iterable[Message]:
         """One TRAIN message per sampled client, with its arrays and config."""
         server_round += self.round_offset
+        self._round_started = time.perf_counter()
         if not self.current:
             self.current = to_numpy(arrays)
         config = ConfigRecord(dict(config))
@@ -308,6 +313,7 @@ class ContinualFedAvg(FedAvg):
             ``max_retries`` retries; the global arrays are left as they were.
         """
         server_round += self.round_offset
+        aggregation_started = time.perf_counter()
         uploads, failed = self.valid_uploads(
             server_round, replies, expected=self._round_clients
         )
@@ -341,6 +347,7 @@ class ContinualFedAvg(FedAvg):
                 f"{self.min_uploads}; the last checkpoint can be resumed"
             )
         self.apply_uploads(uploads)
+        self.record_timing(server_round, uploads, aggregation_started)
         if self.on_round_end is not None:
             self.on_round_end(self._stage, server_round)
         return to_record(self.current), mean_metrics(uploads)
@@ -350,6 +357,23 @@ class ContinualFedAvg(FedAvg):
         averaged = weighted_average([u[1] for u in uploads], [u[2] for u in uploads])
         self.current = self.optimizer.step(self.current, averaged)
 
+    def record_timing(
+        self, server_round: int, uploads: list[Upload], aggregation_started: float
+    ) -> None:
+        """Remember where the round's wall time went (see ``bench/``)."""
+        now = time.perf_counter()
+        client = [float(u[3].get("client-seconds", 0.0)) for u in uploads]  # type: ignore[arg-type]
+        self.timings.append(
+            {
+                "stage": self._stage,
+                "round": server_round,
+                "round_seconds": round(now - self._round_started, 3),
+                "client_seconds_sum": round(sum(client), 3),
+                "client_seconds_max": round(max(client), 3),
+                "aggregate_seconds": round(now - aggregation_started, 4),
+            }
+        )
+
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Everything needed to continue this strategy: (arrays, JSON metadata)."""
         arrays = {f"global/{k}": v for k, v in self.current.items()}
@@ -358,6 +382,7 @@ class ContinualFedAvg(FedAvg):
             "stage": self._stage,
             "optimizer_steps": self.optimizer.step_count,
             "rejected": self.rejected,
+            "timings": self.timings,
         }
         return arrays, meta
 
@@ -372,6 +397,7 @@ class ContinualFedAvg(FedAvg):
         )
         self._stage = int(meta["stage"])
         self.rejected = list(meta["rejected"])
+        self.timings = list(meta.get("timings", []))
 
 
 def mean_metrics(uploads: list[Upload]) -> MetricRecord:
