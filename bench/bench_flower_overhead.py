@@ -149,7 +149,8 @@ def main() -> None:
     lines = [
         f"{args.method}, {values['num-clients']} clients, "
         f"{values['clients-per-round']} per round, "
-        f"{values['rounds-per-stage']} rounds per stage, all stages; "
+        f"{values['rounds-per-stage']} rounds per stage, num-stages "
+        f"{values['num-stages']} (0 = all); "
         f"identical accuracy matrices: {same}.",
         "",
         "| phase | in-process s | Flower s | Flower / in-process |",
