@@ -6,7 +6,7 @@ Wiring only; the logic lives in the modules it calls.
 from __future__ import annotations
 
 import time
-from logging import INFO
+from logging import INFO, WARNING
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -86,6 +86,13 @@ def discover_clients(
         if not reply.has_error():
             position = reply.content.config_records[CONFIG_KEY]["partition-id"]
             mapping[reply.metadata.src_node_id] = int(position)  # type: ignore[arg-type]
+        else:  # issue 8: name the failing site (its error names the site id)
+            log(
+                WARNING,
+                "node %s left out: its ClientApp failed: %s",
+                reply.metadata.src_node_id,
+                ((reply.error.reason or "").strip().splitlines() or ["?"])[-1],
+            )
     return mapping
 
 

@@ -1,0 +1,139 @@
+"""Multi-site deployment (issue 8): certificates, compose file, per-site data, and a
+real loopback deployment with TLS and SuperNode authentication."""
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+import pytest
+import yaml
+
+from fcit_flower.client_app import client_position, site_data_root
+from fcit_flower.deployment import CERTS_SCRIPT, LoopbackDeployment, run_loopback
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "num-clients": 2,
+    "clients-per-round": 2,
+    "rounds-per-stage": 2,
+    "num-stages": 2,
+    "train-size": 12,
+    "test-size": 4,
+    "min-client-size": 2,
+}
+
+
+def _context(**node):
+    return SimpleNamespace(node_config=node)
+
+
+def test_certs_script_writes_verifiable_tls_and_node_keys(tmp_path):
+    subprocess.run(["bash", str(CERTS_SCRIPT), str(tmp_path), "2"], check=True)
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", tmp_path / "ca.crt", tmp_path / "server.pem"],
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode == 0, verify.stderr
+    san = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName"],
+        input=(tmp_path / "server.pem").read_text(),
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "127.0.0.1" in san and "superlink" in san
+    for k in (1, 2):
+        assert (
+            (tmp_path / f"node-{k}.pub").read_text().startswith("ecdsa-sha2-nistp384")
+        )
+        assert (tmp_path / f"node-{k}").stat().st_mode & 0o077 == 0  # private
+
+
+def test_certs_are_git_ignored():
+    ignored = subprocess.run(
+        ["git", "check-ignore", "docker/certs/ca.key", "docker/sites/site-0/x"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert ignored.stdout.split() == ["docker/certs/ca.key", "docker/sites/site-0/x"]
+
+
+def test_compose_file_parses_and_enables_tls_and_node_auth():
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    link = services["superlink"]["command"]
+    assert "--enable-supernode-auth" in link
+    assert "--insecure" not in link
+    assert any(a.startswith("--ssl-certfile=") for a in link)
+    nodes = [name for name in services if name.startswith("supernode-")]
+    assert len(nodes) == 2
+    for index, name in enumerate(sorted(nodes)):
+        command = services[name]["command"]
+        assert f"--auth-supernode-private-key=/keys/node-{index + 1}" in command
+        assert any(a.startswith("--root-certificates=") for a in command)
+        assert f"--node-config=site-id={index} " + 'data-root="/data"' in command
+    for name, service in services.items():
+        dockerfile = ROOT / "docker" / Path(service["build"]["dockerfile"]).name
+        assert dockerfile.is_file(), f"{name}: {dockerfile} missing"
+        assert "FROM flwr/" in dockerfile.read_text()
+
+
+def test_site_position_accepts_site_id_and_refuses_positions_outside_schedule():
+    assert client_position(_context(**{"partition-id": 1}), 2) == 1
+    assert client_position(_context(**{"site-id": 0}), 2) == 0
+    with pytest.raises(ValueError, match=r"site 5 .* not in the schedule"):
+        client_position(_context(**{"site-id": 5}), 2)
+    with pytest.raises(ValueError, match="lacks 'partition-id' or 'site-id'"):
+        client_position(_context(), 2)
+
+
+def test_site_data_root_missing_directory_is_a_clear_error(tmp_path):
+    assert site_data_root(_context(), 0) is None
+    assert site_data_root(_context(**{"data-root": str(tmp_path)}), 0) == tmp_path
+    with pytest.raises(ValueError, match=r"site 1: node-config data-root '.*nope'"):
+        site_data_root(_context(**{"data-root": str(tmp_path / "nope")}), 1)
+
+
+def _flower_processes():
+    names = ("flower-superlink", "flower-supernode", "flower-superexec")
+    return {
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if any(n in c for n in names for c in (p.info["cmdline"] or []))
+    }
+
+
+@pytest.mark.flower
+def test_loopback_deployment_with_tls_and_node_auth_completes(tmp_path):
+    before = _flower_processes()
+    started = time.monotonic()
+    outcome = run_loopback(
+        ROOT,
+        {**TINY, "results-dir": str(tmp_path), "run-name": "loopback"},
+        [{"partition-id": 0, "num-partitions": 2}, {"site-id": 1}],
+        timeout_s=600,
+    )
+    print(f"loopback deployment: {time.monotonic() - started:.1f} s")
+    assert outcome.status == "finished:completed", outcome.details + outcome.log[-3000:]
+    metrics = json.loads((tmp_path / "loopback" / "metrics.json").read_text())
+    assert metrics["complete"] is True
+    assert len(metrics["accuracy_matrix"]) == 2
+    assert _flower_processes() - before == set()  # stopped exactly what it started
+
+
+@pytest.mark.flower
+def test_supernode_with_unregistered_key_is_refused():
+    before = _flower_processes()
+    with LoopbackDeployment() as deployment:
+        deployment.start_superlink(num_keys=2)
+        deployment.register(1)  # node-2's key is never registered
+        node = deployment.start_supernode(2, {"partition-id": 0}, max_wait_s=15)
+        code = node.wait(timeout=90)
+        log = deployment.node_logs[0].read_text()
+    assert code != 0
+    assert "Failed to activate SuperNode" in log, log[-2000:]
+    assert _flower_processes() - before == set()
