@@ -137,3 +137,33 @@ def test_supernode_with_unregistered_key_is_refused():
     assert code != 0
     assert "Failed to activate SuperNode" in log, log[-2000:]
     assert _flower_processes() - before == set()
+
+
+def test_discovery_leaves_out_a_failing_site_and_logs_it():
+    import logging
+
+    from fake_grid import FakeGrid
+    from flwr.app import ConfigRecord, Error, Message, RecordDict
+
+    from fcit_flower.server_app import discover_clients
+    from fcit_flower.strategies.continual import CONFIG_KEY
+
+    def handler(node_id, message):
+        if node_id == 22:
+            reason = "ValueError: site 5 (node-config site-id) is not in the schedule"
+            return Message(Error(code=0, reason=reason), reply_to=message)
+        record = ConfigRecord({"partition-id": 0})
+        return Message(RecordDict({CONFIG_KEY: record}), reply_to=message)
+
+    records = []
+    handler_ = logging.Handler()
+    handler_.emit = records.append
+    logger = logging.getLogger("flwr")
+    logger.addHandler(handler_)
+    try:
+        mapping = discover_clients(FakeGrid([11, 22], handler), expected=2, timeout=5)
+    finally:
+        logger.removeHandler(handler_)
+    assert mapping == {11: 0}
+    messages = [r.getMessage() for r in records]
+    assert any("node 22 left out" in m and "site 5" in m for m in messages), messages
