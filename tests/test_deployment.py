@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from fcit_flower.client_app import client_position, site_data_root
-from fcit_flower.deployment import CERTS_SCRIPT, LoopbackDeployment, run_loopback
+from fcit_flower.deployment import CERTS_SCRIPT, LoopbackDeployment
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -98,45 +98,54 @@ def test_site_data_root_missing_directory_is_a_clear_error(tmp_path):
         site_data_root(_context(**{"data-root": str(tmp_path / "nope")}), 1)
 
 
-def _flower_processes():
-    names = ("flower-superlink", "flower-supernode", "flower-superexec")
-    return {
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
-        if any(n in c for n in names for c in (p.info["cmdline"] or []))
-    }
+def _tree(deployment):
+    """Every process the deployment started, with its descendants, right now."""
+    tree = []
+    for process in [deployment.superlink, *deployment.supernodes]:
+        try:
+            root = psutil.Process(process.pid)
+            tree += [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    return tree
 
 
 @pytest.mark.flower
 def test_loopback_deployment_with_tls_and_node_auth_completes(tmp_path):
-    before = _flower_processes()
     started = time.monotonic()
-    outcome = run_loopback(
-        ROOT,
-        {**TINY, "results-dir": str(tmp_path), "run-name": "loopback"},
-        [{"partition-id": 0, "num-partitions": 2}, {"site-id": 1}],
-        timeout_s=600,
-    )
+    with LoopbackDeployment() as deployment:
+        deployment.start_superlink(num_keys=2)
+        node_configs = [{"partition-id": 0, "num-partitions": 2}, {"site-id": 1}]
+        for key, node_config in enumerate(node_configs, start=1):
+            deployment.register(key)
+            deployment.start_supernode(key, node_config)
+        outcome = deployment.run(
+            ROOT,
+            {**TINY, "results-dir": str(tmp_path), "run-name": "loopback"},
+            timeout_s=600,
+        )
+        ours = _tree(deployment)
     print(f"loopback deployment: {time.monotonic() - started:.1f} s")
     assert outcome.status == "finished:completed", outcome.details + outcome.log[-3000:]
     metrics = json.loads((tmp_path / "loopback" / "metrics.json").read_text())
     assert metrics["complete"] is True
     assert len(metrics["accuracy_matrix"]) == 2
-    assert _flower_processes() - before == set()  # stopped exactly what it started
+    assert len(ours) >= 3  # SuperLink + 2 SuperNodes (+ their SuperExecs)
+    assert [p.pid for p in ours if p.is_running()] == []  # all stopped
 
 
 @pytest.mark.flower
 def test_supernode_with_unregistered_key_is_refused():
-    before = _flower_processes()
     with LoopbackDeployment() as deployment:
         deployment.start_superlink(num_keys=2)
         deployment.register(1)  # node-2's key is never registered
         node = deployment.start_supernode(2, {"partition-id": 0}, max_wait_s=15)
         code = node.wait(timeout=90)
         log = deployment.node_logs[0].read_text()
+        ours = _tree(deployment)
     assert code != 0
     assert "Failed to activate SuperNode" in log, log[-2000:]
-    assert _flower_processes() - before == set()
+    assert [p.pid for p in ours if p.is_running()] == []
 
 
 def test_discovery_leaves_out_a_failing_site_and_logs_it():
