@@ -6,6 +6,13 @@ Message protocol (keys in :mod:`fcit_flower.strategies.continual`):
   (``stage``, ``server-round``, ``subspace`` for DISCO). Out: ``arrays`` (updated),
   ``metrics`` (``num-examples``, ``train-loss``, ``subspace``).
 - QUERY ``kind=describe``: replies the client position (``partition-id``).
+
+Per-site data (deployment, issue 8): the node config gives the client position as
+``partition-id`` (what simulation sets) or ``site-id``; with a ``data-root`` key
+the site trains on all of its own directory's data for the stage's tasks instead
+of a partition of the shared data root. A bad site (missing directory, position
+outside the schedule) raises a one-line error naming the site, which Flower
+returns to the ServerApp as the reply's error.
 - QUERY ``kind=identity-token``: replies the mean instruction feature of the
   client's data for ``stage`` (DISCO's identity token) and its sample count.
 """
@@ -13,6 +20,7 @@ Message protocol (keys in :mod:`fcit_flower.strategies.continual`):
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 from flwr.app import (
@@ -45,17 +53,88 @@ from fcit_flower.strategies.continual import (
     to_record,
 )
 from fcit_flower.strategies.disco import INFO_KEY, TOKEN_KEY
-from fcit_flower.tasks.data import client_samples, stable_seed
+from fcit_flower.tasks.data import client_samples, load_task, stable_seed
+from fcit_flower.tasks.fcit_data import Sample
 from fcit_flower.training import train_local
 
 app = ClientApp()
 
 
-def client_position(context: Context) -> int:
-    """Return the client position: ``partition-id`` from the node config."""
-    if "partition-id" not in context.node_config:
-        raise ValueError("node-config lacks 'partition-id' (the client position)")
-    return int(context.node_config["partition-id"])  # type: ignore[arg-type]
+def client_position(context: Context, num_clients: int | None = None) -> int:
+    """Return the client position: ``partition-id`` or ``site-id`` of the node.
+
+    Parameters
+    ----------
+    context : Context
+        The ClientApp context; its node config names the position.
+    num_clients : int, optional
+        Clients of the schedule; a position outside ``[0, num_clients)`` is refused.
+
+    Returns
+    -------
+    int
+        The position.
+
+    Raises
+    ------
+    ValueError
+        When the node config names no position, or one outside the schedule.
+    """
+    node = context.node_config
+    key = "partition-id" if "partition-id" in node else "site-id"
+    if key not in node:
+        raise ValueError(
+            "node-config lacks 'partition-id' or 'site-id' (the client position)"
+        )
+    try:
+        position = int(node[key])  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"node-config {key}={node[key]!r} is not an integer") from None
+    if position < 0 or (num_clients is not None and position >= num_clients):
+        raise ValueError(
+            f"site {position} (node-config {key}) is not in the schedule: "
+            f"num-clients={num_clients}"
+        )
+    return position
+
+
+def site_data_root(context: Context, position: int) -> Path | None:
+    """The node's own data directory (node-config ``data-root``), if it has one.
+
+    Raises
+    ------
+    ValueError
+        When the configured directory does not exist.
+    """
+    value = context.node_config.get("data-root", "")
+    if not value:
+        return None
+    root = Path(str(value)).expanduser()
+    if not root.is_dir():
+        raise ValueError(
+            f"site {position}: node-config data-root '{root}' is not a directory"
+        )
+    return root.resolve()
+
+
+def site_samples(
+    config: RunConfig, context: Context, stage: int, position: int
+) -> list[Sample]:
+    """Return the site's training samples for ``stage``.
+
+    With a node ``data-root``: every train sample of the stage's tasks in that
+    directory (the site holds only its own data). Otherwise: the site's partition
+    of the shared data root, exactly as in simulation.
+    """
+    runtime = prepare_runtime(config)
+    own = site_data_root(context, position)
+    if own is None:
+        return client_samples(config, runtime.schedule, runtime.root, stage, position)
+    tasks = runtime.schedule.client_tasks(stage, position)
+    try:
+        return [s for task in tasks for s in load_task(str(own), task, "train")]
+    except (OSError, ValueError) as err:
+        raise ValueError(f"site {position}: cannot read {own}: {err}") from None
 
 
 @app.query()
@@ -63,13 +142,14 @@ def query(msg: Message, context: Context) -> Message:
     """Describe this client, or compute its identity token for a stage."""
     config = RunConfig.from_mapping(context.run_config)
     request = msg.content.config_records[CONFIG_KEY]
-    position = client_position(context)
+    position = client_position(context, config.num_clients)
     if request["kind"] == "describe":
+        site_data_root(context, position)  # a bad site fails here, before training
         content = RecordDict({CONFIG_KEY: ConfigRecord({"partition-id": position})})
         return Message(content=content, reply_to=msg)
     runtime = prepare_runtime(config)
     stage = int(request["stage"])  # type: ignore[arg-type]
-    samples = client_samples(config, runtime.schedule, runtime.root, stage, position)
+    samples = site_samples(config, context, stage, position)
     token = sample_features(config, runtime, samples).mean(axis=0)
     content = RecordDict(
         {
@@ -92,7 +172,7 @@ def train(msg: Message, context: Context) -> Message:
     request = msg.content.config_records[CONFIG_KEY]
     stage = int(request["stage"])  # type: ignore[arg-type]
     server_round = int(request["server-round"])  # type: ignore[arg-type]
-    position = client_position(context)
+    position = client_position(context, config.num_clients)
     attempt = int(request.get("attempt", 0))  # type: ignore[arg-type]
     faulty = should_fail(
         config.fault_rate, config.fault_seed, stage, server_round, position, attempt
@@ -104,7 +184,7 @@ def train(msg: Message, context: Context) -> Message:
             f"injected fault (fault-rate={config.fault_rate}): stage {stage + 1} "
             f"round {server_round} client {position} attempt {attempt}"
         )
-    samples = client_samples(config, runtime.schedule, runtime.root, stage, position)
+    samples = site_samples(config, context, stage, position)
 
     rank = config.subspace_rank if config.method == "disco" else config.lora_rank
     model = adapted_model(

@@ -414,6 +414,56 @@ def _follow_log(
     return follower, reader
 
 
+def await_run(
+    run_id: int,
+    env: dict[str, str],
+    follower: subprocess.Popen,
+    reader: threading.Thread,
+    lines: list[str],
+    timeout_s: float,
+) -> RunOutcome:
+    """Wait until run ``run_id`` finishes (or ``timeout_s`` passes); its outcome.
+
+    ``follower`` is the ``flwr log --stream`` process (its stream ends when the run
+    finishes) whose output ``reader`` collects into ``lines``.
+    """
+    deadline = time.monotonic() + timeout_s
+    status: dict[str, Any] = {"status": "unknown"}
+    while time.monotonic() < deadline:
+        try:  # the log stream ends when the run has finished
+            follower.wait(timeout=min(15.0, max(deadline - time.monotonic(), 0)))
+        except subprocess.TimeoutExpired:
+            continue
+        status = run_status(run_id, env)
+        if str(status.get("status", "")).startswith("finished"):
+            break
+        time.sleep(2.0)  # stream broke off early: poll the status instead
+    else:
+        status = run_status(run_id, env)
+        if not str(status.get("status", "")).startswith("finished"):
+            status = {
+                "status": "timeout",
+                "status-details": f"not finished after {timeout_s:.0f} s "
+                f"(last status {status.get('status')!r})",
+            }
+    final = str(status.get("status", "unknown"))
+    if final.startswith("finished") and follower.poll() is None:
+        try:  # the stream ends by itself once the run has finished
+            follower.wait(timeout=10.0)
+        except subprocess.TimeoutExpired:
+            pass
+    if follower.poll() is not None:
+        reader.join(timeout=10.0)
+    details = str(status.get("status-details", ""))
+    return RunOutcome(
+        run_id=run_id,
+        status=final,
+        completed=final == "finished:completed",
+        log="".join(lines),
+        details="" if details == "N/A" else details,
+    )
+
+
 def run_simulation_app(
     app_dir: Path,
     run_config: Mapping[str, ConfigValue],
@@ -477,42 +527,7 @@ def run_simulation_app(
             raise FlowerRunError(f"flwr run could not submit the run: {message}")
         run_id = int(reply["run-id"])
         follower, reader = _follow_log(run_id, env, lines, stream_to)
-
-        deadline = time.monotonic() + timeout_s
-        status: dict[str, Any] = {"status": "unknown"}
-        while time.monotonic() < deadline:
-            try:  # the log stream ends when the run has finished
-                follower.wait(timeout=min(15.0, max(deadline - time.monotonic(), 0)))
-            except subprocess.TimeoutExpired:
-                continue
-            status = run_status(run_id, env)
-            if str(status.get("status", "")).startswith("finished"):
-                break
-            time.sleep(2.0)  # stream broke off early: poll the status instead
-        else:
-            status = run_status(run_id, env)
-            if not str(status.get("status", "")).startswith("finished"):
-                status = {
-                    "status": "timeout",
-                    "status-details": f"not finished after {timeout_s:.0f} s "
-                    f"(last status {status.get('status')!r})",
-                }
-        final = str(status.get("status", "unknown"))
-        if final.startswith("finished") and follower.poll() is None:
-            try:  # the stream ends by itself once the run has finished
-                follower.wait(timeout=10.0)
-            except subprocess.TimeoutExpired:
-                pass
-        if follower.poll() is not None:
-            reader.join(timeout=10.0)
-        details = str(status.get("status-details", ""))
-        return RunOutcome(
-            run_id=run_id,
-            status=final,
-            completed=final == "finished:completed",
-            log="".join(lines),
-            details="" if details == "N/A" else details,
-        )
+        return await_run(run_id, env, follower, reader, lines, timeout_s)
     finally:
         if follower is not None:
             stop_process_tree(follower, grace_s=2.0)

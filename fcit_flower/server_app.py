@@ -92,6 +92,13 @@ def discover_clients(
         if not reply.has_error():
             position = reply.content.config_records[CONFIG_KEY]["partition-id"]
             mapping[reply.metadata.src_node_id] = int(position)  # type: ignore[arg-type]
+        else:  # issue 8: name the failing site (its error names the site id)
+            log(
+                WARNING,
+                "node %s left out: its ClientApp failed: %s",
+                reply.metadata.src_node_id,
+                ((reply.error.reason or "").strip().splitlines() or ["?"])[-1],
+            )
     return mapping
 
 

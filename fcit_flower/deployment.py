@@ -1,0 +1,316 @@
+"""A real (non-simulated) Flower deployment on loopback, with TLS and node auth.
+
+What a multi-site deployment does, on one machine (issue 8): ``docker/certs.sh``
+writes a CA, the SuperLink's TLS certificate and one OpenSSH ECDSA key pair per
+SuperNode; ``flower-superlink`` starts with TLS and ``--enable-supernode-auth``;
+each node's public key is registered with ``flwr supernode register``; each
+``flower-supernode`` connects with its private key and its own ``--node-config``
+(``partition-id``, optionally ``data-root``); ``flwr run`` submits the app. Every
+port is a free one picked now, and :func:`stop_process_tree` stops exactly the
+processes started here (and what they spawned), whatever happens.
+
+Run it by hand with ``scripts/loopback_deploy.sh``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from fcit_flower.flower_run import (
+    CONNECTION,
+    ConfigValue,
+    FlowerRunError,
+    RunOutcome,
+    _bin,
+    _flwr,
+    _flwr_env,
+    _follow_log,
+    _free_port,
+    _tail,
+    await_run,
+    format_overrides,
+    stop_process_tree,
+)
+
+CERTS_SCRIPT = Path(__file__).resolve().parent.parent / "docker" / "certs.sh"
+"""The certificate script of the source tree (``docker/certs.sh``)."""
+
+_STARTUP_TIMEOUT_S = 60.0
+
+
+def make_certs(out: Path, num_nodes: int, script: Path = CERTS_SCRIPT) -> Path:
+    """Write TLS certificates and ``num_nodes`` node key pairs into ``out``.
+
+    Raises
+    ------
+    FlowerRunError
+        When the script is missing or fails.
+    """
+    if not script.is_file():
+        raise FlowerRunError(f"certificate script {script} not found")
+    result = subprocess.run(
+        ["bash", str(script), str(out), str(num_nodes)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise FlowerRunError(f"{script} failed: {result.stderr.strip()}")
+    return out
+
+
+def _healthy_tls(port: int, ca: Path) -> bool:
+    context = ssl.create_default_context(cafile=str(ca))
+    try:
+        with urllib.request.urlopen(
+            f"https://127.0.0.1:{port}/health", timeout=1.0, context=context
+        ) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def node_config_arg(values: Mapping[str, ConfigValue]) -> str:
+    """Render a SuperNode's ``--node-config`` (``partition-id=0 data-root="/d"``)."""
+    return format_overrides(values)
+
+
+@dataclass
+class LoopbackDeployment:
+    """One SuperLink and its SuperNodes on 127.0.0.1, all with TLS and node auth.
+
+    Use as a context manager: leaving it stops every process it started.
+
+    Attributes
+    ----------
+    home : Path
+        Private ``FLWR_HOME``: ``config.toml``, certificates, state, logs.
+    port : int
+        The SuperLink's port (Fleet, Control and health over HTTPS).
+    """
+
+    home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fd-")))
+    port: int = 0
+    superlink: subprocess.Popen | None = None
+    supernodes: list[subprocess.Popen] = field(default_factory=list)
+    node_logs: list[Path] = field(default_factory=list)
+    keep_home: bool = False
+
+    @property
+    def certs(self) -> Path:
+        """Directory of the certificates and node keys."""
+        return self.home / "certs"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment of every Flower command of this deployment."""
+        return _flwr_env(self.home)
+
+    def __enter__(self) -> LoopbackDeployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if not self.keep_home:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def start_superlink(self, num_keys: int) -> None:
+        """Write certificates and ``num_keys`` node keys; start the SuperLink."""
+        make_certs(self.certs, num_keys)
+        self.port = _free_port()
+        log_path = self.home / "superlink.log"
+        command = [
+            _bin("flower-superlink"),
+            "--ssl-certfile",
+            str(self.certs / "server.pem"),
+            "--ssl-keyfile",
+            str(self.certs / "server.key"),
+            "--ssl-ca-certfile",
+            str(self.certs / "ca.crt"),
+            "--enable-supernode-auth",
+            "--isolation",
+            "subprocess",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--database",
+            str(self.home / "state.db"),
+            "--disable-runtime-dependency-installation",
+        ]
+        with open(log_path, "w") as handle:
+            self.superlink = subprocess.Popen(
+                command,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline and self.superlink.poll() is None:
+            if _healthy_tls(self.port, self.certs / "ca.crt"):
+                (self.home / "config.toml").write_text(
+                    f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+                    f"[superlink.{CONNECTION}]\n"
+                    f'address = "127.0.0.1:{self.port}"\n'
+                    f'root-certificates = "{self.certs / "ca.crt"}"\n'
+                )
+                return
+            time.sleep(0.2)
+        raise FlowerRunError(f"flower-superlink did not start:\n{_tail(log_path)}")
+
+    def register(self, key: int) -> None:
+        """Authorize node key ``key`` (``flwr supernode register node-K.pub``)."""
+        public = self.certs / f"node-{key}.pub"
+        reply = _flwr(["supernode", "register", str(public), CONNECTION], self.env)
+        if not isinstance(reply, dict) or not reply.get("success"):
+            raise FlowerRunError(f"could not register {public}: {reply}")
+
+    def start_supernode(
+        self,
+        key: int,
+        node_config: Mapping[str, ConfigValue],
+        max_wait_s: float | None = None,
+    ) -> subprocess.Popen:
+        """Start a SuperNode authenticating with node key ``key``."""
+        log_path = self.home / f"supernode-{key}.log"
+        command = [
+            _bin("flower-supernode"),
+            "--superlink",
+            f"127.0.0.1:{self.port}",
+            "--root-certificates",
+            str(self.certs / "ca.crt"),
+            "--auth-supernode-private-key",
+            str(self.certs / f"node-{key}"),
+            "--node-config",
+            node_config_arg(node_config),
+            "--isolation",
+            "subprocess",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(_free_port()),
+        ]
+        if max_wait_s is not None:
+            command += ["--max-wait-time", str(max_wait_s)]
+        with open(log_path, "w") as handle:
+            process = subprocess.Popen(
+                command,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.supernodes.append(process)
+        self.node_logs.append(log_path)
+        return process
+
+    def run(
+        self,
+        app_dir: Path,
+        run_config: Mapping[str, ConfigValue],
+        timeout_s: float = 600.0,
+        stream_to: TextIO | None = None,
+    ) -> RunOutcome:
+        """Submit the app with ``flwr run`` and wait for its end."""
+        args = ["run", str(Path(app_dir).resolve()), CONNECTION]
+        if run_config:
+            args += ["--run-config", format_overrides(run_config)]
+        reply = _flwr(args, self.env, timeout=300.0)
+        if not isinstance(reply, dict) or not reply.get("success"):
+            message = reply.get("error-message") if isinstance(reply, dict) else reply
+            raise FlowerRunError(f"flwr run could not submit the run: {message}")
+        lines: list[str] = []
+        follower, reader = _follow_log(int(reply["run-id"]), self.env, lines, stream_to)
+        try:
+            return await_run(
+                int(reply["run-id"]), self.env, follower, reader, lines, timeout_s
+            )
+        finally:
+            stop_process_tree(follower, grace_s=2.0)
+
+    def stop(self) -> None:
+        """Stop the SuperNodes, then the SuperLink (each with its process tree)."""
+        for process in self.supernodes:
+            stop_process_tree(process, grace_s=5.0)
+        if self.superlink is not None:
+            stop_process_tree(self.superlink)
+
+
+def run_loopback(
+    app_dir: Path,
+    run_config: Mapping[str, ConfigValue],
+    node_configs: Sequence[Mapping[str, ConfigValue]],
+    timeout_s: float = 600.0,
+    stream_to: TextIO | None = None,
+) -> RunOutcome:
+    """Deploy on loopback (TLS + node auth), run the app once, stop everything.
+
+    Parameters
+    ----------
+    app_dir : Path
+        Directory holding the app's ``pyproject.toml``.
+    run_config : Mapping
+        Run-config overrides.
+    node_configs : Sequence of Mapping
+        One node config per SuperNode (e.g. ``{"partition-id": 0}``).
+    timeout_s : float
+        Give up after this many seconds of running.
+    stream_to : TextIO, optional
+        Where to echo the run's log.
+
+    Returns
+    -------
+    RunOutcome
+        Flower's final status of the run.
+    """
+    with LoopbackDeployment() as deployment:
+        deployment.start_superlink(len(node_configs))
+        for key, node_config in enumerate(node_configs, start=1):
+            deployment.register(key)
+            deployment.start_supernode(key, node_config)
+        return deployment.run(app_dir, run_config, timeout_s, stream_to)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m fcit_flower.deployment [--nodes N] [KEY=VALUE...]``."""
+    import argparse
+    import json
+    import sys
+
+    import tomllib
+
+    parser = argparse.ArgumentParser(
+        description="Run the app once on a loopback deployment "
+        "(SuperLink + N SuperNodes, TLS, node authentication)."
+    )
+    parser.add_argument("--app", type=Path, default=Path.cwd())
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("overrides", nargs="*", help="run-config KEY=VALUE (TOML)")
+    args = parser.parse_args(argv)
+    run_config: dict[str, ConfigValue] = {"num-clients": args.nodes}
+    for item in args.overrides:
+        run_config.update(tomllib.loads(item))
+    nodes = [
+        {"partition-id": k, "num-partitions": args.nodes} for k in range(args.nodes)
+    ]
+    outcome = run_loopback(args.app, run_config, nodes, args.timeout, sys.stdout)
+    print(json.dumps({"run-id": outcome.run_id, "status": outcome.status}))
+    return 0 if outcome.completed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
