@@ -56,38 +56,39 @@ def data_lost(run_dir: Path, stages: int) -> list[str]:
 
 def fault_runs(results: Path, rate: float) -> list[dict]:
     rows = []
-    for method in ("finetune", "disco"):
-        for kind in faults.FAULT_KINDS:
-            name = f"{method}-{kind}"
-            config = {
-                **BUDGET,
-                "method": method,
-                "fault-rate": rate,
-                "fault-kind": kind,
-                "max-round-retries": 3,
-                "results-dir": str(results),
-                "run-name": name,
+    runs = [(m, k) for m in ("finetune", "disco") for k in faults.FAULT_KINDS]
+    for fault_seed, (method, kind) in enumerate(runs):
+        name = f"{method}-{kind}"
+        config = {
+            **BUDGET,
+            "method": method,
+            "fault-rate": rate,
+            "fault-kind": kind,
+            "fault-seed": fault_seed,  # a different pattern of faulty clients
+            "max-round-retries": 3,
+            "results-dir": str(results),
+            "run-name": name,
+        }
+        faults.INJECTED.clear()
+        started = time.monotonic()
+        try:
+            run_inprocess(config)
+            completed = True
+        except RuntimeError as error:
+            print(f"{name}: stopped: {error}", file=sys.stderr)
+            completed = False
+        metrics = json.loads((results / name / "metrics.json").read_text())
+        rows.append(
+            {
+                "run": name,
+                "injected": len(faults.INJECTED),
+                "caught": len(metrics["rejected_uploads"]),
+                "completed": completed,
+                "lost": data_lost(results / name, BUDGET["num-stages"]),
+                "seconds": round(time.monotonic() - started, 1),
             }
-            faults.INJECTED.clear()
-            started = time.monotonic()
-            try:
-                run_inprocess(config)
-                completed = True
-            except RuntimeError as error:
-                print(f"{name}: stopped: {error}", file=sys.stderr)
-                completed = False
-            metrics = json.loads((results / name / "metrics.json").read_text())
-            rows.append(
-                {
-                    "run": name,
-                    "injected": len(faults.INJECTED),
-                    "caught": len(metrics["rejected_uploads"]),
-                    "completed": completed,
-                    "lost": data_lost(results / name, BUDGET["num-stages"]),
-                    "seconds": round(time.monotonic() - started, 1),
-                }
-            )
-            print(rows[-1], file=sys.stderr)
+        )
+        print(rows[-1], file=sys.stderr)
     return rows
 
 
