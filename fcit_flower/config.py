@@ -82,7 +82,7 @@ class RunConfig:
     results_dir: str = "results"
     run_name: str = ""
     # issue 6: baselines (EWC, O-LoRA, M-LoRA, MoELoRA)
-    ewc_lambda: float = 1000.0
+    ewc_lambda: float = 10000.0
     olora_lambda_orth: float = 0.5
     olora_lambda_l2: float = 0.0
     moelora_experts: int = 8
