@@ -237,3 +237,24 @@ def test_paper_table_lists_only_known_methods_with_their_numbers():
     assert "nosuch" not in text
     assert PAPER_RESULTS["ewc"][2] is None
     assert "| ewc | 47.92 | 69.22 | - | - |" in paper_table(["ewc"])
+
+
+def test_compare_paper_flag_prints_the_papers_numbers_apart(
+    tmp_path, monkeypatch, capsys
+):
+    import fcit_flower.cli as cli
+    import fcit_flower.runtime as runtime
+
+    fake = {"last": 10.0, "avg": 20.0, "bwt": -5.0, "flower_wall_seconds": 1.0}
+    monkeypatch.setattr(cli, "run_one", lambda config, **kwargs: dict(fake))
+    monkeypatch.setattr(runtime, "prepare_runtime", lambda config: None)
+    argv = ["compare", "--methods", "finetune,ewc,olora,mlora,moelora"]
+    assert cli.main([*argv, "--results-dir", str(tmp_path), "--paper"]) == 0
+    out = capsys.readouterr().out
+    ours, paper = out.split("Paper's numbers")
+    assert "| moelora | 10.00 | 20.00 | -5.00 | 1 |" in ours
+    assert "47.20" not in ours and "| finetune | 47.20 | 68.79 |" in paper
+    assert "LLaVA-1.5-7B" in paper
+    combo = tmp_path / "hom-task-b1"
+    assert "47.20" not in (combo / "compare.md").read_text()
+    assert "| olora | 49.87 |" in (combo / "paper.md").read_text()
