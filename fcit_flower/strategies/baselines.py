@@ -80,7 +80,10 @@ class Ewc(ContinualFedAvg):
         expected = dict(self.current)
         if self._fisher_round:
             adapter, _ = split_projector(self.current)
-            expected.update({FISHER_PREFIX + k: v for k, v in adapter.items()})
+            # Fisher is new information: its reference (for a norm check) is zero.
+            expected.update(
+                {FISHER_PREFIX + k: np.zeros_like(v) for k, v in adapter.items()}
+            )
         return expected
 
     def apply_uploads(self, uploads: list[Upload]) -> None:
