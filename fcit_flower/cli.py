@@ -25,6 +25,7 @@ import numpy as np
 
 from fcit_flower.checkpoint import CheckpointStore, config_differences
 from fcit_flower.config import METHODS, ConfigError, RunConfig
+from fcit_flower.paper import PAPER_TITLE, paper_table
 from fcit_flower.results import atomic_write_text
 
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -288,6 +289,10 @@ def compare(args: argparse.Namespace) -> int:
             f"\n## {combo} (mini-FCIT unless data-root is set; results in {out_dir})\n"
         )
         print(markdown)
+        if args.paper:  # issue 6: the paper's numbers, kept apart from ours
+            paper = paper_table(list(rows))
+            atomic_write_text(out_dir / "paper.md", f"{PAPER_TITLE}\n\n{paper}")
+            print(f"## {PAPER_TITLE}\n\n{paper}")
     return 0
 
 
@@ -348,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp_.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     cmp_.add_argument("--quiet", action="store_true", help="do not stream Flower logs")
+    cmp_.add_argument(
+        "--paper",
+        action="store_true",
+        help="also print the FCIT paper's numbers (7B model, real data), apart",
+    )
     cmp_.add_argument(
         "--no-progress",
         action="store_true",

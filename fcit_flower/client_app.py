@@ -34,6 +34,13 @@ from flwr.clientapp import ClientApp
 
 from fcit_flower.config import RunConfig
 from fcit_flower.faults import INJECTED, InjectedFault, corrupt, should_fail
+from fcit_flower.methods.baselines import WRAPPED_METHODS, train_wrapped_method
+from fcit_flower.methods.ewc import (
+    ESTIMATE_FISHER,
+    estimate_fisher,
+    penalty_hook,
+    split_ewc,
+)
 from fcit_flower.models.adapters import (
     adapted_model,
     load_lora_state,
@@ -185,14 +192,20 @@ def train(msg: Message, context: Context) -> Message:
             f"round {server_round} client {position} attempt {attempt}"
         )
     samples = site_samples(config, context, stage, position)
+    seed = stable_seed(config.seed, stage, server_round, position)
+    received = to_numpy(msg.content.array_records[ARRAYS_KEY])
+    if config.method in WRAPPED_METHODS:  # issue 6: O-LoRA, M-LoRA, MoELoRA
+        arrays, loss = train_wrapped_method(config, runtime, received, samples, seed)
+        if faulty:
+            arrays = corrupt(arrays, config.fault_kind)
+        return _reply(msg, arrays, len(samples), loss, request, started)
+    received, anchor, fisher = split_ewc(received)  # issue 6: EWC (empty otherwise)
 
     rank = config.subspace_rank if config.method == "disco" else config.lora_rank
     model = adapted_model(
         runtime.base_path, rank, config.lora_scaling, config.lora_dropout
     )
-    adapter, projector = split_projector(
-        to_numpy(msg.content.array_records[ARRAYS_KEY])
-    )
+    adapter, projector = split_projector(received)
     load_lora_state(model, adapter)
     # No projector in the message: it is not trained, so use the base's.
     load_projector_state(model, projector or projector_state(runtime.bundle.model))
@@ -212,17 +225,41 @@ def train(msg: Message, context: Context) -> Message:
         epochs=config.local_epochs,
         batch_size=config.batch_size,
         warmup_ratio=config.warmup_ratio,
-        seed=stable_seed(config.seed, stage, server_round, position),
+        seed=seed,
         image_mean=runtime.bundle.image_mean,  # issue 7: CLIP pixel statistics
         image_std=runtime.bundle.image_std,
+        loss_hook=penalty_hook(model, anchor, fisher, config.ewc_lambda),
     )
     arrays = lora_state(model)
     if projector:
         arrays.update(projector_state(model))
+    if request.get(ESTIMATE_FISHER, False):  # issue 6: EWC, last round of a stage
+        arrays.update(
+            estimate_fisher(
+                model,
+                runtime.bundle.tokenizer,
+                samples,
+                image_size=runtime.bundle.image_size,
+                num_image_tokens=runtime.bundle.num_image_tokens,
+                batch_size=config.batch_size,
+            )
+        )
     if faulty:
         arrays = corrupt(arrays, config.fault_kind)
+    return _reply(msg, arrays, len(samples), loss, request, started)
+
+
+def _reply(
+    msg: Message,
+    arrays: dict[str, np.ndarray],
+    num_examples: int,
+    loss: float,
+    request: ConfigRecord,
+    started: float,
+) -> Message:
+    """The TRAIN reply: arrays and metrics (and the subspace for DISCO)."""
     metrics: dict[str, int | float | list[int] | list[float]] = {
-        NUM_EXAMPLES: len(samples),
+        NUM_EXAMPLES: num_examples,
         "train-loss": loss,
         # Handler time (model from cache, data, training, state): the bench splits
         # a round into this and the rest (messaging, scheduling, aggregation).

@@ -16,7 +16,16 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-METHODS = ("finetune", "disco", "zeroshot")
+METHODS = (
+    "finetune",
+    "disco",
+    "zeroshot",
+    # issue 6: baselines of the FCIT paper
+    "ewc",
+    "olora",
+    "mlora",
+    "moelora",
+)
 SCENARIOS = ("hom", "het")
 SETTINGS = ("task", "capability")
 MODELS = ("tiny", "llava", "llava-1.5-7b")  # issue 7: LLaVA checkpoints
@@ -96,6 +105,12 @@ class RunConfig:
     gradient_checkpointing: bool = False
     device: str = "cpu"
     identity_encoder_path: str = ""
+    # issue 6: baselines (EWC, O-LoRA, M-LoRA, MoELoRA)
+    ewc_lambda: float = 10000.0
+    olora_lambda_orth: float = 0.5
+    olora_lambda_l2: float = 0.0
+    moelora_experts: int = 8
+    moelora_top_k: int = 2
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -203,6 +218,7 @@ class RunConfig:
                 raise ConfigError(f"{key}={value} must lie in [0, 1)")
         _positive("server-eps", self.server_eps)
         self._validate_reliability()
+        self._validate_baselines()
         if self.data_root and not Path(self.data_root).expanduser().is_dir():
             raise ConfigError(
                 f"data-root={self.data_root!r} is not an existing directory"
@@ -251,6 +267,25 @@ class RunConfig:
             )
         if self.device == "cuda":
             require_cuda("device='cuda'")
+
+    def _validate_baselines(self) -> None:
+        """Issue 6: hyper-parameters of EWC, O-LoRA and MoELoRA."""
+        for key in ("ewc-lambda", "olora-lambda-orth", "olora-lambda-l2"):
+            value = getattr(self, key.replace("-", "_"))
+            if not value >= 0:
+                raise ConfigError(f"{key}={value} must be >= 0")
+        if self.moelora_experts < 1:
+            raise ConfigError(f"moelora-experts={self.moelora_experts} must be >= 1")
+        if not 1 <= self.moelora_top_k <= self.moelora_experts:
+            raise ConfigError(
+                f"moelora-top-k={self.moelora_top_k} must lie in "
+                f"[1, moelora-experts={self.moelora_experts}]"
+            )
+        if self.method == "moelora" and self.lora_rank % self.moelora_experts:
+            raise ConfigError(
+                f"lora-rank={self.lora_rank} must be divisible by "
+                f"moelora-experts={self.moelora_experts}"
+            )
 
 
 def require_cuda(what: str) -> None:

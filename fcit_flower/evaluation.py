@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from fcit_flower.config import RunConfig
+from fcit_flower.methods.baselines import WRAPPED_METHODS, wrapped_eval_model
 from fcit_flower.methods.disco import ssa_weights
 from fcit_flower.models.adapters import (
     LORA_TARGETS,
@@ -107,6 +108,8 @@ def evaluate_state(
             )
             collected.append(weights)
             set_activation(model, torch.from_numpy(weights))
+    elif config.method in WRAPPED_METHODS:  # issue 6: summed blocks, MoE-LoRA
+        model = wrapped_eval_model(config, runtime, arrays)
     else:
         model = adapted_model(
             base_path, config.lora_rank, config.lora_scaling, config.lora_dropout

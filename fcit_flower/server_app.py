@@ -18,11 +18,14 @@ from flwr.serverapp import Grid, ServerApp
 from fcit_flower.checkpoint import CheckpointStore, config_differences
 from fcit_flower.config import ConfigError, RunConfig
 from fcit_flower.evaluation import evaluate_state
+from fcit_flower.methods.lora_blocks import BLOCK_METHODS, block_prefix
+from fcit_flower.methods.moelora import init_moe_arrays
 from fcit_flower.models.adapters import adapted_model, lora_state, projector_state
 from fcit_flower.report.hooks import write_manifest, write_report_logged
 from fcit_flower.report.progress import attach_log_progress
 from fcit_flower.results import atomic_write_json, write_results
 from fcit_flower.runtime import Runtime, prepare_runtime, token_dimension
+from fcit_flower.strategies.baselines import BlockLora, Ewc
 from fcit_flower.strategies.continual import (
     CONFIG_KEY,
     ContinualFedAvg,
@@ -139,6 +142,9 @@ def build_strategy(
             **common,
         )
         return strategy, dict(projector)
+    baseline = build_baseline(config, runtime, common)  # issue 6
+    if baseline is not None:
+        return baseline[0], {**baseline[1], **projector}
     shapes = lora_shapes(runtime, config.lora_rank, config)
     finetune = ContinualFedAvg(**common)
     return finetune, {
@@ -218,6 +224,31 @@ def resume_point(
         len(progress.rows),
     )
     return progress
+
+
+def build_baseline(
+    config: RunConfig, runtime: Runtime, common: dict[str, Any]
+) -> tuple[ContinualFedAvg, dict[str, np.ndarray]] | None:
+    """Issue 6: strategy and initial adapter of EWC, O-LoRA, M-LoRA, MoELoRA.
+
+    ``common`` holds the :class:`ContinualFedAvg` keyword arguments.
+    """
+    if config.method == "ewc":
+        shapes = lora_shapes(runtime, config.lora_rank, config)
+        ewc = Ewc(rounds_per_stage=config.rounds_per_stage, **common)
+        return ewc, init_lora_arrays(shapes, config.seed)
+    if config.method in BLOCK_METHODS:
+        shapes = lora_shapes(runtime, config.subspace_rank, config)
+        blocks = BlockLora(
+            init_block=lambda k: init_lora_arrays(shapes, config.seed * 1000 + k),
+            **common,
+        )
+        first = {block_prefix(0) + k: v for k, v in blocks.init_block(0).items()}
+        return blocks, first
+    if config.method == "moelora":
+        moe = ContinualFedAvg(**common)
+        return moe, init_moe_arrays(config, runtime.base_path)
+    return None
 
 
 @app.main()

@@ -268,10 +268,14 @@ class ContinualFedAvg(FedAvg):
             return "reply from a client not sampled this round", arrays, weight, metrics
         problem = upload_problem(
             arrays,
-            self.client_arrays(position),  # what was sent is what must come back
+            self.expected_upload(position),
             max_norm_ratio=self.max_norm_ratio,
         )
         return problem, arrays, weight, metrics
+
+    def expected_upload(self, position: int) -> dict[str, np.ndarray]:
+        """What a client's upload must match (keys, shapes): what it was sent."""
+        return self.client_arrays(position)
 
     def reject(
         self, server_round: int, position: int, reason: str, kind: str = "invalid"

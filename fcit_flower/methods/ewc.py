@@ -1,0 +1,132 @@
+"""EWC: elastic weight consolidation, federated over the LoRA adapter.
+
+Kirkpatrick et al., "Overcoming catastrophic forgetting in neural networks", PNAS
+2017.
+
+- Fisher: at the end of stage ``t`` (the stage's last round) each sampled client
+  estimates the diagonal Fisher of its LoRA parameters as the mean, over its local
+  batches, of the squared gradient of the batch's LM loss (the empirical Fisher,
+  batch-level), computed on the adapter it just trained; it uploads it under
+  ``ewc-fisher/<key>``. The server averages the clients' Fisher by sample count:
+  ``F_t``, and accumulates ``F = F_1 + ... + F_t`` across stages.
+- Anchor: ``theta*`` = the global adapter at the end of the previous stage.
+- Loss in stage ``t + 1``: ``L = L_LM + lambda * sum_i F_i (theta_i - theta*_i)^2``
+  (run-config ``ewc-lambda``; the paper's ``lambda / 2`` folded into lambda). With
+  the accumulated ``F`` and the latest anchor this is the online-EWC form (Schwarz et
+  al., 2018, with gamma = 1), one penalty instead of one per earlier stage.
+- The server sends ``theta*`` and ``F`` in the TRAIN message's ArrayRecord under
+  ``ewc-anchor/<key>`` and ``ewc-fisher/<key>``
+  (:class:`fcit_flower.strategies.baselines.Ewc`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from fcit_flower.models.tiny import PromptTokenizer
+from fcit_flower.tasks.fcit_data import Sample
+from fcit_flower.training import encode_for_training, load_pixels
+
+FISHER_PREFIX = "ewc-fisher/"
+ANCHOR_PREFIX = "ewc-anchor/"
+ESTIMATE_FISHER = "ewc-estimate-fisher"  # config flag of the stage's last round
+_PEFT_PREFIX = "base_model.model."
+
+
+def split_ewc(
+    arrays: Mapping[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Split arrays into (model arrays, anchor, Fisher); prefixes removed."""
+    plain, anchor, fisher = {}, {}, {}
+    for key, value in arrays.items():
+        if key.startswith(ANCHOR_PREFIX):
+            anchor[key[len(ANCHOR_PREFIX) :]] = value
+        elif key.startswith(FISHER_PREFIX):
+            fisher[key[len(FISHER_PREFIX) :]] = value
+        else:
+            plain[key] = value
+    return plain, anchor, fisher
+
+
+def ewc_penalty(
+    params: Mapping[str, torch.Tensor],
+    anchor: Mapping[str, torch.Tensor],
+    fisher: Mapping[str, torch.Tensor],
+    lam: float,
+) -> torch.Tensor:
+    """``lam * sum_i F_i (theta_i - theta*_i)^2`` over the keys of ``fisher``."""
+    total = torch.zeros(())
+    for key, weight in fisher.items():
+        total = total + (weight * (params[key] - anchor[key]).pow(2)).sum()
+    return lam * total
+
+
+def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """PEFT LoRA parameters under the canonical keys of ``lora_state``."""
+    return {
+        name.removeprefix(_PEFT_PREFIX).replace(".default.", "."): param
+        for name, param in model.named_parameters()
+        if "lora_" in name
+    }
+
+
+def penalty_hook(
+    model: nn.Module,
+    anchor: Mapping[str, np.ndarray],
+    fisher: Mapping[str, np.ndarray],
+    lam: float,
+) -> Callable[[], torch.Tensor] | None:
+    """The EWC loss term as a ``train_local`` hook (``None`` before stage 2)."""
+    if not fisher or lam == 0:
+        return None
+    params = lora_parameters(model)
+    unknown = sorted(set(fisher) - set(params))[:3]
+    if unknown or set(fisher) != set(anchor):
+        raise KeyError(f"EWC Fisher/anchor keys do not match the adapter: {unknown}")
+    anchor_t = {k: torch.from_numpy(np.asarray(anchor[k])) for k in fisher}
+    fisher_t = {k: torch.from_numpy(np.asarray(v)) for k, v in fisher.items()}
+    return lambda: ewc_penalty(params, anchor_t, fisher_t, lam)
+
+
+def estimate_fisher(
+    model: nn.Module,
+    tokenizer: PromptTokenizer,
+    samples: Sequence[Sample],
+    *,
+    image_size: int,
+    num_image_tokens: int,
+    batch_size: int,
+) -> dict[str, np.ndarray]:
+    """Diagonal empirical Fisher of the LoRA parameters, keyed ``ewc-fisher/<key>``.
+
+    Mean over the batches (in order, dropout off) of the squared gradient of the
+    batch's mean LM loss.
+    """
+    params = lora_parameters(model)
+    sums = {k: torch.zeros_like(p) for k, p in params.items()}
+    model.eval()
+    batches = 0
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        inputs = encode_for_training(
+            tokenizer,
+            [s.question for s in batch],
+            [s.answer for s in batch],
+            load_pixels(batch, image_size),
+            num_image_tokens,
+        )
+        model.zero_grad(set_to_none=True)
+        model(**inputs).loss.backward()
+        for key, param in params.items():
+            if param.grad is not None:
+                sums[key] += param.grad.detach().pow(2)
+        batches += 1
+    model.zero_grad(set_to_none=True)
+    scale = 1.0 / max(batches, 1)
+    return {
+        FISHER_PREFIX + k: (v * scale).float().numpy().copy() for k, v in sums.items()
+    }
