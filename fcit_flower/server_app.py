@@ -171,6 +171,7 @@ def main(grid: Grid, context: Context) -> None:
             "wall_seconds": round(time.monotonic() - started, 2),
             "rejected_uploads": strategy.rejected,
             "examples": evaluation.examples,
+            "detail_scores": evaluation.details,  # issue 5: captioning scores
         }
         summary = write_results(
             config.run_dir,
