@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-METHODS = ("finetune", "disco", "zeroshot")
+METHODS = ("finetune", "disco", "zeroshot", "mtl")
 SCENARIOS = ("hom", "het")
 SETTINGS = ("task", "capability")
 MODELS = ("tiny",)
@@ -22,6 +22,7 @@ SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedadagrad", "fedyogi")
 SSA_MODES = ("softmax", "concat", "cosine", "argmax")
 TOKEN_SOURCES = ("text", "image", "text+image")
 IDENTITY_ENCODERS = ("minilm",)
+PARTITIONS = ("quantity", "label")  # issue 5
 
 
 class ConfigError(ValueError):
@@ -72,6 +73,11 @@ class RunConfig:
     max_new_tokens: int = 8
     results_dir: str = "results"
     run_name: str = ""
+    # issue 5: benchmark options
+    schedule_file: str = ""
+    partition: str = "quantity"
+    image_root: str = ""
+    max_bad_fraction: float = 0.05
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -139,6 +145,7 @@ class RunConfig:
         _choice("ssa-mode", self.ssa_mode, SSA_MODES)
         _choice("token-source", self.token_source, TOKEN_SOURCES)
         _choice("identity-encoder", self.identity_encoder, IDENTITY_ENCODERS)
+        self._validate_issue5()
         for key in ("beta", "lr", "projector-lr", "lora-alpha", "ssa-eps", "server-lr"):
             _positive(key, getattr(self, key.replace("-", "_")))
         for key in (
@@ -189,6 +196,28 @@ class RunConfig:
             raise ConfigError(
                 f"train-size={self.train_size} is too small for num-clients="
                 f"{self.num_clients} x min-client-size={self.min_client_size}"
+            )
+
+    def _validate_issue5(self) -> None:
+        """Benchmark options (issue 5)."""
+        _choice("partition", self.partition, PARTITIONS)
+        if self.schedule_file:
+            path = Path(self.schedule_file).expanduser()
+            if path.suffix not in (".toml", ".json"):
+                raise ConfigError(
+                    f"schedule-file={self.schedule_file!r} must end in .toml or .json"
+                )
+            if not path.is_file():
+                raise ConfigError(
+                    f"schedule-file={self.schedule_file!r} is not an existing file"
+                )
+        if self.image_root and not Path(self.image_root).expanduser().is_dir():
+            raise ConfigError(
+                f"image-root={self.image_root!r} is not an existing directory"
+            )
+        if not 0.0 <= self.max_bad_fraction < 1.0:
+            raise ConfigError(
+                f"max-bad-fraction={self.max_bad_fraction} must lie in [0, 1)"
             )
 
 

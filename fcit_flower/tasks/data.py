@@ -15,11 +15,12 @@ from flwr_datasets.partitioner import SizePartitioner
 
 from fcit_flower.config import RunConfig
 from fcit_flower.models.tiny import default_cache_dir
-from fcit_flower.tasks.catalog import CAPABILITY_GROUPS, TASK_ORDER
+from fcit_flower.tasks.catalog import CAPABILITY_GROUPS, TASK_ORDER, get_task
 from fcit_flower.tasks.fcit_data import Sample, load_split
 from fcit_flower.tasks.mini_fcit import build_mini_fcit
 from fcit_flower.tasks.partition import dirichlet_sizes
 from fcit_flower.tasks.schedule import Schedule, build_schedule
+from fcit_flower.tasks.schedule_file import load_schedule_file
 
 MINI_FCIT_IMAGE_SIZE = 32
 
@@ -48,7 +49,23 @@ def stage_units(setting: str) -> list[list[str]]:
 
 
 def make_schedule(config: RunConfig) -> Schedule:
-    """The run's schedule from its scenario, setting and seed (first num-stages)."""
+    """The run's schedule (first num-stages).
+
+    From ``schedule-file`` when set (scenario and setting are then ignored),
+    otherwise from the scenario, setting and seed.
+    """
+    if config.schedule_file:
+        root = Path(config.data_root).expanduser() if config.data_root else None
+        schedule = load_schedule_file(
+            Path(config.schedule_file).expanduser(),
+            config.num_clients,
+            lambda name: get_task(name, root).name,
+        )
+        if config.num_stages:
+            table = schedule.assignments[: config.num_stages]
+            tasks = [t for t in schedule.tasks if any(t in u for s in table for u in s)]
+            schedule = Schedule(assignments=table, tasks=tuple(tasks))
+        return schedule
     units = stage_units(config.setting)
     if config.num_stages:
         units = units[: config.num_stages]
