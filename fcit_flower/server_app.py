@@ -26,7 +26,7 @@ from fcit_flower.strategies.continual import (
 )
 from fcit_flower.strategies.disco import Disco
 from fcit_flower.strategies.server_optim import ServerOptimizer
-from fcit_flower.tasks.data import test_samples
+from fcit_flower.tasks.data import partition_statistics, test_samples
 from fcit_flower.tasks.schedule import describe
 
 app = ServerApp()
@@ -147,17 +147,29 @@ def main(grid: Grid, context: Context) -> None:
         config.beta,
         describe(schedule),
     )
+    # issue 5: per stage x client sample counts and answer summaries.
+    atomic_write_json(
+        config.run_dir / "partitions.json",
+        partition_statistics(config, schedule, runtime.root),
+    )
     node_clients = discover_clients(grid, config.num_clients)
     strategy, arrays = build_strategy(config, runtime, node_clients)
-    test_sets = {t: test_samples(runtime.root, t) for t in schedule.tasks}
+    test_sets = {t: test_samples(runtime.root, t, config) for t in schedule.tasks}
     rows: list[list[float]] = []
     stage_seconds: list[float] = []
     for stage in range(schedule.num_stages):
         stage_start = time.monotonic()
         if config.method != "zeroshot":
             arrays = _run_stage(strategy, grid, arrays, config, stage)
+        if config.method == "mtl" and stage < schedule.num_stages - 1:
+            # issue 5: MTL is evaluated once, at the end; every row holds that score.
+            stage_seconds.append(round(time.monotonic() - stage_start, 2))
+            continue
         evaluation = evaluate_state(config, runtime, arrays, test_sets)
-        rows.append([round(evaluation.scores[t], 2) for t in schedule.tasks])
+        row = [round(evaluation.scores[t], 2) for t in schedule.tasks]
+        rows.append(row)
+        if config.method == "mtl":
+            rows = [row] * schedule.num_stages
         stage_seconds.append(round(time.monotonic() - stage_start, 2))
         log(
             INFO,
