@@ -25,6 +25,7 @@ METHODS = (
     "olora",
     "mlora",
     "moelora",
+    "mtl",  # issue 5: centralized multi-task reference
 )
 SCENARIOS = ("hom", "het")
 SETTINGS = ("task", "capability")
@@ -37,6 +38,7 @@ FAULT_KINDS = ("error", "nan", "norm", "shape", "dtype")  # = faults.FAULT_KINDS
 QUANTIZATIONS = ("none", "4bit", "8bit")  # issue 7
 TORCH_DTYPES = ("float32", "bfloat16", "float16")  # issue 7
 DEVICES = ("cpu", "cuda")  # issue 7
+PARTITIONS = ("quantity", "label")  # issue 5
 
 
 class ConfigError(ValueError):
@@ -111,6 +113,11 @@ class RunConfig:
     olora_lambda_l2: float = 0.0
     moelora_experts: int = 8
     moelora_top_k: int = 2
+    # issue 5: benchmark options
+    schedule_file: str = ""
+    partition: str = "quantity"
+    image_root: str = ""
+    max_bad_fraction: float = 0.05
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -178,6 +185,7 @@ class RunConfig:
         _choice("ssa-mode", self.ssa_mode, SSA_MODES)
         _choice("token-source", self.token_source, TOKEN_SOURCES)
         _choice("identity-encoder", self.identity_encoder, IDENTITY_ENCODERS)
+        self._validate_issue5()
         for key in ("beta", "lr", "projector-lr", "lora-alpha", "ssa-eps", "server-lr"):
             _positive(key, getattr(self, key.replace("-", "_")))
         for key in (
@@ -285,6 +293,28 @@ class RunConfig:
             raise ConfigError(
                 f"lora-rank={self.lora_rank} must be divisible by "
                 f"moelora-experts={self.moelora_experts}"
+            )
+
+    def _validate_issue5(self) -> None:
+        """Benchmark options (issue 5)."""
+        _choice("partition", self.partition, PARTITIONS)
+        if self.schedule_file:
+            path = Path(self.schedule_file).expanduser()
+            if path.suffix not in (".toml", ".json"):
+                raise ConfigError(
+                    f"schedule-file={self.schedule_file!r} must end in .toml or .json"
+                )
+            if not path.is_file():
+                raise ConfigError(
+                    f"schedule-file={self.schedule_file!r} is not an existing file"
+                )
+        if self.image_root and not Path(self.image_root).expanduser().is_dir():
+            raise ConfigError(
+                f"image-root={self.image_root!r} is not an existing directory"
+            )
+        if not 0.0 <= self.max_bad_fraction < 1.0:
+            raise ConfigError(
+                f"max-bad-fraction={self.max_bad_fraction} must lie in [0, 1)"
             )
 
 

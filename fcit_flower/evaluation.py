@@ -11,6 +11,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,11 +57,14 @@ class StageEvaluation:
         DISCO only: task -> mean SSA weight per subspace.
     examples : dict
         Task -> a few (question, prediction, answer) triples for inspection.
+    details : dict
+        Task -> further scores of tasks with ``extra_metrics`` (captioning).
     """
 
     scores: dict[str, float] = field(default_factory=dict)
     mean_activation: dict[str, list[float]] = field(default_factory=dict)
     examples: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    details: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=2)
@@ -131,7 +135,12 @@ def evaluate_state(
             image_std=bundle.image_std,
         )
         answers = [s.answer for s in samples]
-        result.scores[task] = score(get_task_metric(task), predictions, answers)
+        info = get_task(task, runtime.root)
+        result.scores[task] = score(info.metric, predictions, answers)
+        if info.extra_metrics:
+            result.details[task] = {
+                m: round(score(m, predictions, answers), 2) for m in info.extra_metrics
+            }
         result.examples[task] = [
             (s.question, p, s.answer)
             for s, p in list(zip(samples, predictions, strict=True))[:3]
@@ -143,9 +152,9 @@ def evaluate_state(
     return result
 
 
-def get_task_metric(task: str) -> str:
-    """Metric name of a task from the catalog."""
-    return get_task(task).metric
+def get_task_metric(task: str, root: Path | None = None) -> str:
+    """Metric name of a task from the catalog (or its ``task.json`` under ``root``)."""
+    return get_task(task, root).metric
 
 
 def _load_subspaces(

@@ -35,7 +35,7 @@ from fcit_flower.strategies.continual import (
 )
 from fcit_flower.strategies.disco import Disco, slots_from_arrays
 from fcit_flower.strategies.server_optim import ServerOptimizer
-from fcit_flower.tasks.data import test_samples
+from fcit_flower.tasks.data import partition_statistics, test_samples
 from fcit_flower.tasks.schedule import describe
 
 app = ServerApp()
@@ -159,6 +159,7 @@ class Progress:
 
     stage: int = 0  # the stage being trained (0-based)
     rounds_done: int = 0  # its rounds already aggregated
+    stages_done: int = 0  # stages trained (and evaluated, except MTL's inner ones)
     rows: list[list[float]] = field(default_factory=list)  # accuracy after each stage
     stage_seconds: list[float] = field(default_factory=list)
     elapsed: float = 0.0  # wall seconds spent before this process started
@@ -274,6 +275,11 @@ def main(grid: Grid, context: Context) -> None:
     )
     write_manifest(config, runtime)  # issue 10: reproducibility manifest
     attach_log_progress(config.resolved_run_name)  # a bar on a terminal only
+    # issue 5: per stage x client sample counts and answer summaries.
+    atomic_write_json(
+        config.run_dir / "partitions.json",
+        partition_statistics(config, schedule, runtime.root),
+    )
     node_clients = discover_clients(grid, config.num_clients)
     strategy, arrays = build_strategy(config, runtime, node_clients)
     store = CheckpointStore(config.run_dir / "checkpoints", keep=config.checkpoint_keep)
@@ -293,9 +299,9 @@ def main(grid: Grid, context: Context) -> None:
         save_checkpoint(store, strategy, config, progress, end=False)
 
     strategy.on_round_end = on_round_end
-    test_sets = {t: test_samples(runtime.root, t) for t in schedule.tasks}
+    test_sets = {t: test_samples(runtime.root, t, config) for t in schedule.tasks}
     summary: dict[str, Any] = {}
-    for stage in range(len(progress.rows), schedule.num_stages):
+    for stage in range(progress.stages_done, schedule.num_stages):
         stage_start = time.monotonic()
         if progress.stage != stage:
             progress.stage, progress.rounds_done = stage, 0
@@ -314,9 +320,19 @@ def main(grid: Grid, context: Context) -> None:
             except RoundFailedError as error:
                 log(ERROR, "FCIT run %s stopped: %s", config.resolved_run_name, error)
                 raise
+        progress.rounds_done = config.rounds_per_stage
+        progress.stages_done = stage + 1
+        if config.method == "mtl" and stage < schedule.num_stages - 1:
+            # issue 5: MTL is evaluated once, at the end; every row holds that score.
+            progress.stage_seconds.append(round(time.monotonic() - stage_start, 2))
+            save_checkpoint(store, strategy, config, progress, end=True)
+            continue
         log(INFO, "stage %d/%d: evaluating", stage + 1, schedule.num_stages)
         evaluation = evaluate_state(config, runtime, arrays, test_sets)
-        progress.rows.append([round(evaluation.scores[t], 2) for t in schedule.tasks])
+        row = [round(evaluation.scores[t], 2) for t in schedule.tasks]
+        progress.rows.append(row)
+        if config.method == "mtl":
+            progress.rows = [row] * schedule.num_stages
         progress.stage_seconds.append(round(time.monotonic() - stage_start, 2))
         progress.elapsed += time.monotonic() - clock[0]
         clock[0] = time.monotonic()
@@ -337,6 +353,7 @@ def main(grid: Grid, context: Context) -> None:
             "resumed_from": progress.resumed_from,
             "round_timings": strategy.timings,
             "examples": evaluation.examples,
+            "detail_scores": evaluation.details,  # issue 5: captioning scores
         }
         summary = write_results(
             config.run_dir,
@@ -348,7 +365,6 @@ def main(grid: Grid, context: Context) -> None:
         if isinstance(strategy, Disco):
             routing = routing_report(strategy, evaluation.mean_activation)
             atomic_write_json(config.run_dir / "routing.json", routing)
-        progress.rounds_done = config.rounds_per_stage
         save_checkpoint(store, strategy, config, progress, end=True)
     if not summary:  # resumed after the last stage: nothing left to do
         log(INFO, "FCIT run %s was already complete", config.resolved_run_name)

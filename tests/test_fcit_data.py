@@ -84,9 +84,32 @@ def test_missing_task_names_paths(tmp_path):
 
 
 def test_malformed_json_names_line(simple):
-    (simple / "ocr-vqa/test.json").write_text('{"question_id": 1}\n{oops\n')
-    with pytest.raises(DataError, match="test.json: malformed JSON line 2"):
+    good = json.dumps(
+        {"question_id": 1, "image": "img/a.png", "text": "q", "answer": "a"}
+    )
+    (simple / "ocr-vqa/test.json").write_text(f"{good}\n{{oops\n")
+    with pytest.raises(
+        DataError, match="test.json: record 1: malformed JSON line 2.*1 of 2"
+    ):
         load_split(simple, "ocr-vqa", "test")
+    (simple / "ocr-vqa/test.json").write_text(f"{good}\n" * 39 + "{oops\n")
+    assert len(load_split(simple, "ocr-vqa", "test")) == 39  # 1 of 40 <= 5 %
+
+
+def test_malformed_json_list_names_file(simple):
+    (simple / "ocr-vqa/train.json").write_text('[{"id": 1},')
+    with pytest.raises(DataError, match="train.json: malformed JSON at line 1"):
+        load_split(simple, "ocr-vqa", "train")
+
+
+def test_fcit_folder_names_and_image_root(tmp_path):
+    _image(tmp_path / "pics/img/a.png")
+    (tmp_path / "data/ImageNet-R").mkdir(parents=True)
+    (tmp_path / "data/ImageNet-R/train.json").write_text(json.dumps(_train(2)))
+    samples = load_split(
+        tmp_path / "data", "imagenet-r", "train", image_root=tmp_path / "pics"
+    )
+    assert samples[0].image == (tmp_path / "pics/img/a.png").resolve()
 
 
 @pytest.mark.parametrize(

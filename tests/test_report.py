@@ -4,6 +4,7 @@ import base64
 import csv
 import hashlib
 import json
+from pathlib import Path
 import re
 import shutil
 import subprocess
@@ -269,35 +270,18 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     _assert_real_plot(shot)
 
 
-@pytest.mark.parametrize("scenario", ["hom", "het"])
-def test_partition_statistics_match_client_samples(scenario):
-    from fcit_flower.config import RunConfig
-    from fcit_flower.report.hooks import partition_statistics
-    from fcit_flower.runtime import prepare_runtime
-    from fcit_flower.tasks.data import client_samples
+def test_partition_section_summarises_partitions_json():
+    from fcit_flower.report.render import Report, _partition_section
 
-    config = RunConfig.from_mapping(
-        {
-            "num-clients": 4,
-            "clients-per-round": 2,
-            "num-stages": 2,
-            "train-size": 24,
-            "test-size": 5,
-            "scenario": scenario,
-            "beta": 0.5,
-        }
-    )
-    runtime = prepare_runtime(config)
-    stats = partition_statistics(config, runtime)
-    for stage, assignment in enumerate(runtime.schedule.assignments):
-        for unit in set(assignment):
-            peers = [c for c, u in enumerate(assignment) if u == unit]
-            expected = [
-                len(client_samples(config, runtime.schedule, runtime.root, stage, c))
-                for c in peers
-            ]
-            assert stats[f"stage {stage + 1}: {'+'.join(unit)}"] == expected
-    assert len(stats) == sum(len(set(a)) for a in runtime.schedule.assignments)
+    report = Report(base=Path("."))
+    partition = {
+        "stages": [
+            {"stage": 1, "size_gini": 0.25, "clients": [{"samples": 3}, {"samples": 9}]}
+        ]
+    }
+    _partition_section(report, partition)
+    text = report.markdown()
+    assert "| 1 | 2 | 3 | 9 | 6.0 | 0.25 |" in text
 
 
 def test_fill_git_commit_only_when_missing(tmp_path):

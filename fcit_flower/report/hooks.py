@@ -16,10 +16,7 @@ APP_DIR = Path(__file__).resolve().parents[2]
 
 
 def write_manifest(config: Any, runtime: Any) -> Path:
-    """Write the run's ``manifest.json`` and ``partition.json``.
-
-    The manifest holds the config, versions, commit and data hashes; the partition
-    file the clients' sample counts per stage.
+    """Write the run's ``manifest.json``: config, versions, commit, data hashes.
 
     Parameters
     ----------
@@ -41,42 +38,7 @@ def write_manifest(config: Any, runtime: Any) -> Path:
         app_dir=APP_DIR,
     )
     atomic_write_json(path, manifest)
-    atomic_write_json(
-        path.parent / "partition.json", partition_statistics(config, runtime)
-    )
     return path
-
-
-def partition_statistics(config: Any, runtime: Any) -> dict[str, list[int]]:
-    """Client sample counts per stage and task unit, as the ClientApps draw them.
-
-    The same sizes :func:`fcit_flower.tasks.data.client_samples` gives each client
-    (Dirichlet(beta) over the unit's pool, seeded by run seed, stage and unit),
-    computed without partitioning any data.
-
-    Returns
-    -------
-    dict
-        ``"stage k: task[+task]"`` -> sample count of each client learning that unit,
-        in client order.
-    """
-    from fcit_flower.tasks.data import load_task, stable_seed
-    from fcit_flower.tasks.partition import dirichlet_sizes
-
-    out: dict[str, list[int]] = {}
-    for stage, assignment in enumerate(runtime.schedule.assignments):
-        for unit in dict.fromkeys(assignment):
-            peers = [c for c, u in enumerate(assignment) if u == unit]
-            pool = sum(len(load_task(str(runtime.root), t, "train")) for t in unit)
-            sizes = dirichlet_sizes(
-                pool,
-                len(peers),
-                config.beta,
-                seed=stable_seed(config.seed, stage, *unit),
-                min_size=config.min_client_size,
-            )
-            out[f"stage {stage + 1}: {'+'.join(unit)}"] = [int(n) for n in sizes]
-    return out
 
 
 def write_report_logged(run_dir: Path) -> Path | None:

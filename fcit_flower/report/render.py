@@ -6,7 +6,7 @@ as base64 PNGs (one file that opens anywhere). The inputs are the run directory'
 files only, so a report can be (re)built for any finished or partial run:
 
 - run: ``metrics.json`` (required), ``manifest.json``, ``routing.json`` (DISCO),
-  ``partition.json`` (if present);
+  ``partitions.json`` (if present);
 - comparison: ``compare.csv`` and the run directories beside it.
 """
 
@@ -271,7 +271,7 @@ def write_run_report(run_dir: Path) -> Path:
         raise ReportError(f"{run_dir}: no metrics.json (not a run directory)")
     routing = _read_json(run_dir / "routing.json")
     manifest = _read_json(run_dir / "manifest.json")
-    partition = _read_json(run_dir / "partition.json")
+    partition = _read_json(run_dir / "partitions.json")
     images = _run_plots(run_dir, metrics, routing)
 
     report = Report(run_dir)
@@ -331,25 +331,25 @@ def _routing_section(report: Report, routing: dict) -> None:
 
 def _partition_section(report: Report, partition: Any) -> None:
     report.heading("Partition statistics")
-    if isinstance(partition, dict) and all(
-        isinstance(v, list) for v in partition.values()
-    ):
-        rows = []
-        for key, sizes in partition.items():
-            numbers = [float(s) for s in sizes]
-            if numbers:
-                rows.append(
-                    [
-                        key,
-                        len(numbers),
-                        min(numbers),
-                        max(numbers),
-                        f"{sum(numbers) / len(numbers):.1f}",
-                    ]
-                )
-        report.table(["partition", "clients", "min", "max", "mean"], rows)
-    else:
+    stages = partition.get("stages") if isinstance(partition, dict) else None
+    if not isinstance(stages, list):
         report.code(json.dumps(partition, indent=1))
+        return
+    rows = []
+    for stage in stages:
+        sizes = [float(c.get("samples", 0)) for c in stage.get("clients", [])]
+        if sizes:
+            rows.append(
+                [
+                    stage.get("stage", "?"),
+                    len(sizes),
+                    int(min(sizes)),
+                    int(max(sizes)),
+                    f"{sum(sizes) / len(sizes):.1f}",
+                    stage.get("size_gini", ""),
+                ]
+            )
+    report.table(["stage", "clients", "min", "max", "mean", "size Gini"], rows)
 
 
 def _times_section(report: Report, metrics: dict) -> None:

@@ -8,7 +8,9 @@ procedurally drawn, small enough for a CPU. Real FCIT data use the same names vi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class TaskInfo:
         Scorer name in :mod:`fcit_flower.tasks.metrics`.
     description : str
         What the mini task asks.
+    extra_metrics : tuple of str
+        Further scores reported per stage (captioning: BLEU-4, METEOR, ROUGE-L,
+        CIDEr-D); the accuracy matrix holds ``metric``.
     """
 
     name: str
@@ -34,6 +39,7 @@ class TaskInfo:
     group: str
     metric: str
     description: str
+    extra_metrics: tuple[str, ...] = ()
 
 
 TASKS: dict[str, TaskInfo] = {
@@ -43,15 +49,15 @@ TASKS: dict[str, TaskInfo] = {
             "aokvqa",
             "AOKVQA",
             "general",
-            "exact",
+            "choice",
             "easy-vqa yes/no questions on real easy-vqa images",
         ),
-        TaskInfo("iconqa", "IconQA", "general", "exact", "count 1-9 drawn dots"),
+        TaskInfo("iconqa", "IconQA", "general", "choice", "count 1-9 drawn dots"),
         TaskInfo(
             "grounding",
             "Grounding",
             "general",
-            "exact",
+            "iou",
             "which quadrant holds the shape",
         ),
         TaskInfo(
@@ -65,7 +71,7 @@ TASKS: dict[str, TaskInfo] = {
             "arxivqa",
             "ArxivQA",
             "chart",
-            "exact",
+            "choice",
             "colour of the tallest of three bars",
         ),
         TaskInfo(
@@ -105,6 +111,7 @@ TASKS: dict[str, TaskInfo] = {
             "other",
             "rouge-l",
             "caption one or two coloured shapes",
+            ("bleu-4", "meteor", "rouge-l", "cider"),
         ),
         TaskInfo(
             "ocr-vqa", "OCR-VQA", "other", "exact", "read a rendered three-letter word"
@@ -133,8 +140,70 @@ CAPABILITY_GROUPS: dict[str, list[str]] = {
 }
 
 
-def get_task(name: str) -> TaskInfo:
-    """The task called ``name``; ``ValueError`` naming the allowed names otherwise."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
-    return TASKS[name]
+# The per-dataset metric table: FCIT dataset name -> (capability group, metric).
+# ``choice`` parses option letters and falls back to exact match when the reference
+# is not a letter; ``iou`` parses boxes and falls back to exact match when the
+# reference has none (mini-FCIT's quadrant words).
+METRIC_TABLE: dict[str, tuple[str, str]] = {
+    t.fcit_name: (t.group, t.metric) for t in TASKS.values()
+}
+_BY_FCIT_NAME = {t.fcit_name.lower(): t.name for t in TASKS.values()}
+TASK_FILE = "task.json"
+
+
+def canonical_name(name: str) -> str:
+    """Catalog name of ``name`` (``ImageNet-R`` -> ``imagenet-r``), else ``name``."""
+    if name in TASKS:
+        return name
+    return _BY_FCIT_NAME.get(name.lower(), name)
+
+
+def get_task(name: str, root: Path | None = None) -> TaskInfo:
+    """The task called ``name`` (catalog or FCIT name).
+
+    A dataset outside the catalog is allowed when ``<root>/<name>/task.json``
+    declares it: ``{"metric": "exact", "group": "other"}`` (group optional).
+
+    Raises
+    ------
+    ValueError
+        Unknown task without a declaration, or a bad declaration.
+    """
+    canonical = canonical_name(name)
+    if canonical in TASKS:
+        return TASKS[canonical]
+    declared = root / name / TASK_FILE if root is not None else None
+    if declared is None or not declared.is_file():
+        raise ValueError(
+            f"unknown task {name!r}; known tasks: {sorted(TASKS)} (or declare its "
+            f"metric in <data-root>/{name}/{TASK_FILE})"
+        )
+    return _declared_task(name, declared)
+
+
+def _declared_task(name: str, path: Path) -> TaskInfo:
+    from fcit_flower.tasks.metrics import METRICS
+
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not readable JSON ({error})") from None
+    if not isinstance(values, dict) or "metric" not in values:
+        raise ValueError(f"{path}: needs an object with a 'metric' field")
+    metric = values["metric"]
+    if metric not in METRICS:
+        raise ValueError(
+            f"{path}: metric={metric!r} is not allowed; choose one of {list(METRICS)}"
+        )
+    extra = values.get("extra-metrics", [])
+    for other in extra:
+        if other not in METRICS:
+            raise ValueError(f"{path}: extra-metrics entry {other!r} is not a metric")
+    return TaskInfo(
+        name,
+        name,
+        str(values.get("group", "other")),
+        metric,
+        str(values.get("description", "user dataset")),
+        tuple(extra),
+    )

@@ -6,8 +6,10 @@ Nothing here knows about Flower or models; the ClientApp asks for its own partit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from datasets import Dataset
@@ -15,11 +17,17 @@ from flwr_datasets.partitioner import SizePartitioner
 
 from fcit_flower.config import RunConfig
 from fcit_flower.models.tiny import default_cache_dir
-from fcit_flower.tasks.catalog import CAPABILITY_GROUPS, TASK_ORDER
-from fcit_flower.tasks.fcit_data import Sample, load_split
+from fcit_flower.tasks.catalog import CAPABILITY_GROUPS, TASK_ORDER, get_task
+from fcit_flower.tasks.fcit_data import DataError, Sample, load_split, locate
 from fcit_flower.tasks.mini_fcit import build_mini_fcit
-from fcit_flower.tasks.partition import dirichlet_sizes
+from fcit_flower.tasks.partition import (
+    answer_summary,
+    dirichlet_sizes,
+    label_skew_indices,
+    size_gini,
+)
 from fcit_flower.tasks.schedule import Schedule, build_schedule
+from fcit_flower.tasks.schedule_file import load_schedule_file
 
 MINI_FCIT_IMAGE_SIZE = 32
 
@@ -48,7 +56,46 @@ def stage_units(setting: str) -> list[list[str]]:
 
 
 def make_schedule(config: RunConfig) -> Schedule:
-    """The run's schedule from its scenario, setting and seed (first num-stages)."""
+    """The run's schedule (first num-stages).
+
+    From ``schedule-file`` when set (scenario and setting are then ignored),
+    otherwise from the scenario, setting and seed. Method ``mtl``: as many stages
+    as the continual schedule, each with every task for every client (see
+    :func:`mtl_schedule`).
+    """
+    schedule = _continual_schedule(config)
+    return mtl_schedule(schedule) if config.method == "mtl" else schedule
+
+
+def mtl_schedule(schedule: Schedule) -> Schedule:
+    """The multi-task reference of ``schedule``: every stage learns every task.
+
+    Same number of stages and clients and the same task columns; the pooled data
+    of all tasks is split over the clients once and each stage trains on the next
+    ``1 / num_stages`` of every client's share (:func:`client_samples`), so the run
+    takes the same rounds, samples and optimizer steps as a Hom continual run.
+    """
+    clients = len(schedule.assignments[0])
+    stage = tuple(schedule.tasks for _ in range(clients))
+    return Schedule(
+        assignments=tuple(stage for _ in range(schedule.num_stages)),
+        tasks=schedule.tasks,
+    )
+
+
+def _continual_schedule(config: RunConfig) -> Schedule:
+    if config.schedule_file:
+        root = Path(config.data_root).expanduser() if config.data_root else None
+        schedule = load_schedule_file(
+            Path(config.schedule_file).expanduser(),
+            config.num_clients,
+            lambda name: get_task(name, root).name,
+        )
+        if config.num_stages:
+            table = schedule.assignments[: config.num_stages]
+            tasks = [t for t in schedule.tasks if any(t in u for s in table for u in s)]
+            schedule = Schedule(assignments=table, tasks=tuple(tasks))
+        return schedule
     units = stage_units(config.setting)
     if config.num_stages:
         units = units[: config.num_stages]
@@ -61,17 +108,50 @@ def make_schedule(config: RunConfig) -> Schedule:
 
 
 @lru_cache(maxsize=64)
-def load_task(root: str, task: str, split: str) -> tuple[Sample, ...]:
+def load_task(
+    root: str,
+    task: str,
+    split: str,
+    image_root: str = "",
+    max_bad_fraction: float = 0.05,
+) -> tuple[Sample, ...]:
     """One task split, read once per process."""
-    return tuple(load_split(Path(root), task, split))  # type: ignore[arg-type]
+    return tuple(
+        load_split(
+            Path(root),
+            task,
+            split,  # type: ignore[arg-type]
+            image_root=Path(image_root).expanduser() if image_root else None,
+            max_bad_fraction=max_bad_fraction,
+        )
+    )
 
 
-def vocabulary_texts(root: Path, tasks: tuple[str, ...]) -> list[str]:
+def config_load_task(
+    config: RunConfig, root: Path, task: str, split: str
+) -> tuple[Sample, ...]:
+    """:func:`load_task` with the config's image root and bad-record threshold."""
+    return load_task(str(root), task, split, config.image_root, config.max_bad_fraction)
+
+
+def missing_tasks(root: Path, tasks: Sequence[str]) -> list[str]:
+    """The tasks of ``tasks`` without a train or test file under ``root``."""
+    missing = []
+    for task in tasks:
+        try:
+            locate(root, task, "train")
+            locate(root, task, "test")
+        except DataError:
+            missing.append(task)
+    return missing
+
+
+def vocabulary_texts(config: RunConfig, root: Path, tasks: Sequence[str]) -> list[str]:
     """Every instruction and answer of ``tasks`` (the tiny tokenizer's corpus)."""
     texts: set[str] = set()
     for task in tasks:
         for split in ("train", "test"):
-            for sample in load_task(str(root), task, split):
+            for sample in config_load_task(config, root, task, split):
                 texts.add(sample.question)
                 texts.add(sample.answer)
     return sorted(texts)
@@ -84,25 +164,71 @@ def client_samples(
 
     The stage's data of a task unit (pooled and shuffled for capability groups) is
     split over the clients that learn that unit, with Dirichlet(beta) sizes
-    (flwr-datasets' ``SizePartitioner``). Seeded by run seed and stage.
+    (flwr-datasets' ``SizePartitioner``), or with Dirichlet(beta) over answers
+    (``partition = "label"``). Seeded by run seed and stage. Method ``mtl``: the
+    pooled data of all tasks is split once and stage ``s`` gets chunk ``s``.
     """
     unit = schedule.client_tasks(stage, client)
     peers = [c for c, u in enumerate(schedule.assignments[stage]) if u == unit]
-    pool = [s for task in unit for s in load_task(str(root), task, "train")]
-    seed = stable_seed(config.seed, stage, *unit)
+    pool = [s for task in unit for s in config_load_task(config, root, task, "train")]
+    if config.method == "mtl":  # issue 5: one split of the pooled data, in chunks
+        stages = schedule.num_stages
+        share = _split(
+            config,
+            pool,
+            peers.index(client),
+            len(peers),
+            seed=stable_seed(config.seed, *unit),
+            min_size=config.min_client_size * stages,
+        )
+        chunk = np.array_split(np.arange(len(share)), stages)[stage]
+        return [share[i] for i in chunk]
+    return _split(
+        config,
+        pool,
+        peers.index(client),
+        len(peers),
+        seed=stable_seed(config.seed, stage, *unit),
+        min_size=config.min_client_size,
+    )
+
+
+def _split(
+    config: RunConfig,
+    pool: list[Sample],
+    position: int,
+    num_peers: int,
+    *,
+    seed: int,
+    min_size: int,
+) -> list[Sample]:
+    """Share ``position`` of ``num_peers`` of the shuffled ``pool``."""
     order = np.random.default_rng(seed).permutation(len(pool))
+    if config.partition == "label":  # issue 5: Dirichlet over answers
+        parts = label_skew_indices(
+            [pool[i].answer for i in order],
+            num_peers,
+            config.beta,
+            seed=seed,
+            min_size=min_size,
+        )
+        return [pool[order[i]] for i in parts[position]]
     sizes = dirichlet_sizes(
-        len(pool), len(peers), config.beta, seed=seed, min_size=config.min_client_size
+        len(pool), num_peers, config.beta, seed=seed, min_size=min_size
     )
     partitioner = SizePartitioner(partition_sizes=sizes)
     partitioner.dataset = Dataset.from_dict({"index": order.tolist()})
-    indices = partitioner.load_partition(peers.index(client))["index"]
+    indices = partitioner.load_partition(position)["index"]
     return [pool[i] for i in indices]
 
 
-def test_samples(root: Path, task: str) -> list[Sample]:
+def test_samples(
+    root: Path, task: str, config: RunConfig | None = None
+) -> list[Sample]:
     """The fixed test set of ``task``."""
-    return list(load_task(str(root), task, "test"))
+    if config is None:
+        return list(load_task(str(root), task, "test"))
+    return list(config_load_task(config, root, task, "test"))
 
 
 def stable_seed(*parts: object) -> int:
@@ -120,3 +246,35 @@ def hash_text(text: str) -> int:
     for char in text.encode():
         value = (value * 131 + char) % (2**31 - 1)
     return value
+
+
+def partition_statistics(
+    config: RunConfig, schedule: Schedule, root: Path
+) -> dict[str, Any]:
+    """Per stage and client: sample count and answer histogram summary (issue 5).
+
+    Written to ``partitions.json`` at the start of a run; the same seeds give the
+    same partitions as the clients draw.
+    """
+    stages = []
+    for stage in range(schedule.num_stages):
+        clients = []
+        for client in range(config.num_clients):
+            samples = client_samples(config, schedule, root, stage, client)
+            clients.append(
+                {
+                    "client": client,
+                    "tasks": list(schedule.client_tasks(stage, client)),
+                    **answer_summary([s.answer for s in samples]),
+                }
+            )
+        sizes = [c["samples"] for c in clients]
+        stages.append(
+            {"stage": stage + 1, "size_gini": size_gini(sizes), "clients": clients}
+        )
+    return {
+        "partition": config.partition,
+        "beta": config.beta,
+        "seed": config.seed,
+        "stages": stages,
+    }

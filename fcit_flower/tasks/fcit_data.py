@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from fcit_flower.tasks.catalog import TASKS
+
 log = logging.getLogger(__name__)
 
 # canonical task -> (released folder, train file, test file)
@@ -64,10 +66,18 @@ class Sample:
 
 
 def locate(root: Path, task: str, split: Literal["train", "test"]) -> tuple[Path, Path]:
-    """(JSON file, image root) of ``task``'s ``split`` in either layout."""
+    """(JSON file, image root) of ``task``'s ``split`` in either layout.
+
+    Simple-layout folders may carry the catalog name (``imagenet-r``) or the FCIT
+    name (``ImageNet-R``).
+    """
     simple = root / task / f"{split}.json"
     if simple.exists():
         return simple, root
+    if task in TASKS:
+        named = root / TASKS[task].fcit_name / f"{split}.json"
+        if named.exists():
+            return named, root
     if task in RELEASED:
         folder, train_file, test_file = RELEASED[task]
         released = (
@@ -82,6 +92,13 @@ def locate(root: Path, task: str, split: Literal["train", "test"]) -> tuple[Path
     if task in RELEASED:
         expected.append(str(released))
     raise DataError(f"{task}: no {split} file; looked for {' and '.join(expected)}")
+
+
+class _BadLine:
+    """A JSON-lines record that did not parse (counted as a bad record)."""
+
+    def __init__(self, message: str):
+        self.message = message
 
 
 def _read_records(path: Path) -> list[Any]:
@@ -101,13 +118,13 @@ def _read_records(path: Path) -> list[Any]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise DataError(
-                    f"{path}: malformed JSON line {number}: {error.msg}"
-                ) from None
+                records.append(_BadLine(f"malformed JSON line {number}: {error.msg}"))
     return records
 
 
 def _parse(record: Any, split: str, image_root: Path) -> tuple[str, Path, str, str]:
+    if isinstance(record, _BadLine):
+        raise ValueError(record.message)
     if not isinstance(record, dict):
         raise ValueError("record is not an object")
     if "image" not in record:
@@ -143,9 +160,12 @@ def load_split(
     split: Literal["train", "test"],
     *,
     image_root: Path | None = None,
-    max_bad_fraction: float = 0.01,
+    max_bad_fraction: float = 0.05,
 ) -> list[Sample]:
     """Read one task split.
+
+    Bad records (missing image or answer, malformed JSON line) are skipped and
+    counted; more than ``max_bad_fraction`` of them stops with the first one named.
 
     Raises
     ------
@@ -169,7 +189,10 @@ def load_split(
     total = len(samples) + len(bad)
     if bad:
         if total == 0 or len(bad) > max_bad_fraction * total:
-            raise DataError(f"{bad[0]} ({len(bad)} of {total} records bad)")
+            raise DataError(
+                f"{bad[0]} ({len(bad)} of {total} records bad, more than "
+                f"max-bad-fraction={max_bad_fraction:g})"
+            )
         log.warning("%s: skipped %d bad records, first: %s", path, len(bad), bad[0])
     if not samples:
         raise DataError(f"{path}: no usable records")

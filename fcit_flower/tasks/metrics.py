@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from fcit_flower.tasks import caption_metrics
+
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -60,21 +62,111 @@ def rouge_l(prediction: str, answer: str, beta: float = 1.2) -> float:
     return (1 + beta**2) * precision * recall / (recall + beta**2 * precision)
 
 
+_NUMBER = r"-?\d+(?:\.\d+)?"
+_BOX = re.compile(
+    rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]"
+)
+Box = tuple[float, float, float, float]
+
+
+def parse_box(text: str) -> Box | None:
+    """The first ``[x1, y1, x2, y2]`` in ``text`` (floats in 0-1 or pixel ints)."""
+    found = _BOX.search(text)
+    if found is None:
+        return None
+    x1, y1, x2, y2 = (float(v) for v in found.groups())
+    return x1, y1, x2, y2
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes (0 if degenerate)."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(width, 0.0) * max(height, 0.0)
+    area_a = max(a[2] - a[0], 0.0) * max(a[3] - a[1], 0.0)
+    area_b = max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _normalized(box: Box) -> bool:
+    return all(0.0 <= v <= 1.0 for v in box)
+
+
+def grounding_match(prediction: str, answer: str, threshold: float = 0.5) -> float:
+    """1.0 when the predicted box overlaps the reference box with IoU > ``threshold``.
+
+    Boxes are parsed from the text. A prediction in other units than the reference
+    (0-1 floats against pixels) scores 0: the image size is not known here. A
+    reference without a box (mini-FCIT's quadrant words) falls back to exact match.
+    """
+    reference = parse_box(answer)
+    if reference is None:
+        return exact_match(prediction, answer)
+    predicted = parse_box(prediction)
+    if predicted is None or _normalized(predicted) != _normalized(reference):
+        return 0.0
+    return float(box_iou(predicted, reference) > threshold)
+
+
+_LETTER_ANSWER = re.compile(r"^\(?([A-Ha-h])\)?[.:]?$")
+_LEADING_LETTER = re.compile(r"^\(?([A-H])(?:[).:]|\s|$)")
+_ANSWER_IS = re.compile(r"answer is:?\s*\(?([A-Ha-h])\b")
+
+
+def parse_choice(text: str) -> str | None:
+    """The option letter a prediction gives, upper-case, or None.
+
+    Accepts ``B``, ``(B)``, ``B.``, ``B) text``, ``B: text`` at the start, and
+    ``... answer is B``; a lower-case letter only as the whole text.
+    """
+    stripped = text.strip()
+    for pattern in (_LETTER_ANSWER, _LEADING_LETTER, _ANSWER_IS):
+        found = pattern.search(stripped)
+        if found:
+            return found.group(1).upper()
+    return None
+
+
+def choice_match(prediction: str, answer: str) -> float:
+    """Multiple choice: 1.0 when the option letters agree.
+
+    Used where answers are option letters; a reference that is not a single letter
+    falls back to exact match.
+    """
+    if not _LETTER_ANSWER.match(answer.strip()):
+        return exact_match(prediction, answer)
+    return float(parse_choice(prediction) == parse_choice(answer))
+
+
 SCORERS: dict[str, Callable[[str, str], float]] = {
     "exact": exact_match,
     "substring": substring_match,
     "rouge-l": rouge_l,
+    "iou": grounding_match,
+    "choice": choice_match,
 }
+
+# Corpus-level captioning scores, in percent (CIDEr-D x 100).
+CORPUS_SCORERS: dict[str, Callable[[Sequence[str], Sequence[str]], float]] = {
+    "bleu-4": lambda p, a: 100.0 * caption_metrics.bleu4(p, a),
+    "meteor": lambda p, a: 100.0 * caption_metrics.meteor(p, a),
+    "cider": lambda p, a: 100.0 * caption_metrics.cider_d(p, a),
+}
+
+METRICS = (*SCORERS, *CORPUS_SCORERS)
 
 
 def score(metric: str, predictions: Sequence[str], answers: Sequence[str]) -> float:
     """Mean score in percent of ``predictions`` against ``answers``."""
-    if metric not in SCORERS:
-        raise ValueError(f"unknown metric {metric!r}; allowed: {sorted(SCORERS)}")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; allowed: {sorted(METRICS)}")
     if len(predictions) != len(answers):
         raise ValueError("predictions and answers differ in length")
     if not answers:
         return 0.0
+    if metric in CORPUS_SCORERS:
+        return CORPUS_SCORERS[metric](predictions, answers)
     scorer = SCORERS[metric]
     return 100.0 * float(
         np.mean([scorer(p, a) for p, a in zip(predictions, answers, strict=True)])
