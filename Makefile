@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` (DISCO vs Finetune on mini-FCIT,
+# Two commands on a fresh machine: `make demo` (DISCO vs Finetune, with zero-shot
+# and MTL as references, on mini-FCIT;
 # prints the Last/Avg table) and `make test`. Both create .venv on first use.
 PYTHON ?= python3
 VENV := .venv
@@ -20,7 +21,7 @@ $(BIN)/fcit-flower: pyproject.toml
 	touch $@
 
 demo: $(BIN)/fcit-flower
-	$(BIN)/fcit-flower compare --methods finetune,disco --quiet
+	$(BIN)/fcit-flower compare --methods zeroshot,finetune,disco,mtl --quiet
 
 test: $(BIN)/fcit-flower
 	$(BIN)/python -m pytest -q

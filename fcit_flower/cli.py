@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp_.add_argument(
         "--methods",
-        default="finetune,disco",
+        default="zeroshot,finetune,disco,mtl",
         help=f"comma-separated, from {list(METHODS)}",
     )
     cmp_.add_argument("--seeds", default="0", help="comma-separated seeds")
