@@ -17,9 +17,7 @@ seeded from (seed, stage, round, client), so the checkpoint's counters restore t
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fcit_flower.results import atomic_write
 
 META_KEY = "__meta__"
 _NAME = re.compile(r"^ckpt-(\d{5})-s(\d+)-r(\d+)(-end)?\.npz$")
@@ -114,17 +114,7 @@ class CheckpointStore:
         payload[META_KEY] = np.frombuffer(
             json.dumps(dict(meta)).encode("utf-8"), dtype=np.uint8
         )
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **payload)  # type: ignore[arg-type]
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda handle: np.savez(handle, **payload))  # type: ignore[arg-type]
         self.prune()
         return path
 

@@ -25,7 +25,7 @@ def test_round_trip_keeps_arrays_dtypes_and_metadata(tmp_path):
     assert loaded.meta == {"value": 1.5}
     assert loaded.arrays["w"].dtype == np.float32
     np.testing.assert_array_equal(loaded.arrays["w"], np.full((3, 2), 1.5))
-    assert not list(tmp_path.glob(".tmp-*")), "temporary file left behind"
+    assert not list(tmp_path.glob(".*")), "temporary file left behind"
 
 
 def test_keeps_last_k_round_checkpoints_and_every_stage_end(tmp_path):

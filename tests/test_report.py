@@ -4,10 +4,10 @@ import base64
 import csv
 import hashlib
 import json
-from pathlib import Path
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
