@@ -162,7 +162,7 @@ class Progress:
     stages_done: int = 0  # stages trained (and evaluated, except MTL's inner ones)
     rows: list[list[float]] = field(default_factory=list)  # accuracy after each stage
     stage_seconds: list[float] = field(default_factory=list)
-    elapsed: float = 0.0  # wall seconds spent before this process started
+    elapsed: float = 0.0  # wall seconds accounted so far, across resumes
     resumed_from: list[str] = field(default_factory=list)
 
 
