@@ -141,7 +141,8 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
     return previous[-1]
 
 
-def _rouge_one(hyp: Sequence[str], ref: Sequence[str], beta: float = 1.2) -> float:
+def rouge_l_tokens(hyp: Sequence[str], ref: Sequence[str], beta: float = 1.2) -> float:
+    """ROUGE-L F-measure of two token lists (Lin, 2004; beta = 1.2 as in COCO)."""
     if not hyp or not ref:
         return 0.0
     lcs = _lcs(hyp, ref)
@@ -160,7 +161,7 @@ def rouge_l_corpus(
     if not refs:
         return 0.0
     return sum(
-        max(_rouge_one(tokenize(p), r) for r in group)
+        max(rouge_l_tokens(tokenize(p), r) for r in group)
         for p, group in zip(predictions, refs, strict=True)
     ) / len(refs)
 

@@ -37,29 +37,11 @@ def substring_match(prediction: str, answer: str) -> float:
     return float(bool(target) and target in normalize_answer(prediction))
 
 
-def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    previous = [0] * (len(b) + 1)
-    for token in a:
-        current = [0]
-        for j, other in enumerate(b):
-            current.append(
-                previous[j] + 1 if token == other else max(previous[j + 1], current[j])
-            )
-        previous = current
-    return previous[-1]
-
-
 def rouge_l(prediction: str, answer: str, beta: float = 1.2) -> float:
     """ROUGE-L F-measure on lower-cased words (Lin, 2004; beta = 1.2 as in COCO)."""
-    pred = prediction.lower().split()
-    ref = answer.lower().split()
-    if not pred or not ref:
-        return 0.0
-    lcs = _lcs_length(pred, ref)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
-    return (1 + beta**2) * precision * recall / (recall + beta**2 * precision)
+    return caption_metrics.rouge_l_tokens(
+        prediction.lower().split(), answer.lower().split(), beta
+    )
 
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
