@@ -23,6 +23,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from fcit_flower.models.subspace_lora import replace_linears
+
 
 class MoeLoraLinear(nn.Module):
     """A ``nn.Linear`` with E routed LoRA experts.
@@ -106,30 +108,19 @@ def inject_moe_lora(
     scope: str = "language_model",
 ) -> dict[str, MoeLoraLinear]:
     """Wrap every ``nn.Linear`` named ``*.{suffix}`` inside ``scope`` in place."""
-    targets = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear)
-        and scope in name
-        and name.rsplit(".", 1)[-1] in target_suffixes
-    ]
-    if not targets:
-        raise ValueError(f"no nn.Linear named {target_suffixes} inside {scope!r}")
-    layers = {}
-    for name in targets:
-        parent_name, child = name.rsplit(".", 1)
-        parent = model.get_submodule(parent_name)
-        layer = MoeLoraLinear(
-            getattr(parent, child),
+    return replace_linears(
+        model,
+        target_suffixes,
+        scope,
+        lambda base: MoeLoraLinear(
+            base,
             num_experts=num_experts,
             rank=rank,
             top_k=top_k,
             scaling=scaling,
             dropout=dropout,
-        )
-        setattr(parent, child, layer)
-        layers[name] = layer
-    return layers
+        ),
+    )
 
 
 def moe_layers(model: nn.Module) -> Iterator[tuple[str, MoeLoraLinear]]:

@@ -16,10 +16,13 @@ trains); with SSA weights it is DISCO inference (Guo et al., ICCV 2025, Sec. 4.3
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import torch
 from torch import nn
+
+WrappedT = TypeVar("WrappedT", bound=nn.Module)
 
 
 class SubspaceLoraLinear(nn.Module):
@@ -118,6 +121,33 @@ def inject_subspace_lora(
     dict
         Module name -> the new :class:`SubspaceLoraLinear`.
     """
+    return replace_linears(
+        model,
+        target_suffixes,
+        scope,
+        lambda base: SubspaceLoraLinear(
+            base,
+            num_subspaces=num_subspaces,
+            rank=rank,
+            scaling=scaling,
+            dropout=dropout,
+        ),
+    )
+
+
+def replace_linears(
+    model: nn.Module,
+    target_suffixes: Sequence[str],
+    scope: str,
+    wrap: Callable[[nn.Linear], WrappedT],
+) -> dict[str, WrappedT]:
+    """Replace every ``nn.Linear`` named ``*.{suffix}`` inside ``scope`` by ``wrap``.
+
+    Returns
+    -------
+    dict
+        Module name -> the wrapper put in its place.
+    """
     targets = [
         name
         for name, module in model.named_modules()
@@ -131,13 +161,7 @@ def inject_subspace_lora(
     for name in targets:
         parent_name, child = name.rsplit(".", 1)
         parent = model.get_submodule(parent_name)
-        layer = SubspaceLoraLinear(
-            getattr(parent, child),
-            num_subspaces=num_subspaces,
-            rank=rank,
-            scaling=scaling,
-            dropout=dropout,
-        )
+        layer = wrap(getattr(parent, child))
         setattr(parent, child, layer)
         layers[name] = layer
     return layers
