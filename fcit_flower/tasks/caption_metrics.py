@@ -32,7 +32,7 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 MAX_N = 4
@@ -119,12 +119,21 @@ def meteor(
     predictions: Sequence[str], references: Sequence[str | Sequence[str]]
 ) -> float:
     """Simplified METEOR in [0, 1], mean over images (see the module docstring)."""
+    return _best_reference_mean(predictions, references, _meteor_one)
+
+
+def _best_reference_mean(
+    predictions: Sequence[str],
+    references: Sequence[str | Sequence[str]],
+    score: Callable[[Sequence[str], Sequence[str]], float],
+) -> float:
+    """Mean over images of the best ``score(prediction, reference)`` (tokens)."""
     _check(predictions, references)
     refs = _as_refs(references)
     if not refs:
         return 0.0
     return sum(
-        max(_meteor_one(tokenize(p), r) for r in group)
+        max(score(tokenize(p), r) for r in group)
         for p, group in zip(predictions, refs, strict=True)
     ) / len(refs)
 
@@ -156,14 +165,7 @@ def rouge_l_corpus(
     predictions: Sequence[str], references: Sequence[str | Sequence[str]]
 ) -> float:
     """ROUGE-L F (beta 1.2) in [0, 1], best reference, mean over images."""
-    _check(predictions, references)
-    refs = _as_refs(references)
-    if not refs:
-        return 0.0
-    return sum(
-        max(rouge_l_tokens(tokenize(p), r) for r in group)
-        for p, group in zip(predictions, refs, strict=True)
-    ) / len(refs)
+    return _best_reference_mean(predictions, references, rouge_l_tokens)
 
 
 def _tfidf(
