@@ -41,14 +41,13 @@ from fcit_flower.methods.ewc import (
     penalty_hook,
     split_ewc,
 )
+from fcit_flower.methods.lora_blocks import train_wrapped
 from fcit_flower.models.adapters import (
     adapted_model,
     load_lora_state,
-    load_projector_state,
     lora_state,
     projector_state,
     split_projector,
-    trainable_param_groups,
 )
 from fcit_flower.runtime import prepare_runtime, sample_features
 from fcit_flower.strategies.continual import (
@@ -62,7 +61,6 @@ from fcit_flower.strategies.continual import (
 from fcit_flower.strategies.disco import INFO_KEY, TOKEN_KEY
 from fcit_flower.tasks.data import client_samples, load_task, stable_seed
 from fcit_flower.tasks.fcit_data import Sample
-from fcit_flower.training import train_local
 
 app = ClientApp()
 
@@ -207,27 +205,14 @@ def train(msg: Message, context: Context) -> Message:
     )
     adapter, projector = split_projector(received)
     load_lora_state(model, adapter)
-    # No projector in the message: it is not trained, so use the base's.
-    load_projector_state(model, projector or projector_state(runtime.bundle.model))
-    groups = trainable_param_groups(
+    # No projector in the message: it is not trained, so the base's is used.
+    loss = train_wrapped(
         model,
-        lr=config.lr,
-        projector_lr=config.projector_lr,
-        train_projector=config.train_projector and bool(projector),
-    )
-    loss = train_local(
-        model,
-        runtime.bundle.tokenizer,
+        config,
+        runtime,
         samples,
-        image_size=runtime.bundle.image_size,
-        num_image_tokens=runtime.bundle.num_image_tokens,
-        param_groups=groups,
-        epochs=config.local_epochs,
-        batch_size=config.batch_size,
-        warmup_ratio=config.warmup_ratio,
+        projector,
         seed=seed,
-        image_mean=runtime.bundle.image_mean,  # issue 7: CLIP pixel statistics
-        image_std=runtime.bundle.image_std,
         loss_hook=penalty_hook(model, anchor, fisher, config.ewc_lambda),
     )
     arrays = lora_state(model)
@@ -242,6 +227,8 @@ def train(msg: Message, context: Context) -> Message:
                 image_size=runtime.bundle.image_size,
                 num_image_tokens=runtime.bundle.num_image_tokens,
                 batch_size=config.batch_size,
+                image_mean=runtime.bundle.image_mean,
+                image_std=runtime.bundle.image_std,
             )
         )
     if faulty:

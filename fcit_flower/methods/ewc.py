@@ -29,7 +29,7 @@ from torch import nn
 
 from fcit_flower.models.tiny import PromptTokenizer
 from fcit_flower.tasks.fcit_data import Sample
-from fcit_flower.training import encode_for_training, load_pixels
+from fcit_flower.training import TINY_NORM, encode_for_training, load_pixels
 
 FISHER_PREFIX = "ewc-fisher/"
 ANCHOR_PREFIX = "ewc-anchor/"
@@ -100,6 +100,8 @@ def estimate_fisher(
     image_size: int,
     num_image_tokens: int,
     batch_size: int,
+    image_mean: Sequence[float] = TINY_NORM,
+    image_std: Sequence[float] = TINY_NORM,
 ) -> dict[str, np.ndarray]:
     """Diagonal empirical Fisher of the LoRA parameters, keyed ``ewc-fisher/<key>``.
 
@@ -116,7 +118,7 @@ def estimate_fisher(
             tokenizer,
             [s.question for s in batch],
             [s.answer for s in batch],
-            load_pixels(batch, image_size),
+            load_pixels(batch, image_size, image_mean, image_std),
             num_image_tokens,
         )
         model.zero_grad(set_to_none=True)

@@ -146,9 +146,10 @@ def train_wrapped(
     seed: int,
     loss_hook: Callable[[], torch.Tensor] | None = None,
 ) -> float:
-    """Local training of a model with wrapped (non-PEFT) adapter layers.
+    """Local training of an adapted model (PEFT LoRA or wrapped adapter layers).
 
     Trainable: every parameter named ``lora_*`` and, when trained, the projector.
+    Images are normalised with the base's pixel statistics.
     """
     load_projector_state(model, projector or projector_state(runtime.bundle.model))
     groups = trainable_param_groups(
@@ -168,6 +169,8 @@ def train_wrapped(
         batch_size=config.batch_size,
         warmup_ratio=config.warmup_ratio,
         seed=seed,
+        image_mean=runtime.bundle.image_mean,
+        image_std=runtime.bundle.image_std,
         loss_hook=loss_hook,
     )
 
