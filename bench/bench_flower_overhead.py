@@ -31,7 +31,7 @@ from typing import Any
 from bench.common import record
 from fcit_flower.cli import parse_overrides
 from fcit_flower.config import RunConfig
-from fcit_flower.flower_run import run_simulation_app
+from fcit_flower.launch.simulation import run_simulation_app
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_ROUND = "configure_train: stage 1 round 1"

@@ -94,7 +94,7 @@ def run_one(
     With ``progress`` and a terminal on stderr, a bar (stage k/n, round r/R, ETA)
     follows the run's log; the log itself is printed above it unless ``quiet``.
     """
-    from fcit_flower.flower_run import run_simulation_app
+    from fcit_flower.launch.simulation import run_simulation_app
     from fcit_flower.report.manifest import fill_git_commit
     from fcit_flower.report.progress import ProgressStream, RunProgress
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from fcit_flower.client_app import client_position, site_data_root
-from fcit_flower.deployment import CERTS_SCRIPT, LoopbackDeployment
+from fcit_flower.launch.deployment import CERTS_SCRIPT, LoopbackDeployment
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {

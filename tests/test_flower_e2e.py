@@ -6,7 +6,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fcit_flower.flower_run import run_simulation_app
+from fcit_flower.launch.simulation import run_simulation_app
 
 APP = Path(__file__).resolve().parents[1]
 TINY = {

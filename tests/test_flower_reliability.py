@@ -8,7 +8,7 @@ import pytest
 
 from fcit_flower.checkpoint import CheckpointStore
 from fcit_flower.cli import main as cli_main
-from fcit_flower.flower_run import run_simulation_app
+from fcit_flower.launch.simulation import run_simulation_app
 
 APP = Path(__file__).resolve().parents[1]
 

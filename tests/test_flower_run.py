@@ -10,14 +10,10 @@ import psutil
 import pytest
 from flwr.common.config import parse_config_args
 
-from fcit_flower import flower_run
-from fcit_flower.flower_run import (
-    FlowerRunError,
-    federation_config,
-    format_override_value,
-    format_overrides,
-    stop_process_tree,
-)
+from fcit_flower.launch import simulation
+from fcit_flower.launch.process import FlowerRunError, stop_process_tree
+from fcit_flower.launch.runs import format_override_value, format_overrides
+from fcit_flower.launch.simulation import federation_config
 
 TRICKY = {
     "method": "disco",
@@ -92,9 +88,9 @@ def test_federation_config():
 
 
 def test_superlink_that_cannot_start_raises(monkeypatch, tmp_path):
-    monkeypatch.setattr(flower_run, "_bin", lambda name: "false")
+    monkeypatch.setattr(simulation, "flwr_bin", lambda name: "false")
     with pytest.raises(FlowerRunError, match="could not start"):
-        flower_run.run_simulation_app(tmp_path, {}, num_supernodes=2)
+        simulation.run_simulation_app(tmp_path, {}, num_supernodes=2)
 
 
 def test_stop_process_tree_reaches_detached_grandchildren():

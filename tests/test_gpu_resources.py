@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from fcit_flower import flower_run
 from fcit_flower.config import ConfigError
+from fcit_flower.launch import simulation
 from fcit_flower.models.adapters import adapted_model, load_base
 from fcit_flower.models.llava import LoadOptions
 from fcit_flower.models.llava_checkpoint import write_llava_checkpoint
@@ -21,9 +21,9 @@ def test_client_gpus_without_a_gpu_fail_before_starting_flower(
     def must_not_start(*args, **kwargs):
         raise AssertionError("the SuperLink started although the run cannot work")
 
-    monkeypatch.setattr(flower_run, "_start_superlink", must_not_start)
+    monkeypatch.setattr(simulation, "start_simulation_superlink", must_not_start)
     with pytest.raises(ConfigError, match="client-resources-num-gpus=.*no CUDA GPU"):
-        flower_run.run_simulation_app(
+        simulation.run_simulation_app(
             tmp_path, {}, num_supernodes=2, client_num_gpus=gpus
         )
 

@@ -1,6 +1,6 @@
 """A real (non-simulated) Flower deployment on loopback, with TLS and node auth.
 
-What a multi-site deployment does, on one machine (issue 8): ``docker/certs.sh``
+What a multi-site deployment does, on one machine: ``docker/certs.sh``
 writes a CA, the SuperLink's TLS certificate and one OpenSSH ECDSA key pair per
 SuperNode; ``flower-superlink`` starts with TLS and ``--enable-supernode-auth``;
 each node's public key is registered with ``flwr supernode register``; each
@@ -15,37 +15,37 @@ Run it by hand with ``scripts/loopback_deploy.sh``.
 from __future__ import annotations
 
 import shutil
-import ssl
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from fcit_flower.flower_run import (
+from fcit_flower.launch.process import (
     CONNECTION,
-    ConfigValue,
     FlowerRunError,
-    RunOutcome,
-    _bin,
-    _flwr,
-    _flwr_env,
-    _follow_log,
-    _free_port,
-    _tail,
-    await_run,
-    format_overrides,
+    flwr_bin,
+    flwr_env,
+    free_port,
+    healthy,
+    log_tail,
+    start_logged,
     stop_process_tree,
+    wait_healthy,
+    write_connection,
+)
+from fcit_flower.launch.runs import (
+    ConfigValue,
+    RunOutcome,
+    flwr_json,
+    format_overrides,
+    submit_run,
+    watch_run,
 )
 
-CERTS_SCRIPT = Path(__file__).resolve().parent.parent / "docker" / "certs.sh"
+CERTS_SCRIPT = Path(__file__).resolve().parents[2] / "docker" / "certs.sh"
 """The certificate script of the source tree (``docker/certs.sh``)."""
-
-_STARTUP_TIMEOUT_S = 60.0
 
 
 def make_certs(out: Path, num_nodes: int, script: Path = CERTS_SCRIPT) -> Path:
@@ -67,17 +67,6 @@ def make_certs(out: Path, num_nodes: int, script: Path = CERTS_SCRIPT) -> Path:
     if result.returncode != 0:
         raise FlowerRunError(f"{script} failed: {result.stderr.strip()}")
     return out
-
-
-def _healthy_tls(port: int, ca: Path) -> bool:
-    context = ssl.create_default_context(cafile=str(ca))
-    try:
-        with urllib.request.urlopen(
-            f"https://127.0.0.1:{port}/health", timeout=1.0, context=context
-        ) as reply:
-            return bool(reply.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def node_config_arg(values: Mapping[str, ConfigValue]) -> str:
@@ -114,7 +103,7 @@ class LoopbackDeployment:
     @property
     def env(self) -> dict[str, str]:
         """Environment of every Flower command of this deployment."""
-        return _flwr_env(self.home)
+        return flwr_env(self.home)
 
     def __enter__(self) -> LoopbackDeployment:
         return self
@@ -127,16 +116,17 @@ class LoopbackDeployment:
     def start_superlink(self, num_keys: int) -> None:
         """Write certificates and ``num_keys`` node keys; start the SuperLink."""
         make_certs(self.certs, num_keys)
-        self.port = _free_port()
+        self.port = free_port()
         log_path = self.home / "superlink.log"
+        ca = self.certs / "ca.crt"
         command = [
-            _bin("flower-superlink"),
+            flwr_bin("flower-superlink"),
             "--ssl-certfile",
             str(self.certs / "server.pem"),
             "--ssl-keyfile",
             str(self.certs / "server.key"),
             "--ssl-ca-certfile",
-            str(self.certs / "ca.crt"),
+            str(ca),
             "--enable-supernode-auth",
             "--isolation",
             "subprocess",
@@ -148,32 +138,17 @@ class LoopbackDeployment:
             str(self.home / "state.db"),
             "--disable-runtime-dependency-installation",
         ]
-        with open(log_path, "w") as handle:
-            self.superlink = subprocess.Popen(
-                command,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        self.superlink = start_logged(command, self.env, log_path)
+        if not wait_healthy(self.superlink, lambda: healthy(self.port, ca)):
+            raise FlowerRunError(
+                f"flower-superlink did not start:\n{log_tail(log_path)}"
             )
-        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline and self.superlink.poll() is None:
-            if _healthy_tls(self.port, self.certs / "ca.crt"):
-                (self.home / "config.toml").write_text(
-                    f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-                    f"[superlink.{CONNECTION}]\n"
-                    f'address = "127.0.0.1:{self.port}"\n'
-                    f'root-certificates = "{self.certs / "ca.crt"}"\n'
-                )
-                return
-            time.sleep(0.2)
-        raise FlowerRunError(f"flower-superlink did not start:\n{_tail(log_path)}")
+        write_connection(self.home, self.port, ca)
 
     def register(self, key: int) -> None:
         """Authorize node key ``key`` (``flwr supernode register node-K.pub``)."""
         public = self.certs / f"node-{key}.pub"
-        reply = _flwr(["supernode", "register", str(public), CONNECTION], self.env)
+        reply = flwr_json(["supernode", "register", str(public), CONNECTION], self.env)
         if not isinstance(reply, dict) or not reply.get("success"):
             raise FlowerRunError(f"could not register {public}: {reply}")
 
@@ -186,7 +161,7 @@ class LoopbackDeployment:
         """Start a SuperNode authenticating with node key ``key``."""
         log_path = self.home / f"supernode-{key}.log"
         command = [
-            _bin("flower-supernode"),
+            flwr_bin("flower-supernode"),
             "--superlink",
             f"127.0.0.1:{self.port}",
             "--root-certificates",
@@ -200,19 +175,11 @@ class LoopbackDeployment:
             "--host",
             "127.0.0.1",
             "--port",
-            str(_free_port()),
+            str(free_port()),
         ]
         if max_wait_s is not None:
             command += ["--max-wait-time", str(max_wait_s)]
-        with open(log_path, "w") as handle:
-            process = subprocess.Popen(
-                command,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = start_logged(command, self.env, log_path)
         self.supernodes.append(process)
         self.node_logs.append(log_path)
         return process
@@ -225,21 +192,8 @@ class LoopbackDeployment:
         stream_to: TextIO | None = None,
     ) -> RunOutcome:
         """Submit the app with ``flwr run`` and wait for its end."""
-        args = ["run", str(Path(app_dir).resolve()), CONNECTION]
-        if run_config:
-            args += ["--run-config", format_overrides(run_config)]
-        reply = _flwr(args, self.env, timeout=300.0)
-        if not isinstance(reply, dict) or not reply.get("success"):
-            message = reply.get("error-message") if isinstance(reply, dict) else reply
-            raise FlowerRunError(f"flwr run could not submit the run: {message}")
-        lines: list[str] = []
-        follower, reader = _follow_log(int(reply["run-id"]), self.env, lines, stream_to)
-        try:
-            return await_run(
-                int(reply["run-id"]), self.env, follower, reader, lines, timeout_s
-            )
-        finally:
-            stop_process_tree(follower, grace_s=2.0)
+        run_id = submit_run(app_dir, run_config, self.env)
+        return watch_run(run_id, self.env, timeout_s, stream_to)
 
     def stop(self) -> None:
         """Stop the SuperNodes, then the SuperLink (each with its process tree)."""
@@ -285,11 +239,10 @@ def run_loopback(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m fcit_flower.deployment [--nodes N] [KEY=VALUE...]``."""
+    """``python -m fcit_flower.launch.deployment [--nodes N] [KEY=VALUE...]``."""
     import argparse
     import json
     import sys
-
     import tomllib
 
     parser = argparse.ArgumentParser(

@@ -1,0 +1,1 @@
+"""Launching the app: simulation and loopback deployment on one process kit."""
