@@ -12,16 +12,12 @@ with plots). ``fcit-flower report DIR`` (re)builds the reports of finished runs.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO, cast
-
-import numpy as np
 
 from fcit_flower.checkpoint import CheckpointStore, config_differences
 from fcit_flower.config import METHODS, ConfigError, RunConfig
@@ -146,36 +142,6 @@ def run_one(
     return metrics
 
 
-def table(rows: dict[str, dict[str, list[float]]]) -> tuple[str, str]:
-    """Markdown and CSV tables of mean (+- std) Last / Avg / BWT per method."""
-    md = io.StringIO()
-    md.write("| Method | Last | Avg | BWT | seeds |\n|---|---|---|---|---|\n")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [
-            "method",
-            "last_mean",
-            "last_std",
-            "avg_mean",
-            "avg_std",
-            "bwt_mean",
-            "bwt_std",
-            "seeds",
-        ]
-    )
-    for method, values in rows.items():
-        cells, numbers = [], []
-        for key in ("last", "avg", "bwt"):
-            mean, std = float(np.mean(values[key])), float(np.std(values[key]))
-            n = len(values[key])
-            cells.append(f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}")
-            numbers += [f"{mean:.2f}", f"{std:.2f}"]
-        md.write(f"| {method} | {' | '.join(cells)} | {len(values['last'])} |\n")
-        writer.writerow([method, *numbers, len(values["last"])])
-    return md.getvalue(), buffer.getvalue()
-
-
 def finished_metrics(config: RunConfig) -> dict[str, Any] | None:
     """The metrics of a complete earlier run with the same config, else ``None``."""
     path = config.run_dir / "metrics.json"
@@ -279,8 +245,10 @@ def compare(args: argparse.Namespace) -> int:
         )
         for key in ("last", "avg", "bwt"):
             row[key].append(metrics[key])
+    from fcit_flower.report.comparison import compare_table
+
     for combo, rows in grouped.items():
-        markdown, csv_text = table(rows)
+        markdown, csv_text = compare_table(rows)
         out_dir = Path(args.results_dir).expanduser().resolve() / combo
         atomic_write_text(out_dir / "compare.md", markdown)
         atomic_write_text(out_dir / "compare.csv", csv_text)
@@ -298,7 +266,7 @@ def compare(args: argparse.Namespace) -> int:
 
 def _write_compare_report(out_dir: Path) -> None:
     """The comparison's report (and its runs' reports), timed."""
-    from fcit_flower.report.render import write_compare_report
+    from fcit_flower.report.comparison import write_compare_report
 
     started = time.perf_counter()
     path = write_compare_report(out_dir)
@@ -310,7 +278,8 @@ def _write_compare_report(out_dir: Path) -> None:
 
 def report(args: argparse.Namespace) -> int:
     """The ``report`` command: plots and reports of finished runs."""
-    from fcit_flower.report.render import ReportError, write_reports
+    from fcit_flower.report.comparison import write_reports
+    from fcit_flower.report.document import ReportError
 
     started = time.perf_counter()
     try:

@@ -23,12 +23,13 @@ from fcit_flower.report.manifest import (
     git_commit,
     manifest_differences,
 )
-from fcit_flower.report.render import (
-    ReportError,
+from fcit_flower.report.comparison import (
+    compare_table,
     write_compare_report,
     write_reports,
-    write_run_report,
 )
+from fcit_flower.report.document import ReportError
+from fcit_flower.report.run_report import write_run_report
 
 TASKS = ["imagenet-r", "arxivqa", "figureqa"]
 MATRIX = [[80.0, 5.0, 0.0], [40.0, 90.0, 10.0], [30.0, 60.0, 95.0]]
@@ -271,7 +272,8 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
 
 
 def test_partition_section_summarises_partitions_json():
-    from fcit_flower.report.render import Report, _partition_section
+    from fcit_flower.report.document import Report
+    from fcit_flower.report.run_report import _partition_section
 
     report = Report(base=Path("."))
     partition = {
@@ -293,3 +295,14 @@ def test_fill_git_commit_only_when_missing(tmp_path):
     path.write_text(json.dumps({"git_commit": "abc"}))
     fill_git_commit(path, APP_DIR)
     assert json.loads(path.read_text())["git_commit"] == "abc"
+
+
+def test_compare_table_means_and_stds():
+    rows = {
+        "disco": {"last": [50.0, 52.0], "avg": [60.0, 60.0], "bwt": [0.0, -1.0]},
+        "zeroshot": {"last": [4.37], "avg": [1.9], "bwt": [0.0]},
+    }
+    markdown, csv_text = compare_table(rows)
+    assert "| disco | 51.00 ± 1.00 | 60.00 ± 0.00 | -0.50 ± 0.50 | 2 |" in markdown
+    assert "| zeroshot | 4.37 | 1.90 | 0.00 | 1 |" in markdown
+    assert csv_text.splitlines()[1] == "disco,51.00,1.00,60.00,0.00,-0.50,0.50,2"

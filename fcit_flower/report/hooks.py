@@ -48,7 +48,7 @@ def write_report_logged(run_dir: Path) -> Path | None:
     must not turn a finished run into a failed one. ``fcit-flower report`` rebuilds
     the report later.
     """
-    from fcit_flower.report.render import write_run_report
+    from fcit_flower.report.run_report import write_run_report
 
     started = time.perf_counter()
     try:
