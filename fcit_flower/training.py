@@ -1,7 +1,6 @@
 """Local training loop and generation-based evaluation of LLaVA-style models.
 
-Prompt format (tiny model): ``[BOS] user: <image> x N <instruction> assistant:``
-followed, in training, by ``<answer> [EOS]``; the loss covers the answer only.
+Prompts are encoded by :mod:`fcit_flower.prompting`.
 """
 
 from __future__ import annotations
@@ -18,10 +17,14 @@ from PIL import Image
 from transformers import get_cosine_schedule_with_warmup
 
 from fcit_flower.models.llava import restore_4bit_training_layout
-from fcit_flower.models.tiny import PromptTokenizer, image_to_tensor
+from fcit_flower.models.tiny import image_to_tensor
+from fcit_flower.prompting import (
+    PromptTokenizer,
+    encode_for_generation,
+    encode_for_training,
+)
 from fcit_flower.tasks.fcit_data import Sample
 
-IGNORE_INDEX = -100
 TINY_NORM = (0.5, 0.5, 0.5)
 
 
@@ -62,69 +65,6 @@ def _to_device(
     """Move a batch to the device of ``model``'s first parameter (CPU or its GPU)."""
     device = next(model.parameters()).device
     return {k: v.to(device) for k, v in inputs.items()}
-
-
-def _prompt_ids(
-    tokenizer: PromptTokenizer, question: str, num_image_tokens: int
-) -> list[int]:
-    return [
-        tokenizer.bos_id,
-        *tokenizer.encode(tokenizer.user_tag),
-        *([tokenizer.image_id] * num_image_tokens),
-        *tokenizer.encode(question),
-        *tokenizer.encode(tokenizer.assistant_tag),
-    ]
-
-
-def encode_for_training(
-    tokenizer: PromptTokenizer,
-    questions: Sequence[str],
-    answers: Sequence[str],
-    pixel_values: torch.Tensor,
-    num_image_tokens: int,
-) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask``, ``labels`` and pixels."""
-    rows, targets = [], []
-    for question, answer in zip(questions, answers, strict=True):
-        prompt = _prompt_ids(tokenizer, question, num_image_tokens)
-        reply = [*tokenizer.encode(answer), tokenizer.eos_id]
-        rows.append(prompt + reply)
-        targets.append([IGNORE_INDEX] * len(prompt) + reply)
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, target) in enumerate(zip(rows, targets, strict=True)):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        labels[i, : len(row)] = torch.tensor(target)
-        mask[i, : len(row)] = 1
-    return {
-        "input_ids": input_ids,
-        "attention_mask": mask,
-        "labels": labels,
-        "pixel_values": pixel_values,
-    }
-
-
-def encode_for_generation(
-    tokenizer: PromptTokenizer,
-    questions: Sequence[str],
-    pixel_values: torch.Tensor,
-    num_image_tokens: int,
-) -> dict[str, torch.Tensor]:
-    """Left-padded prompts for batched greedy decoding."""
-    rows = [_prompt_ids(tokenizer, q, num_image_tokens) for q in questions]
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
-    return {
-        "input_ids": input_ids,
-        "attention_mask": mask,
-        "pixel_values": pixel_values,
-    }
 
 
 def train_local(
@@ -236,3 +176,4 @@ def generate_answers(
             tokenizer.decode(row[prompt_width:].tolist()) for row in output.cpu()
         )
     return answers
+

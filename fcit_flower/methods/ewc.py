@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fcit_flower.models.tiny import PromptTokenizer
+from fcit_flower.prompting import PromptTokenizer, encode_for_training
 from fcit_flower.tasks.fcit_data import Sample
-from fcit_flower.training import TINY_NORM, encode_for_training, load_pixels
+from fcit_flower.training import TINY_NORM, load_pixels
 
 FISHER_PREFIX = "ewc-fisher/"
 ANCHOR_PREFIX = "ewc-anchor/"

@@ -25,7 +25,8 @@ from peft import (
 from torch import nn
 
 from fcit_flower.models.llava import LoadOptions, load_llava
-from fcit_flower.models.tiny import PromptTokenizer, load_tiny_base
+from fcit_flower.models.tiny import load_tiny_base
+from fcit_flower.prompting import PromptTokenizer
 
 LORA_TARGETS = ("gate_proj", "up_proj", "down_proj")
 PROJECTOR = "multi_modal_projector"

@@ -22,7 +22,6 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -33,6 +32,9 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
 )
+
+from fcit_flower.cache import default_cache_dir
+from fcit_flower.prompting import encode_for_training
 
 log = logging.getLogger(__name__)
 
@@ -83,25 +85,6 @@ def _special_id(tokenizer: Tokenizer, token: str) -> int:
     if token_id is None:
         raise ValueError(f"tokenizer lacks the special token {token!r}")
     return int(token_id)
-
-
-class PromptTokenizer(Protocol):
-    """What prompt encoding needs of a tokenizer (tiny word-level or transformers)."""
-
-    pad_id: int
-    bos_id: int
-    eos_id: int
-    image_id: int
-    user_tag: str
-    assistant_tag: str
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of ``text`` without special tokens."""
-        ...
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids`` without special tokens."""
-        ...
 
 
 class WordTokenizer:
@@ -200,11 +183,6 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     return array.permute(2, 0, 1)
 
 
-def default_cache_dir() -> Path:
-    """``$FCIT_CACHE`` or ``~/.cache/fcit-flower``."""
-    return Path(os.environ.get("FCIT_CACHE", Path.home() / ".cache" / "fcit-flower"))
-
-
 def base_fingerprint(spec: TinyModelSpec, vocabulary_texts: Sequence[str]) -> str:
     """Hash of everything the cached base depends on."""
     payload = json.dumps(
@@ -277,7 +255,6 @@ def _pretrain(
     spec: TinyModelSpec, vocabulary_texts: Sequence[str]
 ) -> tuple[LlavaForConditionalGeneration, WordTokenizer]:
     from fcit_flower.tasks.mini_fcit.pretrain import pretraining_corpus
-    from fcit_flower.training import encode_for_training  # avoid an import cycle
 
     corpus = pretraining_corpus(
         spec.pretrain_steps * spec.pretrain_batch // 4,

@@ -15,8 +15,8 @@ import numpy as np
 from datasets import Dataset
 from flwr_datasets.partitioner import SizePartitioner
 
+from fcit_flower.cache import default_cache_dir
 from fcit_flower.config import RunConfig
-from fcit_flower.models.tiny import default_cache_dir
 from fcit_flower.tasks.catalog import CAPABILITY_GROUPS, TASK_ORDER, get_task
 from fcit_flower.tasks.fcit_data import DataError, Sample, load_split, locate
 from fcit_flower.tasks.mini_fcit import build_mini_fcit
