@@ -176,4 +176,3 @@ def generate_answers(
             tokenizer.decode(row[prompt_width:].tolist()) for row in output.cpu()
         )
     return answers
-

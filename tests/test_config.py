@@ -1,7 +1,7 @@
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from fcit_flower.cli import parse_overrides
 from fcit_flower.config import ConfigError, RunConfig

@@ -16,6 +16,12 @@ from PIL import Image
 from fcit_flower.cli import APP_DIR
 from fcit_flower.cli import main as cli_main
 from fcit_flower.report import plots
+from fcit_flower.report.comparison import (
+    compare_table,
+    write_compare_report,
+    write_reports,
+)
+from fcit_flower.report.document import ReportError
 from fcit_flower.report.manifest import (
     build_manifest,
     data_fingerprints,
@@ -23,12 +29,6 @@ from fcit_flower.report.manifest import (
     git_commit,
     manifest_differences,
 )
-from fcit_flower.report.comparison import (
-    compare_table,
-    write_compare_report,
-    write_reports,
-)
-from fcit_flower.report.document import ReportError
 from fcit_flower.report.run_report import write_run_report
 
 TASKS = ["imagenet-r", "arxivqa", "figureqa"]

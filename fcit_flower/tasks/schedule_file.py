@@ -25,15 +25,10 @@ Errors name the file, the stage and the field.
 from __future__ import annotations
 
 import json
-import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 from fcit_flower.tasks.schedule import Schedule
 
