@@ -20,7 +20,7 @@ import numpy as np
 
 from bench.common import record
 from fcit_flower.strategies.aggregation import weighted_average
-from fcit_flower.strategies.server_optim import ServerOptimizer
+from fcit_flower.strategies.server_optim import ServerOptimizer, ServerOptimizerSpec
 
 HIDDEN, INTERMEDIATE, LAYERS, RANK = 4096, 11008, 32, 8
 
@@ -54,7 +54,7 @@ def measure(n: int, streamed: bool, shapes: dict) -> tuple[float, float]:
     started = time.perf_counter()
     source = uploads(n, shapes) if streamed else list(uploads(n, shapes))
     averaged = weighted_average(source, weights)
-    ServerOptimizer("fedavg").step(current, averaged)
+    ServerOptimizer(ServerOptimizerSpec("fedavg")).step(current, averaged, stage=0)
     seconds = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

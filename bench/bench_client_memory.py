@@ -28,17 +28,18 @@ from flwr.common import MessageType
 from flwr.supercore.task_identity import TaskIdentity
 from fcit_flower.client_app import app
 from fcit_flower.config import RunConfig
+from fcit_flower.methods.base import ServerSetup
+from fcit_flower.methods.registry import get_method
+from fcit_flower.protocol import subspace_arrays, to_record
 from fcit_flower.runtime import prepare_runtime
-from fcit_flower.server_app import build_strategy
-from fcit_flower.strategies.continual import to_record
 
 TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
 values = {"method": sys.argv[1]}
 config = RunConfig.from_mapping(values)
 runtime = prepare_runtime(config)
-strategy, arrays = build_strategy(config, runtime, {1: 0})
+setup = ServerSetup(config=config, runtime=runtime, node_clients={1: 0})
+strategy, arrays = get_method(config.method).build_server(setup)
 if sys.argv[1] == "disco":
-    from fcit_flower.strategies.disco import subspace_arrays
     strategy.current = dict(arrays)
     for key, value in strategy.init_subspace(0).items():
         arrays["slot0/" + key] = value

@@ -1,20 +1,20 @@
-"""ClientApp: local LoRA fine-tuning on the client's own partition (wiring only).
+"""ClientApp: a client's side of every method (wiring only).
 
-Message protocol (keys in :mod:`fcit_flower.strategies.continual`):
+Messages (keys in :mod:`fcit_flower.protocol`):
 
-- TRAIN in: ``arrays`` (adapter or assigned subspace, + projector), ``config``
-  (``stage``, ``server-round``, ``subspace`` for DISCO). Out: ``arrays`` (updated),
-  ``metrics`` (``num-examples``, ``train-loss``, ``subspace``).
 - QUERY ``kind=describe``: replies the client position (``partition-id``).
+- TRAIN: the method's :meth:`~fcit_flower.methods.base.Method.train_client` on this
+  client's samples for the stage; reply ``arrays`` (the update) and ``metrics``
+  (``num-examples``, ``train-loss``, ``client-seconds`` and the method's own).
+- Any other QUERY: the method's
+  :meth:`~fcit_flower.methods.base.Method.answer_query` (DISCO: identity token).
 
-Per-site data (deployment, issue 8): the node config gives the client position as
+Per-site data (deployment): the node config gives the client position as
 ``partition-id`` (what simulation sets) or ``site-id``; with a ``data-root`` key
 the site trains on all of its own directory's data for the stage's tasks instead
 of a partition of the shared data root. A bad site (missing directory, position
 outside the schedule) raises a one-line error naming the site, which Flower
 returns to the ServerApp as the reply's error.
-- QUERY ``kind=identity-token``: replies the mean instruction feature of the
-  client's data for ``stage`` (DISCO's identity token) and its sample count.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 from flwr.app import (
     ConfigRecord,
     Context,
@@ -34,32 +33,27 @@ from flwr.clientapp import ClientApp
 
 from fcit_flower.config import RunConfig
 from fcit_flower.faults import INJECTED, InjectedFault, corrupt, should_fail
-from fcit_flower.methods.baselines import WRAPPED_METHODS, train_wrapped_method
-from fcit_flower.methods.ewc import (
-    ESTIMATE_FISHER,
-    estimate_fisher,
-    penalty_hook,
-    split_ewc,
-)
-from fcit_flower.methods.lora_blocks import train_wrapped
-from fcit_flower.models.adapters import (
-    adapted_model,
-    load_lora_state,
-    lora_state,
-    projector_state,
-    split_projector,
-)
-from fcit_flower.runtime import prepare_runtime, sample_features
-from fcit_flower.strategies.continual import (
+from fcit_flower.methods.base import ClientSetup, ClientUpdate, Method
+from fcit_flower.methods.registry import get_method
+from fcit_flower.protocol import (
     ARRAYS_KEY,
+    ATTEMPT,
+    CLIENT_SECONDS,
     CONFIG_KEY,
+    DESCRIBE,
+    KIND,
     METRICS_KEY,
     NUM_EXAMPLES,
+    PARTITION_ID,
+    SERVER_ROUND,
+    STAGE,
+    TRAIN_LOSS,
+    read_int,
     to_numpy,
     to_record,
 )
-from fcit_flower.strategies.disco import INFO_KEY, TOKEN_KEY
-from fcit_flower.tasks.data import client_samples, load_task, stable_seed
+from fcit_flower.runtime import prepare_runtime
+from fcit_flower.tasks.data import load_task
 from fcit_flower.tasks.fcit_data import Sample
 
 app = ClientApp()
@@ -123,7 +117,7 @@ def site_data_root(context: Context, position: int) -> Path | None:
 
 
 def site_samples(
-    config: RunConfig, context: Context, stage: int, position: int
+    method: Method, config: RunConfig, context: Context, stage: int, position: int
 ) -> list[Sample]:
     """Return the site's training samples for ``stage``.
 
@@ -132,40 +126,47 @@ def site_samples(
     of the shared data root, exactly as in simulation.
     """
     runtime = prepare_runtime(config)
+    schedule = method.schedule(runtime.schedule)
     own = site_data_root(context, position)
     if own is None:
-        return client_samples(config, runtime.schedule, runtime.root, stage, position)
-    tasks = runtime.schedule.client_tasks(stage, position)
+        return method.client_samples(config, schedule, runtime.root, stage, position)
+    tasks = schedule.client_tasks(stage, position)
     try:
         return [s for task in tasks for s in load_task(str(own), task, "train")]
     except (OSError, ValueError) as err:
         raise ValueError(f"site {position}: cannot read {own}: {err}") from None
 
 
+def client_setup(
+    method: Method, config: RunConfig, context: Context, request: ConfigRecord
+) -> ClientSetup:
+    """What the method's client side gets for one message of this node."""
+    runtime = prepare_runtime(config)
+    position = client_position(context, config.num_clients)
+    stage = read_int(request, STAGE)
+    return ClientSetup(
+        config=config,
+        runtime=runtime,
+        request=request,
+        position=position,
+        samples=site_samples(method, config, context, stage, position),
+        tasks=method.schedule(runtime.schedule).client_tasks(stage, position),
+    )
+
+
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Describe this client, or compute its identity token for a stage."""
+    """Describe this client, or let the method answer (DISCO: identity token)."""
     config = RunConfig.from_mapping(context.run_config)
     request = msg.content.config_records[CONFIG_KEY]
     position = client_position(context, config.num_clients)
-    if request["kind"] == "describe":
+    if request.get(KIND) == DESCRIBE:
         site_data_root(context, position)  # a bad site fails here, before training
-        content = RecordDict({CONFIG_KEY: ConfigRecord({"partition-id": position})})
+        content = RecordDict({CONFIG_KEY: ConfigRecord({PARTITION_ID: position})})
         return Message(content=content, reply_to=msg)
-    runtime = prepare_runtime(config)
-    stage = int(request["stage"])  # type: ignore[arg-type]
-    samples = site_samples(config, context, stage, position)
-    token = sample_features(config, runtime, samples).mean(axis=0)
-    content = RecordDict(
-        {
-            ARRAYS_KEY: to_record({TOKEN_KEY: token.astype(np.float32)}),
-            METRICS_KEY: MetricRecord({NUM_EXAMPLES: len(samples)}),
-            INFO_KEY: ConfigRecord(
-                {"tasks": "+".join(runtime.schedule.client_tasks(stage, position))}
-            ),
-        }
-    )
-    return Message(content=content, reply_to=msg)
+    method = get_method(config.method)
+    setup = client_setup(method, config, context, request)
+    return Message(content=method.answer_query(setup), reply_to=msg)
 
 
 @app.train()
@@ -173,12 +174,12 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received adapter on this client's partition for the stage."""
     started = time.perf_counter()
     config = RunConfig.from_mapping(context.run_config)
-    runtime = prepare_runtime(config)
+    method = get_method(config.method)
     request = msg.content.config_records[CONFIG_KEY]
-    stage = int(request["stage"])  # type: ignore[arg-type]
-    server_round = int(request["server-round"])  # type: ignore[arg-type]
+    stage = read_int(request, STAGE)
+    server_round = read_int(request, SERVER_ROUND)
     position = client_position(context, config.num_clients)
-    attempt = int(request.get("attempt", 0))  # type: ignore[arg-type]
+    attempt = read_int(request, ATTEMPT, 0)
     faulty = should_fail(
         config.fault_rate, config.fault_seed, stage, server_round, position, attempt
     )
@@ -189,72 +190,21 @@ def train(msg: Message, context: Context) -> Message:
             f"injected fault (fault-rate={config.fault_rate}): stage {stage + 1} "
             f"round {server_round} client {position} attempt {attempt}"
         )
-    samples = site_samples(config, context, stage, position)
-    seed = stable_seed(config.seed, stage, server_round, position)
-    received = to_numpy(msg.content.array_records[ARRAYS_KEY])
-    if config.method in WRAPPED_METHODS:  # issue 6: O-LoRA, M-LoRA, MoELoRA
-        arrays, loss = train_wrapped_method(config, runtime, received, samples, seed)
-        if faulty:
-            arrays = corrupt(arrays, config.fault_kind)
-        return _reply(msg, arrays, len(samples), loss, request, started)
-    received, anchor, fisher = split_ewc(received)  # issue 6: EWC (empty otherwise)
-
-    rank = config.subspace_rank if config.method == "disco" else config.lora_rank
-    model = adapted_model(
-        runtime.base_path, rank, config.lora_scaling, config.lora_dropout
-    )
-    adapter, projector = split_projector(received)
-    load_lora_state(model, adapter)
-    # No projector in the message: it is not trained, so the base's is used.
-    loss = train_wrapped(
-        model,
-        config,
-        runtime,
-        samples,
-        projector,
-        seed=seed,
-        loss_hook=penalty_hook(model, anchor, fisher, config.ewc_lambda),
-    )
-    arrays = lora_state(model)
-    if projector:
-        arrays.update(projector_state(model))
-    if request.get(ESTIMATE_FISHER, False):  # issue 6: EWC, last round of a stage
-        arrays.update(
-            estimate_fisher(
-                model,
-                runtime.bundle.tokenizer,
-                samples,
-                image_size=runtime.bundle.image_size,
-                num_image_tokens=runtime.bundle.num_image_tokens,
-                batch_size=config.batch_size,
-                image_mean=runtime.bundle.image_mean,
-                image_std=runtime.bundle.image_std,
-            )
-        )
+    setup = client_setup(method, config, context, request)
+    update = method.train_client(setup, to_numpy(msg.content.array_records[ARRAYS_KEY]))
     if faulty:
-        arrays = corrupt(arrays, config.fault_kind)
-    return _reply(msg, arrays, len(samples), loss, request, started)
-
-
-def _reply(
-    msg: Message,
-    arrays: dict[str, np.ndarray],
-    num_examples: int,
-    loss: float,
-    request: ConfigRecord,
-    started: float,
-) -> Message:
-    """The TRAIN reply: arrays and metrics (and the subspace for DISCO)."""
+        update = ClientUpdate(
+            corrupt(update.arrays, config.fault_kind), update.loss, update.metrics
+        )
     metrics: dict[str, int | float | list[int] | list[float]] = {
-        NUM_EXAMPLES: num_examples,
-        "train-loss": loss,
+        NUM_EXAMPLES: len(setup.samples),
+        TRAIN_LOSS: update.loss,
         # Handler time (model from cache, data, training, state): the bench splits
         # a round into this and the rest (messaging, scheduling, aggregation).
-        "client-seconds": time.perf_counter() - started,
+        CLIENT_SECONDS: time.perf_counter() - started,
+        **update.metrics,
     }
-    if "subspace" in request:
-        metrics["subspace"] = int(request["subspace"])  # type: ignore[arg-type]
     content = RecordDict(
-        {ARRAYS_KEY: to_record(arrays), METRICS_KEY: MetricRecord(metrics)}
+        {ARRAYS_KEY: to_record(update.arrays), METRICS_KEY: MetricRecord(metrics)}
     )
     return Message(content=content, reply_to=msg)

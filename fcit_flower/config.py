@@ -11,34 +11,46 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-METHODS = (
-    "finetune",
-    "disco",
-    "zeroshot",
-    # issue 6: baselines of the FCIT paper
-    "ewc",
-    "olora",
-    "mlora",
-    "moelora",
-    "mtl",  # issue 5: centralized multi-task reference
-)
 SCENARIOS = ("hom", "het")
 SETTINGS = ("task", "capability")
-MODELS = ("tiny", "llava", "llava-1.5-7b")  # issue 7: LLaVA checkpoints
-SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam", "fedadagrad", "fedyogi")
+FAULT_KINDS = ("error", "nan", "norm", "shape", "dtype")
+MODELS = ("tiny", "llava", "llava-1.5-7b")
+# Short names of Flower's server optimizers; any other FedOpt / FedAvgM subclass is
+# named by its class name in flwr.serverapp.strategy or by its import path.
+SERVER_OPTIMIZER_ALIASES = {
+    "fedavgm": "FedAvgM",
+    "fedadam": "FedAdam",
+    "fedadagrad": "FedAdagrad",
+    "fedyogi": "FedYogi",
+}
+PLAIN_AVERAGE = "fedavg"
+SERVER_OPTIMIZER_STATES = ("reset", "keep")
 SSA_MODES = ("softmax", "concat", "cosine", "argmax")
 TOKEN_SOURCES = ("text", "image", "text+image")
 IDENTITY_ENCODERS = ("minilm", "clip")
-FAULT_KINDS = ("error", "nan", "norm", "shape", "dtype")  # = faults.FAULT_KINDS
-QUANTIZATIONS = ("none", "4bit", "8bit")  # issue 7
-TORCH_DTYPES = ("float32", "bfloat16", "float16")  # issue 7
-DEVICES = ("cpu", "cuda")  # issue 7
-PARTITIONS = ("quantity", "label")  # issue 5
+QUANTIZATIONS = ("none", "4bit", "8bit")
+TORCH_DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("cpu", "cuda")
+PARTITIONS = ("quantity", "label")
+# Keys whose values must be > 0, and keys whose values must lie in [0, 1).
+_POSITIVE_KEYS = (
+    "beta lr projector-lr lora-alpha ssa-eps server-lr server-eps num-clients "
+    "clients-per-round rounds-per-stage local-epochs batch-size lora-rank "
+    "num-subspaces train-size test-size min-client-size max-new-tokens "
+    "checkpoint-keep round-timeout max-num-examples"
+).split()
+_FRACTION_KEYS = (
+    "lora-dropout warmup-ratio server-momentum server-beta1 server-beta2 "
+    "fault-rate max-bad-fraction"
+).split()
+# A method or optimizer named by import path: dotted Python identifiers.
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 class ConfigError(ValueError):
@@ -75,6 +87,7 @@ class RunConfig:
     server_optimizer: str = "fedavg"
     server_lr: float = 1.0
     server_momentum: float = 0.9
+    server_optimizer_state: str = "reset"
     server_beta1: float = 0.9
     server_beta2: float = 0.99
     server_eps: float = 1e-3
@@ -89,7 +102,7 @@ class RunConfig:
     max_new_tokens: int = 8
     results_dir: str = "results"
     run_name: str = ""
-    # Reliability (issue 9): checkpoints, resume, client failures, upload bounds.
+    # Reliability: checkpoints, resume, client failures, upload bounds.
     resume: bool = False
     checkpoint_keep: int = 2
     min_clients_per_round: int = 1
@@ -101,19 +114,19 @@ class RunConfig:
     max_update_norm: float = 10.0
     max_token_norm: float = 100.0
     max_num_examples: int = 1_000_000
-    # issue 7: the real-model path (LLaVA from a local checkpoint, QLoRA, CLIP)
+    # The real-model path: LLaVA from a local checkpoint, QLoRA, CLIP tokens.
     quantization: str = "none"
     torch_dtype: str = "float32"
     gradient_checkpointing: bool = False
     device: str = "cpu"
     identity_encoder_path: str = ""
-    # issue 6: baselines (EWC, O-LoRA, M-LoRA, MoELoRA)
+    # Baselines of the FCIT paper: EWC, O-LoRA, M-LoRA, MoELoRA.
     ewc_lambda: float = 10000.0
     olora_lambda_orth: float = 0.5
     olora_lambda_l2: float = 0.0
     moelora_experts: int = 8
     moelora_top_k: int = 2
-    # issue 5: benchmark options
+    # Benchmark options: schedule file, label skew, image root, bad records.
     schedule_file: str = ""
     partition: str = "quantity"
     image_root: str = ""
@@ -177,31 +190,21 @@ class RunConfig:
 
     def validate(self) -> None:
         """Check every value; raise :class:`ConfigError` naming the first bad key."""
-        _choice("method", self.method, METHODS)
+        _name("method", self.method)
         _choice("scenario", self.scenario, SCENARIOS)
         _choice("setting", self.setting, SETTINGS)
         _choice("model", self.model, MODELS)
-        _choice("server-optimizer", self.server_optimizer, SERVER_OPTIMIZERS)
+        self._validate_server_optimizer()
         _choice("ssa-mode", self.ssa_mode, SSA_MODES)
         _choice("token-source", self.token_source, TOKEN_SOURCES)
         _choice("identity-encoder", self.identity_encoder, IDENTITY_ENCODERS)
-        self._validate_issue5()
-        for key in ("beta", "lr", "projector-lr", "lora-alpha", "ssa-eps", "server-lr"):
+        self._validate_benchmark()
+        for key in _POSITIVE_KEYS:
             _positive(key, getattr(self, key.replace("-", "_")))
-        for key in (
-            "num-clients",
-            "clients-per-round",
-            "rounds-per-stage",
-            "local-epochs",
-            "batch-size",
-            "lora-rank",
-            "num-subspaces",
-            "train-size",
-            "test-size",
-            "min-client-size",
-            "max-new-tokens",
-        ):
-            _positive(key, getattr(self, key.replace("-", "_")))
+        for key in _FRACTION_KEYS:
+            value = getattr(self, key.replace("-", "_"))
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{key}={value} must lie in [0, 1)")
         if self.num_stages < 0:
             raise ConfigError(f"num-stages={self.num_stages} must be >= 0 (0 = all)")
         if self.clients_per_round > self.num_clients:
@@ -216,22 +219,13 @@ class RunConfig:
             )
         if not -1.0 <= self.tau <= 1.0:
             raise ConfigError(f"tau={self.tau} must lie in [-1, 1] (a cosine)")
-        for key in ("lora-dropout", "warmup-ratio"):
-            value = getattr(self, key.replace("-", "_"))
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"{key}={value} must lie in [0, 1)")
-        for key in ("server-momentum", "server-beta1", "server-beta2"):
-            value = getattr(self, key.replace("-", "_"))
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"{key}={value} must lie in [0, 1)")
-        _positive("server-eps", self.server_eps)
         self._validate_reliability()
         self._validate_baselines()
         if self.data_root and not Path(self.data_root).expanduser().is_dir():
             raise ConfigError(
                 f"data-root={self.data_root!r} is not an existing directory"
             )
-        self._validate_real_model()  # issue 7
+        self._validate_real_model()
         if (
             self.num_clients * self.min_client_size > self.train_size
             and not self.data_root
@@ -242,8 +236,6 @@ class RunConfig:
             )
 
     def _validate_reliability(self) -> None:
-        for key in ("checkpoint-keep", "round-timeout", "max-num-examples"):
-            _positive(key, getattr(self, key.replace("-", "_")))
         for key in ("max-round-retries", "max-update-norm", "max-token-norm"):
             value = getattr(self, key.replace("-", "_"))
             if value < 0:
@@ -254,11 +246,9 @@ class RunConfig:
                 f"[1, clients-per-round={self.clients_per_round}]"
             )
         _choice("fault-kind", self.fault_kind, FAULT_KINDS)
-        if not 0.0 <= self.fault_rate < 1.0:
-            raise ConfigError(f"fault-rate={self.fault_rate} must lie in [0, 1)")
 
     def _validate_real_model(self) -> None:
-        """Keys of the real-model path (issue 7): checkpoint, quantization, device."""
+        """Keys of the real-model path: checkpoint, quantization, device."""
         _choice("quantization", self.quantization, QUANTIZATIONS)
         _choice("torch-dtype", self.torch_dtype, TORCH_DTYPES)
         _choice("device", self.device, DEVICES)
@@ -277,7 +267,7 @@ class RunConfig:
             require_cuda("device='cuda'")
 
     def _validate_baselines(self) -> None:
-        """Issue 6: hyper-parameters of EWC, O-LoRA and MoELoRA."""
+        """Hyper-parameters of EWC, O-LoRA and MoELoRA."""
         for key in ("ewc-lambda", "olora-lambda-orth", "olora-lambda-l2"):
             value = getattr(self, key.replace("-", "_"))
             if not value >= 0:
@@ -289,14 +279,26 @@ class RunConfig:
                 f"moelora-top-k={self.moelora_top_k} must lie in "
                 f"[1, moelora-experts={self.moelora_experts}]"
             )
-        if self.method == "moelora" and self.lora_rank % self.moelora_experts:
-            raise ConfigError(
-                f"lora-rank={self.lora_rank} must be divisible by "
-                f"moelora-experts={self.moelora_experts}"
-            )
 
-    def _validate_issue5(self) -> None:
-        """Benchmark options (issue 5)."""
+    def _validate_server_optimizer(self) -> None:
+        """An alias, or a class name / import path resolved when the server starts."""
+        name = self.server_optimizer
+        known = [PLAIN_AVERAGE, *SERVER_OPTIMIZER_ALIASES]
+        lower_unknown = name.islower() and "." not in name
+        if name not in known and (lower_unknown or not _IMPORT_PATH.fullmatch(name)):
+            raise ConfigError(
+                f"server-optimizer={name!r} is not allowed; choose one of {known}, "
+                "a Flower strategy class (FedYogi) or the import path of a FedOpt "
+                "subclass"
+            )
+        _choice(
+            "server-optimizer-state",
+            self.server_optimizer_state,
+            SERVER_OPTIMIZER_STATES,
+        )
+
+    def _validate_benchmark(self) -> None:
+        """Schedule file, partition kind, image root."""
         _choice("partition", self.partition, PARTITIONS)
         if self.schedule_file:
             path = Path(self.schedule_file).expanduser()
@@ -311,10 +313,6 @@ class RunConfig:
         if self.image_root and not Path(self.image_root).expanduser().is_dir():
             raise ConfigError(
                 f"image-root={self.image_root!r} is not an existing directory"
-            )
-        if not 0.0 <= self.max_bad_fraction < 1.0:
-            raise ConfigError(
-                f"max-bad-fraction={self.max_bad_fraction} must lie in [0, 1)"
             )
 
 
@@ -359,6 +357,12 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(
             f"{key}={value!r} is not allowed; choose one of {list(allowed)}"
         )
+
+
+def _name(key: str, value: str) -> None:
+    """A registered name or an import path (checked against the registry later)."""
+    if not _IMPORT_PATH.fullmatch(value.replace("-", "_")):
+        raise ConfigError(f"{key}={value!r} is not a name or an import path")
 
 
 def _positive(key: str, value: float) -> None:

@@ -1,48 +1,45 @@
 """Evaluation of a global state on every task's test set (server side).
 
-Finetune and zero-shot evaluate a PEFT model with the global LoRA; DISCO evaluates the
-base with a multi-subspace LoRA whose weights come from Subspace Selective Activation
-per test example.
+A method turns the global arrays into an :class:`EvaluationModel` (its inference
+model, and optionally a hook called before each test batch: DISCO's Subspace
+Selective Activation sets the per-example subspace weights there and returns them);
+:func:`evaluate_state` decodes every test set with it and scores the answers.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from fcit_flower.config import RunConfig
-from fcit_flower.methods.baselines import WRAPPED_METHODS, wrapped_eval_model
-from fcit_flower.methods.disco import ssa_weights
-from fcit_flower.models.adapters import (
-    LORA_TARGETS,
-    adapted_model,
-    load_base,
-    load_lora_state,
-    load_projector_state,
-    projector_state,
-    split_projector,
-)
-from fcit_flower.models.subspace_lora import (
-    inject_subspace_lora,
-    set_activation,
-    subspace_layers,
-)
-from fcit_flower.runtime import Runtime, sample_features
-from fcit_flower.strategies.disco import (
-    projector_arrays,
-    slots_from_arrays,
-    subspace_arrays,
-)
+from fcit_flower.runtime import Runtime
 from fcit_flower.tasks.catalog import get_task
 from fcit_flower.tasks.fcit_data import Sample
 from fcit_flower.tasks.metrics import score
 from fcit_flower.training import generate_answers
+
+# Called with each test batch before decoding it; may return per-example adapter
+# weights (shape (batch, E)), whose mean per task is reported.
+BatchHook = Callable[[Sequence[Sample]], np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class EvaluationModel:
+    """What a method evaluates: its inference model and an optional batch hook.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The base with the method's adapter loaded from the global arrays.
+    before_batch : BatchHook, optional
+        Called before each test batch is decoded.
+    """
+
+    model: torch.nn.Module
+    before_batch: BatchHook | None = None
 
 
 @dataclass
@@ -54,7 +51,8 @@ class StageEvaluation:
     scores : dict
         Task -> score in percent.
     mean_activation : dict
-        DISCO only: task -> mean SSA weight per subspace.
+        Task -> mean per-example adapter weights the batch hook returned (DISCO:
+        the SSA weight of each subspace).
     examples : dict
         Task -> a few (question, prediction, answer) triples for inspection.
     details : dict
@@ -67,71 +65,35 @@ class StageEvaluation:
     details: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-@lru_cache(maxsize=2)
-def _subspace_model(
-    path: str, capacity: int, rank: int, scaling: float
-) -> torch.nn.Module:
-    model = copy.deepcopy(load_base(path).model)
-    inject_subspace_lora(
-        model, LORA_TARGETS, num_subspaces=capacity, rank=rank, scaling=scaling
-    )
-    model.eval()
-    return model
-
-
 def evaluate_state(
     config: RunConfig,
     runtime: Runtime,
-    arrays: dict[str, np.ndarray],
+    evaluated: EvaluationModel,
     test_sets: Mapping[str, Sequence[Sample]],
 ) -> StageEvaluation:
-    """Score the global ``arrays`` of ``config.method`` on every test set."""
-    base_path, bundle = runtime.base_path, runtime.bundle
+    """Score ``evaluated`` on every test set."""
+    bundle = runtime.bundle
     result = StageEvaluation()
-    before_batch = None
-    collected: list[np.ndarray] = []  # SSA weights of the current task's batches
-    if config.method == "disco":
-        model = _subspace_model(
-            base_path, config.num_subspaces, config.subspace_rank, config.lora_scaling
-        )
-        _load_subspaces(model, arrays, config.num_subspaces)
-        load_projector_state(
-            model, projector_arrays(arrays) or projector_state(bundle.model)
-        )
-        slots = slots_from_arrays(arrays, config.num_subspaces, config.tau)
-        tokens = slots.as_array() if len(slots) else np.zeros((0, 1))
+    collected: list[np.ndarray] = []  # batch-hook weights of the current task
+    hook = evaluated.before_batch
 
-        def before_batch(batch: Sequence[Sample]) -> None:
-            features = sample_features(config, runtime, batch)
-            weights = ssa_weights(
-                features,
-                tokens,
-                capacity=config.num_subspaces,
-                mode=config.ssa_mode,
-                eps=config.ssa_eps,
-            )
+    def before_batch(batch: Sequence[Sample]) -> None:
+        assert hook is not None  # only passed on when there is one
+        weights = hook(batch)
+        if weights is not None:
             collected.append(weights)
-            set_activation(model, torch.from_numpy(weights))
-    elif config.method in WRAPPED_METHODS:  # issue 6: summed blocks, MoE-LoRA
-        model = wrapped_eval_model(config, runtime, arrays)
-    else:
-        model = adapted_model(
-            base_path, config.lora_rank, config.lora_scaling, config.lora_dropout
-        )
-        adapter, projector = split_projector(arrays)
-        load_lora_state(model, adapter)
-        load_projector_state(model, projector or projector_state(bundle.model))
+
     for task, samples in test_sets.items():
         collected.clear()
         predictions = generate_answers(
-            model,
+            evaluated.model,
             bundle.tokenizer,
             samples,
             image_size=bundle.image_size,
             num_image_tokens=bundle.num_image_tokens,
             max_new_tokens=config.max_new_tokens,
-            before_batch=before_batch,
-            image_mean=bundle.image_mean,  # issue 7: CLIP pixel statistics
+            before_batch=before_batch if hook is not None else None,
+            image_mean=bundle.image_mean,
             image_std=bundle.image_std,
         )
         answers = [s.answer for s in samples]
@@ -150,30 +112,3 @@ def evaluate_state(
                 np.concatenate(collected).mean(0).round(4).tolist()
             )
     return result
-
-
-def get_task_metric(task: str, root: Path | None = None) -> str:
-    """Metric name of a task from the catalog (or its ``task.json`` under ``root``)."""
-    return get_task(task, root).metric
-
-
-def _load_subspaces(
-    model: torch.nn.Module, arrays: dict[str, np.ndarray], capacity: int
-) -> None:
-    layers = dict(subspace_layers(model))
-    with torch.no_grad():
-        for _, layer in layers.items():
-            layer.lora_A.zero_()
-            layer.lora_B.zero_()
-        for slot in range(capacity):
-            factors = subspace_arrays(arrays, slot)
-            for key, value in factors.items():
-                module, factor = _split_lora_key(key)
-                target = getattr(layers[module], factor)
-                target[slot].copy_(torch.from_numpy(np.asarray(value)))
-
-
-def _split_lora_key(key: str) -> tuple[str, str]:
-    """``m.lora_A.weight`` -> (``m``, ``lora_A``)."""
-    module, factor, _ = key.rsplit(".", 2)
-    return module, factor

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-FAULT_KINDS = ("error", "nan", "norm", "shape", "dtype")
+from fcit_flower.config import FAULT_KINDS
 
 # Every fault injected in this process, as (kind, stage, round, client, attempt):
 # lets an in-process campaign compare what was injected with what the server caught.

@@ -20,15 +20,10 @@ from fcit_flower.models.adapters import BaseBundle, load_base, register_base
 from fcit_flower.models.identity import combine_features, get_encoder, image_features
 from fcit_flower.models.llava import LoadOptions
 from fcit_flower.models.tiny import ensure_tiny_base
-from fcit_flower.tasks.data import (
-    data_root,
-    make_schedule,
-    missing_tasks,
-    vocabulary_texts,
-)
+from fcit_flower.tasks.data import data_root, missing_tasks, vocabulary_texts
 from fcit_flower.tasks.fcit_data import DataError, Sample
 from fcit_flower.tasks.mini_fcit import vocabulary_texts as mini_fcit_vocabulary
-from fcit_flower.tasks.schedule import Schedule
+from fcit_flower.tasks.schedule import Schedule, make_schedule
 from fcit_flower.training import load_pixels
 
 
@@ -41,7 +36,8 @@ class Runtime:
     root : Path
         Data root (mini-FCIT cache or the user's FCIT directory).
     schedule : Schedule
-        Which tasks each client learns per stage.
+        Which tasks each client learns per stage (the continual schedule; a
+        method may derive its own from it, as the multi-task reference does).
     base_path : str
         Directory of the base model.
     bundle : BaseBundle
@@ -68,7 +64,7 @@ def prepare_runtime(config: RunConfig) -> Runtime:
     root = data_root(config)
     schedule = make_schedule(config)
     if config.data_root:
-        # issue 5: name every dataset the schedule needs but the data root lacks.
+        # Name every dataset the schedule needs but the data root lacks.
         missing = missing_tasks(root, schedule.tasks)
         if missing:
             raise DataError(

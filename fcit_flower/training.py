@@ -1,6 +1,8 @@
-"""Local training loop and generation-based evaluation of LLaVA-style models.
+"""The one local training loop, and generation-based evaluation, of every method.
 
-Prompts are encoded by :mod:`fcit_flower.prompting`.
+:func:`train_adapter` trains whatever adapter a method put on the base (PEFT LoRA,
+subspace or block layers, MoE experts) and, when it travels, the projector; prompts
+are encoded by :mod:`fcit_flower.prompting`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ import torch
 from PIL import Image
 from transformers import get_cosine_schedule_with_warmup
 
+from fcit_flower.config import RunConfig
+from fcit_flower.models.adapters import (
+    BaseBundle,
+    load_projector_state,
+    projector_state,
+    trainable_param_groups,
+)
 from fcit_flower.models.llava import restore_4bit_training_layout
 from fcit_flower.models.tiny import image_to_tensor
 from fcit_flower.prompting import (
@@ -176,3 +185,44 @@ def generate_answers(
             tokenizer.decode(row[prompt_width:].tolist()) for row in output.cpu()
         )
     return answers
+
+
+def train_adapter(
+    model: torch.nn.Module,
+    config: RunConfig,
+    bundle: BaseBundle,
+    samples: Sequence[Sample],
+    projector: dict[str, np.ndarray],
+    *,
+    seed: int,
+    loss_hook: Callable[[], torch.Tensor] | None = None,
+) -> float:
+    """Local training of an adapted model; returns the mean loss.
+
+    Trainable: every parameter named ``lora_*`` and, when it travelled in the
+    message (``projector`` not empty) and ``train-projector`` is set, the projector;
+    otherwise the base's projector is loaded. Images are normalised with the base's
+    pixel statistics.
+    """
+    load_projector_state(model, projector or projector_state(bundle.model))
+    groups = trainable_param_groups(
+        model,
+        lr=config.lr,
+        projector_lr=config.projector_lr,
+        train_projector=config.train_projector and bool(projector),
+    )
+    return train_local(
+        model,
+        bundle.tokenizer,
+        samples,
+        image_size=bundle.image_size,
+        num_image_tokens=bundle.num_image_tokens,
+        param_groups=groups,
+        epochs=config.local_epochs,
+        batch_size=config.batch_size,
+        warmup_ratio=config.warmup_ratio,
+        seed=seed,
+        image_mean=bundle.image_mean,
+        image_std=bundle.image_std,
+        loss_hook=loss_hook,
+    )

@@ -38,8 +38,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from fcit_flower.client_app import app as client_app
 from fcit_flower.inprocess import InProcessGrid
 from fcit_flower.models.llava_checkpoint import LlavaShape, write_llava_checkpoint
+from fcit_flower.protocol import METRICS_KEY, NUM_EXAMPLES
 from fcit_flower.server_app import main as server_main
-from fcit_flower.strategies.continual import METRICS_KEY, NUM_EXAMPLES
 from fcit_flower.tasks.mini_fcit import vocabulary_texts
 
 #: LLaVA-1.5-7B's language-model layer shapes, 2 layers; a small CLIP tower that

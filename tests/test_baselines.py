@@ -7,7 +7,7 @@ from flwr.app import MetricRecord
 from torch import nn
 
 from fcit_flower.config import ConfigError, RunConfig
-from fcit_flower.methods.ewc import ewc_penalty, lora_parameters, split_ewc
+from fcit_flower.methods.ewc import ewc_penalty
 from fcit_flower.methods.lora_blocks import (
     block_state,
     freeze_other_blocks,
@@ -15,13 +15,17 @@ from fcit_flower.methods.lora_blocks import (
 )
 from fcit_flower.methods.mlora import merge_into_base, merged_delta
 from fcit_flower.methods.olora import olora_regulariser, orthogonality_loss
-from fcit_flower.models.adapters import adapted_model, lora_state
+from fcit_flower.methods.registry import get_method
+from fcit_flower.models.adapters import adapted_model, lora_parameters, lora_state
 from fcit_flower.models.moe_lora import MoeLoraLinear
 from fcit_flower.models.subspace_lora import SubspaceLoraLinear, set_activation
 from fcit_flower.paper import PAPER_RESULTS, paper_table
+from fcit_flower.protocol import split_ewc
 from fcit_flower.runtime import prepare_runtime
-from fcit_flower.strategies.baselines import BlockLora, Ewc
-from fcit_flower.strategies.server_optim import ServerOptimizer
+from fcit_flower.strategies.blocks import BlockLora
+from fcit_flower.strategies.ewc import Ewc
+from fcit_flower.strategies.server_optim import ServerOptimizerSpec
+from fcit_flower.strategies.uploads import RoundPolicy, Upload
 
 # --- EWC -------------------------------------------------------------------------
 
@@ -46,20 +50,19 @@ def test_ewc_penalty_is_zero_at_anchor_and_grows_with_fisher_weighted_distance()
 
 def test_ewc_strategy_averages_fisher_by_samples_and_accumulates_it():
     strategy = Ewc(
-        rounds_per_stage=2,
         node_clients={1: 0, 2: 1},
-        clients_per_round=2,
-        seed=0,
-        optimizer=ServerOptimizer(),
+        policy=RoundPolicy(clients_per_round=2, seed=0),
+        optimizer=ServerOptimizerSpec(),
+        rounds_per_stage=2,
     )
     strategy.current = {"w": np.zeros(2, np.float32)}
     ones = np.ones(2, np.float32)
     # A non-final round: no Fisher, no consolidation.
-    strategy.apply_uploads([(0, {"w": ones}, 1.0, MetricRecord())])
+    strategy.apply_uploads([Upload(0, {"w": ones}, 1.0, MetricRecord())])
     assert strategy.fisher == {} and strategy.anchor == {}
     uploads = [
-        (0, {"w": ones, "ewc-fisher/w": 1 * ones}, 1.0, MetricRecord()),
-        (1, {"w": 3 * ones, "ewc-fisher/w": 3 * ones}, 3.0, MetricRecord()),
+        Upload(0, {"w": ones, "ewc-fisher/w": 1 * ones}, 1.0, MetricRecord()),
+        Upload(1, {"w": 3 * ones, "ewc-fisher/w": 3 * ones}, 3.0, MetricRecord()),
     ]
     strategy.apply_uploads(uploads)
     np.testing.assert_allclose(strategy.current["w"], 2.5)
@@ -158,11 +161,10 @@ def test_block_strategy_trains_only_the_current_block():
         return {"m.lora_A.weight": np.full((2, 3), k + 1.0, np.float32)}
 
     strategy = BlockLora(
-        init_block=init_block,
         node_clients={1: 0},
-        clients_per_round=1,
-        seed=0,
-        optimizer=ServerOptimizer(),
+        policy=RoundPolicy(clients_per_round=1, seed=0),
+        optimizer=ServerOptimizerSpec(),
+        init_block=init_block,
     )
     strategy.current = {"block0/m.lora_A.weight": np.ones((2, 3), np.float32)}
     strategy._stage = 1
@@ -171,7 +173,7 @@ def test_block_strategy_trains_only_the_current_block():
     )
     assert set(strategy.expected_upload(0)) == {"block1/m.lora_A.weight"}
     upload = {"block1/m.lora_A.weight": np.zeros((2, 3), np.float32)}
-    strategy.apply_uploads([(0, upload, 1.0, MetricRecord())])
+    strategy.apply_uploads([Upload(0, upload, 1.0, MetricRecord())])
     np.testing.assert_array_equal(strategy.current["block0/m.lora_A.weight"], 1.0)
     np.testing.assert_array_equal(strategy.current["block1/m.lora_A.weight"], 0.0)
     assert opened == [1]
@@ -225,7 +227,8 @@ def test_moelora_top_1_is_one_hot():
 )
 def test_bad_baseline_values_name_the_key(values, fragment):
     with pytest.raises(ConfigError) as error:
-        RunConfig.from_mapping(values)
+        config = RunConfig.from_mapping(values)
+        get_method(config.method).check_config(config)
     assert fragment in str(error.value)
     assert "\n" not in str(error.value)
 

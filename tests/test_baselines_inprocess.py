@@ -7,8 +7,8 @@ from flwr.app import Context, RecordDict
 
 from fcit_flower.client_app import app as client_app
 from fcit_flower.inprocess import InProcessGrid
+from fcit_flower.protocol import ARRAYS_KEY, CONFIG_KEY
 from fcit_flower.server_app import main
-from fcit_flower.strategies.continual import ARRAYS_KEY, CONFIG_KEY
 
 TINY = {
     "num-clients": 3,

@@ -1,4 +1,4 @@
-"""Issue 5: label skew, partition statistics, MTL split, FCIT-layout data end to end."""
+"""Label skew, partition statistics, MTL split, FCIT-layout data end to end."""
 
 import json
 import shutil
@@ -14,11 +14,12 @@ from fcit_flower.server_app import main
 from fcit_flower.tasks.data import (
     client_samples,
     data_root,
-    make_schedule,
     partition_statistics,
+    pooled_client_samples,
 )
 from fcit_flower.tasks.fcit_data import DataError
 from fcit_flower.tasks.partition import answer_summary, label_skew_indices
+from fcit_flower.tasks.schedule import make_schedule, mtl_schedule
 
 SMALL = {"train-size": 24, "test-size": 5, "num-clients": 4, "clients-per-round": 2}
 
@@ -58,8 +59,12 @@ def test_partition_statistics_cover_each_stage(partition):
     )
     schedule = make_schedule(config)
     root = data_root(config)
-    stats = partition_statistics(config, schedule, root)
-    assert stats == partition_statistics(config, schedule, root)
+
+    def samples(stage, client):
+        return client_samples(config, schedule, root, stage, client)
+
+    stats = partition_statistics(config, schedule, samples)
+    assert stats == partition_statistics(config, schedule, samples)
     assert [s["stage"] for s in stats["stages"]] == [1, 2]
     first = stats["stages"][0]["clients"]
     assert sum(c["samples"] for c in first) == 24  # hom: the task's data, split
@@ -70,7 +75,7 @@ def test_mtl_chunks_partition_the_pooled_data():
     config = RunConfig.from_mapping(
         {**SMALL, "num-stages": 2, "method": "mtl", "min-client-size": 2}
     )
-    schedule = make_schedule(config)
+    schedule = mtl_schedule(make_schedule(config))
     assert schedule.assignments[0] == schedule.assignments[1]
     assert schedule.client_tasks(0, 0) == ("imagenet-r", "arxivqa")
     root = data_root(config)
@@ -78,7 +83,7 @@ def test_mtl_chunks_partition_the_pooled_data():
         s.id
         for stage in (0, 1)
         for client in range(4)
-        for s in client_samples(config, schedule, root, stage, client)
+        for s in pooled_client_samples(config, schedule, root, stage, client)
     ]
     assert len(ids) == len(set(ids)) == 48  # every pooled sample once
 

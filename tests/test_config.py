@@ -5,6 +5,7 @@ import pytest
 
 from fcit_flower.cli import parse_overrides
 from fcit_flower.config import ConfigError, RunConfig
+from fcit_flower.methods.registry import get_method
 
 
 def test_defaults_match_pyproject():
@@ -17,7 +18,7 @@ def test_defaults_match_pyproject():
 @pytest.mark.parametrize(
     "values, fragment",
     [
-        ({"method": "sgd"}, "method='sgd' is not allowed"),
+        ({"method": "two words"}, "method='two words' is not a name"),
         ({"scenario": "mixed"}, "scenario"),
         ({"setting": "domain"}, "setting"),
         ({"beta": 0}, "beta=0.0 must be > 0"),
@@ -27,7 +28,8 @@ def test_defaults_match_pyproject():
         ({"num-clients": "ten"}, "must be an integer"),
         ({"lora-rank": 30}, "divisible by num-subspaces"),
         ({"tau": 2.0}, "tau"),
-        ({"server-optimizer": "sgd"}, "server-optimizer"),
+        ({"server-optimizer": "sgd"}, "server-optimizer='sgd' is not allowed"),
+        ({"server-optimizer-state": "forget"}, "server-optimizer-state"),
         ({"no-such-key": 1}, "unknown run-config key 'no-such-key'"),
         ({"train-projector": "maybe"}, "true or false"),
     ],
@@ -37,6 +39,13 @@ def test_bad_values_name_the_key(values, fragment):
         RunConfig.from_mapping(values)
     assert fragment in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_unknown_method_is_refused_by_the_method_table():
+    config = RunConfig.from_mapping({"method": "sgd"})  # checked once apps start
+    with pytest.raises(ConfigError, match="method='sgd' is not allowed") as error:
+        get_method(config.method)
+    assert "'disco'" in str(error.value) and "\n" not in str(error.value)
 
 
 def test_derived_values():

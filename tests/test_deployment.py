@@ -154,8 +154,8 @@ def test_discovery_leaves_out_a_failing_site_and_logs_it():
     from fake_grid import FakeGrid
     from flwr.app import ConfigRecord, Error, Message, RecordDict
 
+    from fcit_flower.protocol import CONFIG_KEY
     from fcit_flower.server_app import discover_clients
-    from fcit_flower.strategies.continual import CONFIG_KEY
 
     def handler(node_id, message):
         if node_id == 22:

@@ -5,9 +5,11 @@ import pytest
 from fake_grid import FakeGrid
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from fcit_flower.strategies.continual import ContinualFedAvg
-from fcit_flower.strategies.disco import Disco, subspace_arrays
-from fcit_flower.strategies.server_optim import ServerOptimizer
+from fcit_flower.protocol import subspace_arrays
+from fcit_flower.strategies.continual import ContinualFedAvg, sample_clients
+from fcit_flower.strategies.disco import Disco
+from fcit_flower.strategies.server_optim import ServerOptimizerSpec
+from fcit_flower.strategies.uploads import RoundPolicy
 
 DIM = 4
 SHAPES = {"m.lora_A.weight": (2, 3), "m.lora_B.weight": (3, 2)}
@@ -54,18 +56,32 @@ def honest(client, sent, subspace):
     return arrays, {"num-examples": SIZES[client], "subspace": subspace}
 
 
-def make_strategy(**kwargs):
-    kwargs.setdefault("max_norm_ratio", 100.0)  # honest deltas here are < 35
+def make_strategy(
+    *,
+    k=8,
+    optimizer="fedavg",
+    lr=1.0,
+    per_stage="reset",
+    min_uploads=1,
+    max_retries=0,
+    max_token_norm=0.0,
+):
     return Disco(
+        node_clients=NODES,
+        # honest deltas here are < 35
+        policy=RoundPolicy(
+            clients_per_round=k,
+            seed=0,
+            min_uploads=min_uploads,
+            max_retries=max_retries,
+            max_norm_ratio=100.0,
+        ),
+        optimizer=ServerOptimizerSpec(optimizer, lr=lr, per_stage=per_stage),
         num_subspaces=4,
         tau=0.9,
         token_dim=DIM,
         init_subspace=init,
-        node_clients=NODES,
-        clients_per_round=kwargs.pop("k", 8),
-        seed=0,
-        optimizer=kwargs.pop("optimizer", ServerOptimizer("fedavg")),
-        **kwargs,
+        max_token_norm=max_token_norm,
     )
 
 
@@ -186,7 +202,9 @@ def test_bad_identity_token_excludes_client():
 def test_finetune_strategy_fedavg_weighted():
     shapes = {"m.lora_A.weight": np.zeros((2, 3), np.float32)}
     strategy = ContinualFedAvg(
-        node_clients=NODES, clients_per_round=8, seed=0, optimizer=ServerOptimizer()
+        node_clients=NODES,
+        policy=RoundPolicy(clients_per_round=8, seed=0),
+        optimizer=ServerOptimizerSpec(),
     )
 
     def handler(node, message):
@@ -208,8 +226,6 @@ def test_finetune_strategy_fedavg_weighted():
 
 
 def test_client_sampling_is_seeded_by_stage_and_round():
-    from fcit_flower.strategies.continual import sample_clients
-
     a = sample_clients(NODES, 3, seed=0, stage=1, server_round=2)
     assert a == sample_clients(NODES, 3, seed=0, stage=1, server_round=2)
     others = {

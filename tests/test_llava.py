@@ -25,8 +25,8 @@ from fcit_flower.models.llava import (
     restore_4bit_training_layout,
 )
 from fcit_flower.models.llava_checkpoint import write_llava_checkpoint
+from fcit_flower.protocol import to_record
 from fcit_flower.server_app import main
-from fcit_flower.strategies.continual import to_record
 from fcit_flower.tasks.mini_fcit import vocabulary_texts
 
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from fcit_flower.strategies.matching import TokenSlots, cosine_matrix
+from fcit_flower.similarity import cosine_matrix
+from fcit_flower.strategies.matching import TokenSlots
 
 
 def unit(*values):

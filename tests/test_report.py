@@ -30,6 +30,7 @@ from fcit_flower.report.manifest import (
     manifest_differences,
 )
 from fcit_flower.report.run_report import write_run_report
+from fcit_flower.similarity import cosine_matrix
 
 TASKS = ["imagenet-r", "arxivqa", "figureqa"]
 MATRIX = [[80.0, 5.0, 0.0], [40.0, 90.0, 10.0], [30.0, 60.0, 95.0]]
@@ -148,8 +149,8 @@ def test_heatmap_draws_the_data(tmp_path):
     assert not np.array_equal(np.asarray(Image.open(low)), np.asarray(Image.open(high)))
 
 
-def test_cosine_matrix():
-    similarity = plots.cosine_matrix([[1, 0], [0, 2], [3, 3], [0, 0]])
+def test_cosine_matrix_of_rows_with_itself():
+    similarity = cosine_matrix([[1, 0], [0, 2], [3, 3], [0, 0]])
     assert np.allclose(np.diag(similarity)[:3], 1.0)
     assert similarity[0, 1] == pytest.approx(0.0)
     assert similarity[0, 2] == pytest.approx(np.sqrt(0.5))

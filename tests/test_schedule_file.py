@@ -4,9 +4,8 @@ import pytest
 
 from fcit_flower.config import ConfigError, RunConfig
 from fcit_flower.tasks.catalog import get_task
-from fcit_flower.tasks.data import make_schedule
-from fcit_flower.tasks.schedule import describe
-from fcit_flower.tasks.schedule_file import ScheduleFileError, load_schedule_file
+from fcit_flower.tasks.schedule import describe, from_table, make_schedule
+from fcit_flower.tasks.schedule_file import ScheduleFileError, read_schedule_file
 
 TOML = """
 [[stage]]
@@ -29,7 +28,7 @@ def _resolve(name):
 def test_toml_schedule_groups_and_rest(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(TOML)
-    schedule = load_schedule_file(path, 5, _resolve)
+    schedule = from_table(read_schedule_file(path, 5, _resolve))
     assert schedule.num_stages == 2
     assert schedule.assignments[0] == (("imagenet-r",),) * 5
     assert schedule.assignments[1][:3] == (("arxivqa",),) * 3
@@ -78,7 +77,7 @@ def test_bad_files_name_file_stage_and_field(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ScheduleFileError) as error:
-        load_schedule_file(path, 4, _resolve)
+        read_schedule_file(path, 4, _resolve)
     assert str(path) in str(error.value)
     assert message in str(error.value)
 

@@ -1,22 +1,75 @@
-"""DISCO's inference side: Subspace Selective Activation weights (pure numpy).
+"""DISCO: Dynamic Knowledge Organization (training) + Subspace Selective Activation.
 
-For a test instruction with feature ``f`` and global identity tokens ``g_i`` of the
-occupied subspaces, ``s_i = cos(f, g_i)`` and (Guo et al., ICCV 2025, Eq. 7)
+Guo et al., "Federated Continual Instruction Tuning", ICCV 2025.
 
-- softmax (default): ``w = softmax(s / eps)``, eps = 0.05
-- concat: ``w_i = 1`` for every occupied subspace (plain sum of subspaces)
-- cosine: ``w_i = s_i`` (raw similarities as weights)
-- argmax: one-hot on the most similar subspace
+- Server (:class:`fcit_flower.strategies.disco.Disco`): identity-token slots, one
+  LoRA subspace of rank ``lora-rank / num-subspaces`` per slot, aggregated per
+  subspace; the routing report (``routing.json``) after each evaluation.
+- Client: answers the identity-token query (mean instruction feature of its data
+  for the stage) and trains only its assigned subspace, as a PEFT adapter.
+- Inference, Subspace Selective Activation (Eq. 7): for a test instruction with
+  feature ``f`` and global identity tokens ``g_i`` of the occupied subspaces,
+  ``s_i = cos(f, g_i)`` and
 
-Unoccupied subspaces always get weight 0. Weights are normalised so that one fully
-active subspace reproduces the scale it was trained at.
+  - softmax (default): ``w = softmax(s / eps)``, eps = 0.05
+  - concat: ``w_i = 1`` for every occupied subspace (plain sum of subspaces)
+  - cosine: ``w_i = s_i`` (raw similarities as weights)
+  - argmax: one-hot on the most similar subspace
+
+  Unoccupied subspaces always get weight 0; one fully active subspace reproduces
+  the scale it was trained at.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
-from fcit_flower.strategies.matching import cosine_matrix
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from torch import nn
+
+from fcit_flower.config import RunConfig
+from fcit_flower.evaluation import EvaluationModel, StageEvaluation
+from fcit_flower.methods.base import ClientSetup, ClientUpdate, Method, ServerSetup
+from fcit_flower.methods.finetune import train_peft
+from fcit_flower.methods.registry import register
+from fcit_flower.models.adapters import (
+    LORA_TARGETS,
+    init_lora_arrays,
+    load_base,
+    load_projector_state,
+    lora_shapes,
+    projector_state,
+)
+from fcit_flower.models.subspace_lora import load_slots, set_activation, subspace_copy
+from fcit_flower.protocol import (
+    ARRAYS_KEY,
+    IDENTITY_TOKEN,
+    INFO_KEY,
+    KIND,
+    METRICS_KEY,
+    NUM_EXAMPLES,
+    SUBSPACE,
+    TASKS,
+    TOKEN_KEY,
+    Arrays,
+    ProtocolError,
+    occupied_slots,
+    read_int,
+    split_projector,
+    subspace_arrays,
+    to_record,
+    token_key,
+)
+from fcit_flower.runtime import Runtime, sample_features, token_dimension
+from fcit_flower.similarity import cosine_matrix
+from fcit_flower.tasks.fcit_data import Sample
+
+if TYPE_CHECKING:
+    from fcit_flower.strategies.continual import ContinualFedAvg
 
 
 def ssa_weights(
@@ -27,7 +80,7 @@ def ssa_weights(
     mode: str = "softmax",
     eps: float = 0.05,
 ) -> np.ndarray:
-    """Activation weights for each instruction feature.
+    """Subspace Selective Activation: subspace weights per instruction feature.
 
     Parameters
     ----------
@@ -67,3 +120,130 @@ def ssa_weights(
         raise ValueError(f"unknown ssa-mode {mode!r}")
     weights[:, :occupied] = active
     return weights
+
+
+@lru_cache(maxsize=2)
+def ssa_model(path: str, capacity: int, rank: int, scaling: float) -> nn.Module:
+    """A cached copy of the base with ``capacity`` subspaces per adapted layer."""
+    return subspace_copy(
+        load_base(path).model,
+        LORA_TARGETS,
+        capacity=capacity,
+        rank=rank,
+        scaling=scaling,
+    )
+
+
+def ssa_evaluation_model(
+    config: RunConfig, runtime: Runtime, arrays: Arrays
+) -> EvaluationModel:
+    """The base with every subspace, mixed per example by SSA before each batch."""
+    capacity = config.num_subspaces
+    model = ssa_model(
+        runtime.base_path, capacity, config.subspace_rank, config.lora_scaling
+    )
+    load_slots(model, {slot: subspace_arrays(arrays, slot) for slot in range(capacity)})
+    projector = split_projector(arrays)[1]
+    load_projector_state(model, projector or projector_state(runtime.bundle.model))
+    occupied = occupied_slots(arrays)
+    tokens = (
+        np.stack(
+            [
+                np.asarray(arrays[token_key(k)], dtype=np.float64)
+                for k in range(occupied)
+            ]
+        )
+        if occupied
+        else np.zeros((0, 1))
+    )
+
+    def activate(batch: Sequence[Sample]) -> np.ndarray:
+        features = sample_features(config, runtime, batch)
+        weights = ssa_weights(
+            features,
+            tokens,
+            capacity=capacity,
+            mode=config.ssa_mode,
+            eps=config.ssa_eps,
+        )
+        set_activation(model, torch.from_numpy(weights))
+        return weights
+
+    return EvaluationModel(model, before_batch=activate)
+
+
+class Disco(Method):
+    """DISCO: identity-token routing to subspaces, SSA at inference."""
+
+    name = "disco"
+
+    def build_server(self, setup: ServerSetup) -> tuple[ContinualFedAvg, Arrays]:
+        """The DISCO strategy; subspaces open as tokens arrive (now: the projector)."""
+        from fcit_flower.strategies.disco import Disco as DiscoStrategy
+
+        config = setup.config
+        shapes = lora_shapes(
+            setup.runtime.base_path,
+            config.subspace_rank,
+            config.lora_scaling,
+            config.lora_dropout,
+        )
+
+        def init_subspace(slot: int) -> Arrays:
+            return init_lora_arrays(shapes, config.seed * 1000 + slot)
+
+        strategy = DiscoStrategy(
+            node_clients=setup.node_clients,
+            policy=setup.policy(),
+            optimizer=setup.optimizer(),
+            on_round_end=setup.on_round_end,
+            num_subspaces=config.num_subspaces,
+            tau=config.tau,
+            token_dim=token_dimension(config, setup.runtime),
+            init_subspace=init_subspace,
+            max_token_norm=config.max_token_norm,
+        )
+        return strategy, setup.projector()
+
+    def answer_query(self, setup: ClientSetup) -> RecordDict:
+        """The identity token: mean instruction feature of the stage's data."""
+        kind = setup.request.get(KIND)
+        if kind != IDENTITY_TOKEN:
+            raise ProtocolError(f"DISCO answers no {kind!r} query")
+        features = sample_features(setup.config, setup.runtime, setup.samples)
+        token = features.mean(axis=0)
+        return RecordDict(
+            {
+                ARRAYS_KEY: to_record({TOKEN_KEY: token.astype(np.float32)}),
+                METRICS_KEY: MetricRecord({NUM_EXAMPLES: len(setup.samples)}),
+                INFO_KEY: ConfigRecord({TASKS: "+".join(setup.tasks)}),
+            }
+        )
+
+    def train_client(self, setup: ClientSetup, received: Arrays) -> ClientUpdate:
+        """Train the assigned subspace (a rank ``lora-rank / E`` PEFT adapter)."""
+        update = train_peft(setup, received, setup.config.subspace_rank)
+        subspace = read_int(setup.request, SUBSPACE)
+        return ClientUpdate(update.arrays, update.loss, {SUBSPACE: subspace})
+
+    def evaluation_model(
+        self, config: RunConfig, runtime: Runtime, arrays: Arrays
+    ) -> EvaluationModel:
+        """Every subspace, weighted per example by SSA."""
+        return ssa_evaluation_model(config, runtime, arrays)
+
+    def stage_files(
+        self, strategy: ContinualFedAvg, evaluation: StageEvaluation
+    ) -> dict[str, Any]:
+        """``routing.json``: client -> subspace, routing accuracy, SSA weights."""
+        from fcit_flower.strategies.disco import Disco as DiscoStrategy
+        from fcit_flower.strategies.disco import routing_report
+
+        assert isinstance(strategy, DiscoStrategy)  # built by build_server
+        report = routing_report(
+            strategy.routing, strategy.slot_tokens(), evaluation.mean_activation
+        )
+        return {"routing.json": report}
+
+
+register(Disco())

@@ -16,40 +16,36 @@ Kirkpatrick et al., "Overcoming catastrophic forgetting in neural networks", PNA
   al., 2018, with gamma = 1), one penalty instead of one per earlier stage.
 - The server sends ``theta*`` and ``F`` in the TRAIN message's ArrayRecord under
   ``ewc-anchor/<key>`` and ``ewc-fisher/<key>``
-  (:class:`fcit_flower.strategies.baselines.Ewc`).
+  (:class:`fcit_flower.strategies.ewc.Ewc`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from fcit_flower.methods.base import ClientSetup, ClientUpdate, ServerSetup
+from fcit_flower.methods.finetune import Finetune, peft_model, peft_update
+from fcit_flower.methods.registry import register
+from fcit_flower.models.adapters import lora_parameters
 from fcit_flower.prompting import PromptTokenizer, encode_for_training
+from fcit_flower.protocol import (
+    ESTIMATE_FISHER,
+    FISHER_PREFIX,
+    Arrays,
+    read_bool,
+    split_ewc,
+    split_projector,
+)
 from fcit_flower.tasks.fcit_data import Sample
-from fcit_flower.training import TINY_NORM, load_pixels
+from fcit_flower.training import TINY_NORM, load_pixels, train_adapter
 
-FISHER_PREFIX = "ewc-fisher/"
-ANCHOR_PREFIX = "ewc-anchor/"
-ESTIMATE_FISHER = "ewc-estimate-fisher"  # config flag of the stage's last round
-_PEFT_PREFIX = "base_model.model."
-
-
-def split_ewc(
-    arrays: Mapping[str, np.ndarray],
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Split arrays into (model arrays, anchor, Fisher); prefixes removed."""
-    plain, anchor, fisher = {}, {}, {}
-    for key, value in arrays.items():
-        if key.startswith(ANCHOR_PREFIX):
-            anchor[key[len(ANCHOR_PREFIX) :]] = value
-        elif key.startswith(FISHER_PREFIX):
-            fisher[key[len(FISHER_PREFIX) :]] = value
-        else:
-            plain[key] = value
-    return plain, anchor, fisher
+if TYPE_CHECKING:
+    from fcit_flower.strategies.continual import ContinualFedAvg
 
 
 def ewc_penalty(
@@ -63,15 +59,6 @@ def ewc_penalty(
     for key, weight in fisher.items():
         total = total + (weight * (params[key] - anchor[key]).pow(2)).sum()
     return lam * total
-
-
-def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """PEFT LoRA parameters under the canonical keys of ``lora_state``."""
-    return {
-        name.removeprefix(_PEFT_PREFIX).replace(".default.", "."): param
-        for name, param in model.named_parameters()
-        if "lora_" in name
-    }
 
 
 def penalty_hook(
@@ -132,3 +119,56 @@ def estimate_fisher(
     return {
         FISHER_PREFIX + k: (v * scale).float().numpy().copy() for k, v in sums.items()
     }
+
+
+class Ewc(Finetune):
+    """Finetune's adapter with the EWC penalty and per-stage consolidation."""
+
+    name = "ewc"
+
+    def build_server(self, setup: ServerSetup) -> tuple[ContinualFedAvg, Arrays]:
+        """The EWC strategy (Fisher rounds, anchor and Fisher sent down)."""
+        from fcit_flower.strategies.ewc import Ewc as EwcStrategy
+
+        strategy = EwcStrategy(
+            node_clients=setup.node_clients,
+            policy=setup.policy(),
+            optimizer=setup.optimizer(),
+            on_round_end=setup.on_round_end,
+            rounds_per_stage=setup.config.rounds_per_stage,
+        )
+        return strategy, {**self.initial_adapter(setup), **setup.projector()}
+
+    def train_client(self, setup: ClientSetup, received: Arrays) -> ClientUpdate:
+        """LM loss + EWC penalty; in a stage's last round, also the Fisher."""
+        config, bundle = setup.config, setup.runtime.bundle
+        plain, anchor, fisher = split_ewc(received)
+        model = peft_model(config, setup.runtime, config.lora_rank, plain)
+        projector = split_projector(plain)[1]
+        loss = train_adapter(
+            model,
+            config,
+            bundle,
+            setup.samples,
+            projector,
+            seed=setup.seed,
+            loss_hook=penalty_hook(model, anchor, fisher, config.ewc_lambda),
+        )
+        arrays = peft_update(model, projector)
+        if read_bool(setup.request, ESTIMATE_FISHER):
+            arrays.update(
+                estimate_fisher(
+                    model,
+                    bundle.tokenizer,
+                    setup.samples,
+                    image_size=bundle.image_size,
+                    num_image_tokens=bundle.num_image_tokens,
+                    batch_size=config.batch_size,
+                    image_mean=bundle.image_mean,
+                    image_std=bundle.image_std,
+                )
+            )
+        return ClientUpdate(arrays, loss)
+
+
+register(Ewc())

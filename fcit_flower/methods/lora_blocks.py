@@ -1,4 +1,4 @@
-"""One LoRA block per stage (shared by O-LoRA and M-LoRA), and wrapped-model training.
+"""One LoRA block per stage: what O-LoRA and M-LoRA share, on both sides.
 
 Block ``k`` is a rank-``r_b`` LoRA pair trained in stage ``k`` and frozen afterwards.
 The model holds ``capacity`` (= number of stages) blocks in one
@@ -12,58 +12,53 @@ earlier blocks are present in the forward pass but frozen (their gradients are m
 to zero), and only block ``s`` travels: server -> client with all earlier blocks,
 client -> server alone. Arrays of block ``k`` are keyed
 ``block{k}/<module>.lora_A.weight`` (shape ``(r_b, in)``) and
-``block{k}/<module>.lora_B.weight`` (``(out, r_b)``).
+``block{k}/<module>.lora_B.weight`` (``(out, r_b)``); the server side is
+:class:`fcit_flower.strategies.blocks.BlockLora`.
 """
 
 from __future__ import annotations
 
-import copy
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
 from fcit_flower.config import RunConfig
+from fcit_flower.evaluation import EvaluationModel
+from fcit_flower.methods.base import ClientSetup, ClientUpdate, Method, ServerSetup
 from fcit_flower.models.adapters import (
     LORA_TARGETS,
+    init_lora_arrays,
     load_base,
     load_projector_state,
+    lora_shapes,
     projector_state,
-    split_projector,
-    trainable_param_groups,
 )
 from fcit_flower.models.subspace_lora import (
     SubspaceLoraLinear,
-    inject_subspace_lora,
+    load_slots,
     set_activation,
+    slot_state,
+    subspace_copy,
     subspace_layers,
 )
+from fcit_flower.protocol import (
+    Arrays,
+    block_arrays,
+    block_indices,
+    block_prefix,
+    split_projector,
+)
 from fcit_flower.runtime import Runtime
-from fcit_flower.tasks.fcit_data import Sample
-from fcit_flower.training import train_local
+from fcit_flower.training import train_adapter
 
-BLOCK_METHODS = ("olora", "mlora")
-_BLOCK_KEY = re.compile(r"^block(\d+)/")
+if TYPE_CHECKING:
+    from fcit_flower.strategies.continual import ContinualFedAvg
 
-
-def block_prefix(block: int) -> str:
-    """Key prefix of a block's LoRA factors."""
-    return f"block{block}/"
-
-
-def block_indices(arrays: Mapping[str, np.ndarray]) -> list[int]:
-    """Sorted indices of the blocks present in ``arrays``."""
-    found = {int(m.group(1)) for k in arrays if (m := _BLOCK_KEY.match(k))}
-    return sorted(found)
-
-
-def block_arrays(arrays: Mapping[str, np.ndarray], block: int) -> dict[str, np.ndarray]:
-    """The factors of one block, keys without the block prefix."""
-    prefix = block_prefix(block)
-    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+# ``regulariser(model, block)``: an extra loss term while block ``block`` trains.
+Regulariser = Callable[[nn.Module, int], torch.Tensor]
 
 
 @lru_cache(maxsize=2)
@@ -74,50 +69,41 @@ def block_model(
 
     Callers overwrite every block with :func:`load_blocks` before each use.
     """
-    model = copy.deepcopy(load_base(path).model)
-    inject_subspace_lora(
-        model,
+    model = subspace_copy(
+        load_base(path).model,
         LORA_TARGETS,
-        num_subspaces=capacity,
+        capacity=capacity,
         rank=rank,
         scaling=scaling,
         dropout=dropout,
     )
     set_activation(model, torch.ones(capacity))
-    model.eval()
     return model
 
 
-def load_blocks(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
+def run_block_model(config: RunConfig, runtime: Runtime) -> nn.Module:
+    """:func:`block_model` of a run: one block per stage, of a subspace's rank."""
+    return block_model(
+        runtime.base_path,
+        runtime.schedule.num_stages,
+        config.subspace_rank,
+        config.lora_scaling,
+        config.lora_dropout,
+    )
+
+
+def load_blocks(model: nn.Module, arrays: Arrays) -> None:
     """Write every ``block{k}/`` array into slot ``k``; zero the slots not given."""
-    layers = dict(subspace_layers(model))
-    present = block_indices(arrays)
-    capacity = next(iter(layers.values())).num_subspaces
-    if present and present[-1] >= capacity:
-        raise KeyError(f"block {present[-1]} does not fit {capacity} blocks")
-    with torch.no_grad():
-        for layer in layers.values():
-            layer.lora_A.zero_()
-            layer.lora_B.zero_()
-        for block in present:
-            for key, value in block_arrays(arrays, block).items():
-                module, factor, _ = key.rsplit(".", 2)
-                target = getattr(layers[module], factor)
-                target[block].copy_(torch.from_numpy(np.asarray(value)))
-    set_activation(model, torch.ones(capacity))
+    blocks = {b: block_arrays(arrays, b) for b in block_indices(arrays)}
+    load_slots(model, blocks)
+    layers = [layer for _, layer in subspace_layers(model)]
+    set_activation(model, torch.ones(layers[0].num_subspaces))
 
 
-def block_state(model: nn.Module, block: int) -> dict[str, np.ndarray]:
+def block_state(model: nn.Module, block: int) -> Arrays:
     """The factors of slot ``block`` under ``block{k}/`` keys (float32 arrays)."""
-    out = {}
     prefix = block_prefix(block)
-    for name, layer in subspace_layers(model):
-        for factor in ("lora_A", "lora_B"):
-            value = getattr(layer, factor)[block]
-            out[f"{prefix}{name}.{factor}.weight"] = (
-                value.detach().cpu().float().numpy().copy()
-            )
-    return out
+    return {prefix + k: v for k, v in slot_state(model, block).items()}
 
 
 def freeze_other_blocks(model: nn.Module, block: int) -> list:
@@ -136,67 +122,19 @@ def block_layers(model: nn.Module) -> list[SubspaceLoraLinear]:
     return [layer for _, layer in subspace_layers(model)]
 
 
-def train_wrapped(
-    model: nn.Module,
-    config: RunConfig,
-    runtime: Runtime,
-    samples: Sequence[Sample],
-    projector: dict[str, np.ndarray],
-    *,
-    seed: int,
-    loss_hook: Callable[[], torch.Tensor] | None = None,
-) -> float:
-    """Local training of an adapted model (PEFT LoRA or wrapped adapter layers).
-
-    Trainable: every parameter named ``lora_*`` and, when trained, the projector.
-    Images are normalised with the base's pixel statistics.
-    """
-    load_projector_state(model, projector or projector_state(runtime.bundle.model))
-    groups = trainable_param_groups(
-        model,
-        lr=config.lr,
-        projector_lr=config.projector_lr,
-        train_projector=config.train_projector and bool(projector),
-    )
-    return train_local(
-        model,
-        runtime.bundle.tokenizer,
-        samples,
-        image_size=runtime.bundle.image_size,
-        num_image_tokens=runtime.bundle.num_image_tokens,
-        param_groups=groups,
-        epochs=config.local_epochs,
-        batch_size=config.batch_size,
-        warmup_ratio=config.warmup_ratio,
-        seed=seed,
-        image_mean=runtime.bundle.image_mean,
-        image_std=runtime.bundle.image_std,
-        loss_hook=loss_hook,
-    )
-
-
 def train_block(
-    config: RunConfig,
-    runtime: Runtime,
-    received: dict[str, np.ndarray],
-    samples: Sequence[Sample],
+    setup: ClientSetup,
+    received: Arrays,
     *,
     block: int,
-    seed: int,
-    regulariser: Callable[[nn.Module, int], torch.Tensor] | None = None,
-) -> tuple[dict[str, np.ndarray], float]:
+    regulariser: Regulariser | None = None,
+) -> ClientUpdate:
     """Train block ``block`` with the earlier blocks frozen in the forward pass.
 
-    Returns the block's factors (and the projector when it travelled) and the mean
-    training loss. ``regulariser(model, block)`` is added to the loss at each step.
+    The update holds the block's factors (and the projector when it travelled).
+    ``regulariser(model, block)`` is added to the loss at each step.
     """
-    model = block_model(
-        runtime.base_path,
-        runtime.schedule.num_stages,
-        config.subspace_rank,
-        config.lora_scaling,
-        config.lora_dropout,
-    )
+    model = run_block_model(setup.config, setup.runtime)
     adapter, projector = split_projector(received)
     if not block_arrays(adapter, block):
         raise KeyError(f"the message lacks block {block}")
@@ -204,8 +142,14 @@ def train_block(
     handles = freeze_other_blocks(model, block)
     hook = None if regulariser is None else (lambda: regulariser(model, block))
     try:
-        loss = train_wrapped(
-            model, config, runtime, samples, projector, seed=seed, loss_hook=hook
+        loss = train_adapter(
+            model,
+            setup.config,
+            setup.runtime.bundle,
+            setup.samples,
+            projector,
+            seed=setup.seed,
+            loss_hook=hook,
         )
     finally:
         for handle in handles:
@@ -213,4 +157,58 @@ def train_block(
     arrays = block_state(model, block)
     if projector:
         arrays.update(projector_state(model))
-    return arrays, loss
+    return ClientUpdate(arrays, loss)
+
+
+class BlockMethod(Method):
+    """A new LoRA block per stage, earlier blocks frozen, all summed at inference."""
+
+    def regulariser(self, config: RunConfig) -> Regulariser | None:
+        """The extra loss of the block being trained (none here)."""
+        return None
+
+    def build_server(self, setup: ServerSetup) -> tuple[ContinualFedAvg, Arrays]:
+        """Keep every block; open block 0 now, later ones at their stage."""
+        from fcit_flower.strategies.blocks import BlockLora
+
+        config = setup.config
+        shapes = lora_shapes(
+            setup.runtime.base_path,
+            config.subspace_rank,
+            config.lora_scaling,
+            config.lora_dropout,
+        )
+
+        def init_block(block: int) -> Arrays:
+            return init_lora_arrays(shapes, config.seed * 1000 + block)
+
+        strategy = BlockLora(
+            node_clients=setup.node_clients,
+            policy=setup.policy(),
+            optimizer=setup.optimizer(),
+            on_round_end=setup.on_round_end,
+            init_block=init_block,
+        )
+        first = {block_prefix(0) + k: v for k, v in init_block(0).items()}
+        return strategy, {**first, **setup.projector()}
+
+    def train_client(self, setup: ClientSetup, received: Arrays) -> ClientUpdate:
+        """Train the newest block received."""
+        present = block_indices(received)
+        return train_block(
+            setup,
+            received,
+            block=present[-1] if present else 0,
+            regulariser=self.regulariser(setup.config),
+        )
+
+    def evaluation_model(
+        self, config: RunConfig, runtime: Runtime, arrays: Arrays
+    ) -> EvaluationModel:
+        """The base with every block so far, summed."""
+        adapter, projector = split_projector(arrays)
+        model = run_block_model(config, runtime)
+        load_blocks(model, adapter)
+        load_projector_state(model, projector or projector_state(runtime.bundle.model))
+        model.eval()
+        return EvaluationModel(model)

@@ -16,14 +16,25 @@ average would shrink every module by ``1 / (s + 1)`` and match no trained model.
 local loss is the LM loss only (no regulariser); this is O-LoRA with
 ``lambda_orth = lambda_l2 = 0``, which isolates what the orthogonality term adds.
 Federated: module ``s`` is averaged with FedAvg over the stage's clients; the server
-keeps all modules (:class:`fcit_flower.strategies.baselines.BlockLora`).
+keeps all modules (:class:`fcit_flower.strategies.blocks.BlockLora`).
 """
 
 from __future__ import annotations
 
 import torch
 
+from fcit_flower.methods.lora_blocks import BlockMethod
+from fcit_flower.methods.registry import register
 from fcit_flower.models.subspace_lora import SubspaceLoraLinear
+
+
+class MLora(BlockMethod):
+    """One block per stage, earlier ones frozen, summed; LM loss only."""
+
+    name = "mlora"
+
+
+register(MLora())
 
 
 def merged_delta(layer: SubspaceLoraLinear, num_modules: int) -> torch.Tensor:

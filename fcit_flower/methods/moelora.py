@@ -16,24 +16,30 @@ Federated like Finetune: experts *and* router are averaged with FedAvg every rou
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from fcit_flower.config import RunConfig
-from fcit_flower.methods.lora_blocks import train_wrapped
+from fcit_flower.config import ConfigError, RunConfig
+from fcit_flower.evaluation import EvaluationModel
+from fcit_flower.methods.base import ClientSetup, ClientUpdate, Method, ServerSetup
+from fcit_flower.methods.registry import register
 from fcit_flower.models.adapters import (
     LORA_TARGETS,
     load_base,
+    load_projector_state,
     projector_state,
-    split_projector,
 )
 from fcit_flower.models.moe_lora import inject_moe_lora
+from fcit_flower.protocol import Arrays, split_projector
 from fcit_flower.runtime import Runtime
-from fcit_flower.tasks.fcit_data import Sample
+from fcit_flower.training import train_adapter
+
+if TYPE_CHECKING:
+    from fcit_flower.strategies.continual import ContinualFedAvg
 
 
 def _build(
@@ -72,7 +78,7 @@ def _shape(config: RunConfig) -> tuple[int, int, int, float, float]:
     )
 
 
-def moe_state(model: nn.Module) -> dict[str, np.ndarray]:
+def moe_state(model: nn.Module) -> Arrays:
     """Experts and routers as float32 arrays keyed by parameter name."""
     return {
         name: param.detach().cpu().float().numpy().copy()
@@ -81,7 +87,7 @@ def moe_state(model: nn.Module) -> dict[str, np.ndarray]:
     }
 
 
-def load_moe_state(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+def load_moe_state(model: nn.Module, arrays: Arrays) -> None:
     """Write :func:`moe_state` arrays into ``model`` (strict on the key set)."""
     params = {n: p for n, p in model.named_parameters() if ".lora_" in n}
     if set(params) != set(arrays):
@@ -93,26 +99,66 @@ def load_moe_state(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
             param.copy_(torch.from_numpy(np.asarray(arrays[name])))
 
 
-def init_moe_arrays(config: RunConfig, path: str) -> dict[str, np.ndarray]:
+def init_moe_arrays(config: RunConfig, path: str) -> Arrays:
     """Seeded initial experts (A Kaiming-uniform, B zero) and routers."""
     torch.manual_seed(config.seed)
     return moe_state(_build(path, *_shape(config)))
 
 
-def train_moe(
-    config: RunConfig,
-    runtime: Runtime,
-    received: dict[str, np.ndarray],
-    samples: Sequence[Sample],
-    *,
-    seed: int,
-) -> tuple[dict[str, np.ndarray], float]:
-    """Local MoE-LoRA training; returns (experts + routers [+ projector], loss)."""
-    model = moe_model(config, runtime.base_path)
-    adapter, projector = split_projector(received)
-    load_moe_state(model, adapter)
-    loss = train_wrapped(model, config, runtime, samples, projector, seed=seed)
-    arrays = moe_state(model)
-    if projector:
-        arrays.update(projector_state(model))
-    return arrays, loss
+class MoeLora(Method):
+    """Routed LoRA experts, averaged (experts and routers) like Finetune."""
+
+    name = "moelora"
+
+    def check_config(self, config: RunConfig) -> None:
+        """The total rank must split evenly over the experts."""
+        if config.lora_rank % config.moelora_experts:
+            raise ConfigError(
+                f"lora-rank={config.lora_rank} must be divisible by "
+                f"moelora-experts={config.moelora_experts}"
+            )
+
+    def build_server(self, setup: ServerSetup) -> tuple[ContinualFedAvg, Arrays]:
+        """FedAvg of experts and routers."""
+        from fcit_flower.strategies.continual import ContinualFedAvg
+
+        strategy = ContinualFedAvg(
+            node_clients=setup.node_clients,
+            policy=setup.policy(),
+            optimizer=setup.optimizer(),
+            on_round_end=setup.on_round_end,
+        )
+        initial = init_moe_arrays(setup.config, setup.runtime.base_path)
+        return strategy, {**initial, **setup.projector()}
+
+    def train_client(self, setup: ClientSetup, received: Arrays) -> ClientUpdate:
+        """Local MoE-LoRA training: experts + routers (+ projector) go back."""
+        model = moe_model(setup.config, setup.runtime.base_path)
+        adapter, projector = split_projector(received)
+        load_moe_state(model, adapter)
+        loss = train_adapter(
+            model,
+            setup.config,
+            setup.runtime.bundle,
+            setup.samples,
+            projector,
+            seed=setup.seed,
+        )
+        arrays = moe_state(model)
+        if projector:
+            arrays.update(projector_state(model))
+        return ClientUpdate(arrays, loss)
+
+    def evaluation_model(
+        self, config: RunConfig, runtime: Runtime, arrays: Arrays
+    ) -> EvaluationModel:
+        """The base with the global experts and routers."""
+        adapter, projector = split_projector(arrays)
+        model = moe_model(config, runtime.base_path)
+        load_moe_state(model, adapter)
+        load_projector_state(model, projector or projector_state(runtime.bundle.model))
+        model.eval()
+        return EvaluationModel(model)
+
+
+register(MoeLora())

@@ -15,15 +15,19 @@ the new block's ``A`` orthogonal to every earlier one; the L2 term keeps the new
 block small). Run-config keys ``olora-lambda-orth`` (default 0.5, the paper's
 lambda_1) and ``olora-lambda-l2`` (default 0: no L2 term).
 Federated: block ``s`` is averaged with FedAvg over the stage's clients; the server
-keeps all blocks (:class:`fcit_flower.strategies.baselines.BlockLora`).
+keeps all blocks (:class:`fcit_flower.strategies.blocks.BlockLora`).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
-from fcit_flower.methods.lora_blocks import block_layers
+from fcit_flower.config import RunConfig
+from fcit_flower.methods.lora_blocks import BlockMethod, Regulariser, block_layers
+from fcit_flower.methods.registry import register
 
 
 def orthogonality_loss(a_new: torch.Tensor, a_previous: torch.Tensor) -> torch.Tensor:
@@ -53,3 +57,20 @@ def olora_regulariser(
                 a_new.pow(2).sum() + layer.lora_B[block].pow(2).sum()
             )
     return total
+
+
+class OLora(BlockMethod):
+    """One block per stage, pushed orthogonal to the earlier ones."""
+
+    name = "olora"
+
+    def regulariser(self, config: RunConfig) -> Regulariser | None:
+        """The orthogonality (and L2) terms of the run's lambdas."""
+        return partial(
+            olora_regulariser,
+            lambda_orth=config.olora_lambda_orth,
+            lambda_l2=config.olora_lambda_l2,
+        )
+
+
+register(OLora())

@@ -27,10 +27,10 @@ from torch import nn
 from fcit_flower.models.llava import LoadOptions, load_llava
 from fcit_flower.models.tiny import load_tiny_base
 from fcit_flower.prompting import PromptTokenizer
+from fcit_flower.protocol import PROJECTOR
 
 LORA_TARGETS = ("gate_proj", "up_proj", "down_proj")
-PROJECTOR = "multi_modal_projector"
-_PEFT_PREFIX = "base_model.model."
+PEFT_PREFIX = "base_model.model."  # PEFT's parameter names -> our canonical keys
 
 
 @dataclass(frozen=True)
@@ -129,11 +129,39 @@ def adapted_model(path: str, rank: int, scaling: float, dropout: float) -> nn.Mo
     return model
 
 
+def lora_shapes(
+    path: str, rank: int, scaling: float, dropout: float
+) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of a rank-``rank`` PEFT adapter on the base at ``path``."""
+    model = adapted_model(path, rank, scaling, dropout)
+    return {k: v.shape for k, v in lora_state(model).items()}
+
+
+def init_lora_arrays(
+    shapes: dict[str, tuple[int, ...]], seed: int
+) -> dict[str, np.ndarray]:
+    """Fresh LoRA factors as PEFT initialises them, but seeded.
+
+    ``lora_A`` ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (Kaiming-uniform with a=sqrt(5)),
+    ``lora_B`` = 0, so a fresh adapter changes nothing.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for key in sorted(shapes):
+        shape = shapes[key]
+        if ".lora_A." in key:
+            bound = 1.0 / np.sqrt(shape[1])
+            arrays[key] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
+        else:
+            arrays[key] = np.zeros(shape, dtype=np.float32)
+    return arrays
+
+
 def lora_state(model: nn.Module) -> dict[str, np.ndarray]:
     """LoRA tensors of a PEFT model as float32 arrays under canonical keys."""
     state = get_peft_model_state_dict(model)
     return {
-        k.removeprefix(_PEFT_PREFIX): v.detach().cpu().float().numpy().copy()
+        k.removeprefix(PEFT_PREFIX): v.detach().cpu().float().numpy().copy()
         for k, v in state.items()
         if "lora_" in k
     }
@@ -142,12 +170,21 @@ def lora_state(model: nn.Module) -> dict[str, np.ndarray]:
 def load_lora_state(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
     """Write canonical-key LoRA arrays into a PEFT model (strict on keys)."""
     state = {
-        _PEFT_PREFIX + k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()
+        PEFT_PREFIX + k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()
     }
     result = set_peft_model_state_dict(model, state)
     unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     if unexpected:
         raise KeyError(f"unknown adapter keys: {unexpected[:3]}")
+
+
+def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """PEFT LoRA parameters under the canonical keys of :func:`lora_state`."""
+    return {
+        name.removeprefix(PEFT_PREFIX).replace(".default.", "."): param
+        for name, param in model.named_parameters()
+        if "lora_" in name
+    }
 
 
 def _projector(model: nn.Module) -> nn.Module:
@@ -190,10 +227,3 @@ def trainable_param_groups(
     if train_projector:
         groups.append({"params": projector, "lr": projector_lr})
     return groups
-
-
-def split_projector(arrays: dict[str, np.ndarray]) -> tuple[dict, dict]:
-    """Split canonical arrays into (adapter, projector) dicts."""
-    projector = {k: v for k, v in arrays.items() if PROJECTOR in k}
-    adapter = {k: v for k, v in arrays.items() if PROJECTOR not in k}
-    return adapter, projector

@@ -15,10 +15,12 @@ trains); with SSA weights it is DISCO inference (Guo et al., ICCV 2025, Sec. 4.3
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -178,3 +180,62 @@ def set_activation(model: nn.Module, weights: torch.Tensor) -> None:
     """Set the same activation weights on every subspace layer of ``model``."""
     for _, layer in subspace_layers(model):
         layer.set_activation(weights)
+
+
+def subspace_copy(
+    base: nn.Module,
+    targets: tuple[str, ...],
+    *,
+    capacity: int,
+    rank: int,
+    scaling: float,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """A copy of ``base`` whose ``targets`` layers hold ``capacity`` subspaces."""
+    model = copy.deepcopy(base)
+    inject_subspace_lora(
+        model,
+        targets,
+        num_subspaces=capacity,
+        rank=rank,
+        scaling=scaling,
+        dropout=dropout,
+    )
+    model.eval()
+    return model
+
+
+def load_slots(model: nn.Module, slots: Mapping[int, Mapping[str, np.ndarray]]) -> None:
+    """Zero every subspace, then write ``slots[k]`` into subspace ``k``.
+
+    Keys are canonical LoRA keys (``<module>.lora_A.weight``, ``.lora_B.weight``).
+
+    Raises
+    ------
+    KeyError
+        When a slot index does not fit the layers' capacity.
+    """
+    layers = dict(subspace_layers(model))
+    capacity = next(iter(layers.values())).num_subspaces
+    too_far = [k for k in slots if k >= capacity]
+    if too_far:
+        raise KeyError(f"subspace {max(too_far)} does not fit {capacity} subspaces")
+    with torch.no_grad():
+        for layer in layers.values():
+            layer.lora_A.zero_()
+            layer.lora_B.zero_()
+        for slot, arrays in slots.items():
+            for key, value in arrays.items():
+                module, factor, _ = key.rsplit(".", 2)
+                target = getattr(layers[module], factor)
+                target[slot].copy_(torch.from_numpy(np.asarray(value)))
+
+
+def slot_state(model: nn.Module, slot: int) -> dict[str, np.ndarray]:
+    """The factors of subspace ``slot`` under canonical keys (float32 arrays)."""
+    out = {}
+    for name, layer in subspace_layers(model):
+        for factor in ("lora_A", "lora_B"):
+            value = getattr(layer, factor)[slot]
+            out[f"{name}.{factor}.weight"] = value.detach().cpu().float().numpy().copy()
+    return out

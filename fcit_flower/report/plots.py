@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from fcit_flower.similarity import cosine_matrix  # noqa: E402
+
 DPI = 100
 
 
@@ -201,14 +203,6 @@ def ssa_heatmap(
     return _save(figure, path)
 
 
-def cosine_matrix(vectors: Sequence[Sequence[float]]) -> np.ndarray:
-    """Pairwise cosine similarity of ``vectors`` (zero vectors give 0)."""
-    array = np.asarray(vectors, dtype=float)
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    unit = np.divide(array, norms, out=np.zeros_like(array), where=norms > 0)
-    return np.clip(unit @ unit.T, -1.0, 1.0)
-
-
 def token_similarity(
     path: Path,
     tokens: Sequence[Sequence[float]],
@@ -233,7 +227,7 @@ def token_similarity(
     Path
         ``path``.
     """
-    similarity = cosine_matrix(tokens)
+    similarity = np.clip(cosine_matrix(tokens), -1.0, 1.0)  # rounding above 1
     figure = _annotated_heatmap(
         similarity,
         rows=labels,

@@ -2,9 +2,8 @@
 
 Guo et al., "Federated Continual Instruction Tuning" (ICCV 2025), Sec. 4.2. The global
 state is one ``ArrayRecord`` holding, per occupied slot ``k``, the subspace's LoRA
-factors (``slot{k}/<key>``), its identity token (``token/slot{k}``) and the sample
-mass behind that token (``token-weight/slot{k}``), plus the shared projector (plain
-keys, FedAvg-style). Each round:
+factors, its identity token and the sample mass behind that token, plus the shared
+projector (layout in :mod:`fcit_flower.protocol`). Each round:
 
 1. ``configure_train``: sample clients; clients not yet assigned in this stage send
    their identity token (a QUERY message, no training cost); the tokens are matched
@@ -16,36 +15,44 @@ keys, FedAvg-style). Each round:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common import MessageType, log
 from flwr.serverapp import Grid
 
-from fcit_flower.strategies.aggregation import token_problem, weighted_average
-from fcit_flower.strategies.continual import (
+from fcit_flower.protocol import (
     ARRAYS_KEY,
     CONFIG_KEY,
+    IDENTITY_TOKEN,
+    INFO_KEY,
+    KIND,
     METRICS_KEY,
     NUM_EXAMPLES,
-    ContinualFedAvg,
-    Upload,
+    STAGE,
+    SUBSPACE,
+    TASKS,
+    TOKEN_KEY,
+    Arrays,
+    occupied_slots,
+    slot_prefix,
+    split_projector,
+    subspace_arrays,
+    token_key,
+    token_weight_key,
 )
-from fcit_flower.strategies.matching import TokenSlots
-from fcit_flower.strategies.server_optim import ServerOptimizer
-
-TOKEN_KEY = "identity-token"
-INFO_KEY = "info"
-PROJECTOR_MARK = "multi_modal_projector"
-
-
-def slot_prefix(slot: int) -> str:
-    """Key prefix of a slot's LoRA factors."""
-    return f"slot{slot}/"
+from fcit_flower.strategies.aggregation import token_problem, weighted_average
+from fcit_flower.strategies.continual import (
+    ContinualFedAvg,
+    RoundEndHook,
+    StrategyState,
+)
+from fcit_flower.strategies.matching import MatchResult, TokenSlots
+from fcit_flower.strategies.server_optim import ServerOptimizerSpec
+from fcit_flower.strategies.uploads import RoundPolicy, Upload
 
 
 def slots_from_arrays(
@@ -53,25 +60,10 @@ def slots_from_arrays(
 ) -> TokenSlots:
     """Rebuild the token cache from a global state (the state is the truth)."""
     slots = TokenSlots(capacity=capacity, tau=tau)
-    k = 0
-    while f"token/slot{k}" in arrays:
-        slots.tokens.append(np.asarray(arrays[f"token/slot{k}"], dtype=np.float64))
-        slots.weights.append(float(arrays[f"token-weight/slot{k}"][0]))
-        k += 1
+    for k in range(occupied_slots(arrays)):
+        slots.tokens.append(np.asarray(arrays[token_key(k)], dtype=np.float64))
+        slots.weights.append(float(arrays[token_weight_key(k)][0]))
     return slots
-
-
-def subspace_arrays(
-    arrays: Mapping[str, np.ndarray], slot: int
-) -> dict[str, np.ndarray]:
-    """LoRA factors of one slot, keys without the slot prefix."""
-    prefix = slot_prefix(slot)
-    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-
-
-def projector_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The shared (non-subspace) arrays: the multimodal projector."""
-    return {k: v for k, v in arrays.items() if PROJECTOR_MARK in k and "/" not in k}
 
 
 class Disco(ContinualFedAvg):
@@ -79,6 +71,9 @@ class Disco(ContinualFedAvg):
 
     Parameters
     ----------
+    node_clients, policy, optimizer, on_round_end
+        As :class:`ContinualFedAvg`; every subspace and the projector get their
+        own server optimizer.
     num_subspaces : int
         E, slots available.
     tau : float
@@ -91,23 +86,28 @@ class Disco(ContinualFedAvg):
         Identity tokens longer than this are rejected (0 disables the check).
     query_timeout : float
         Seconds to wait for identity tokens.
-    **kwargs
-        The keyword arguments of :class:`ContinualFedAvg`.
     """
 
     def __init__(
         self,
         *,
+        node_clients: Mapping[int, int],
+        policy: RoundPolicy,
+        optimizer: ServerOptimizerSpec,
+        on_round_end: RoundEndHook | None = None,
         num_subspaces: int,
         tau: float,
         token_dim: int,
-        init_subspace: Callable[[int], dict[str, np.ndarray]],
-        optimizer: ServerOptimizer,
+        init_subspace: Callable[[int], Arrays],
         max_token_norm: float = 0.0,
         query_timeout: float = 600.0,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(optimizer=optimizer, **kwargs)
+        super().__init__(
+            node_clients=node_clients,
+            policy=policy,
+            optimizer=optimizer,
+            on_round_end=on_round_end,
+        )
         self.num_subspaces = num_subspaces
         self.tau = tau
         self.token_dim = token_dim
@@ -115,8 +115,6 @@ class Disco(ContinualFedAvg):
         self.init_subspace = init_subspace
         self.query_timeout = query_timeout
         self.assignment: dict[int, int] = {}
-        self.slot_optimizers: dict[int, ServerOptimizer] = {}
-        self._fresh_optimizer = copy.deepcopy(optimizer)  # never stepped
         self.routing: list[dict[str, Any]] = []
 
     def summary(self) -> None:
@@ -124,32 +122,27 @@ class Disco(ContinualFedAvg):
         super().summary()
         log(INFO, "\t└── DISCO: %d subspaces, tau=%.3f", self.num_subspaces, self.tau)
 
-    def select(
-        self, server_round: int, config: ConfigRecord, grid: Grid
+    def begin_stage(self, stage: int) -> None:
+        """Slots are assigned afresh in every stage."""
+        self.assignment = {}
+
+    def admit(
+        self, picked: list[tuple[int, int]], server_round: int, grid: Grid
     ) -> list[tuple[int, int]]:
-        """Sample clients, then assign the unassigned ones to slots by token."""
-        stage = int(config["stage"])  # type: ignore[arg-type]
-        if stage != self._stage:
-            self.assignment = {}
-        picked = super().select(server_round, config, grid)
+        """Assign the unassigned clients to slots by token; keep the assigned ones."""
         newcomers = [(n, p) for n, p in picked if p not in self.assignment]
         if newcomers:
-            self._assign(grid, newcomers, stage, server_round)
-        kept = [(n, p) for n, p in picked if p in self.assignment]
-        self._round_clients = dict(kept)
-        return kept
+            self._assign(grid, newcomers, server_round)
+        return [(n, p) for n, p in picked if p in self.assignment]
 
     def _assign(
-        self,
-        grid: Grid,
-        newcomers: list[tuple[int, int]],
-        stage: int,
-        server_round: int,
+        self, grid: Grid, newcomers: list[tuple[int, int]], server_round: int
     ) -> None:
+        stage = self._stage
         query = [
             Message(
                 content=RecordDict(
-                    {CONFIG_KEY: ConfigRecord({"kind": TOKEN_KEY, "stage": stage})}
+                    {CONFIG_KEY: ConfigRecord({KIND: IDENTITY_TOKEN, STAGE: stage})}
                 ),
                 dst_node_id=node,
                 message_type=MessageType.QUERY,
@@ -165,7 +158,8 @@ class Disco(ContinualFedAvg):
             reply = replies.get(node)
             if reply is None or reply.has_error():
                 reason = reply.error.reason if reply is not None else "no reply"
-                self.reject(
+                self.uploads.reject(
+                    stage,
                     server_round,
                     position,
                     f"identity token query failed: {reason}",
@@ -178,118 +172,151 @@ class Disco(ContinualFedAvg):
             if problem is None and not size > 0:
                 problem = f"num-examples={size} is not positive"
             if problem is not None:
-                self.reject(server_round, position, problem)
+                self.uploads.reject(stage, server_round, position, problem)
                 continue
             result = slots.match(token, size)
             if result.opened:
                 for key, value in self.init_subspace(result.slot).items():
                     self.current[slot_prefix(result.slot) + key] = value
-            if result.overflow:
-                log(
-                    WARNING,
-                    "all %d subspaces taken: client %d merged into slot %d "
-                    "(cosine %.3f < tau)",
-                    self.num_subspaces,
-                    position,
-                    result.slot,
-                    result.similarity,
-                )
-            self.assignment[position] = result.slot
             info = reply.content.config_records.get(INFO_KEY, ConfigRecord())
-            self.routing.append(
-                {
-                    "stage": stage,
-                    "round": server_round,
-                    "client": position,
-                    "tasks": str(info.get("tasks", "")),
-                    "slot": result.slot,
-                    "similarity": round(result.similarity, 4),
-                    "opened": result.opened,
-                    "overflow": result.overflow,
-                }
-            )
-            log(
-                INFO,
-                "DKO: client %d (%s) -> subspace %d (cos %.3f%s)",
-                position,
-                info.get("tasks", "?"),
-                result.slot,
-                result.similarity,
-                ", new" if result.opened else "",
-            )
+            self._route(position, str(info.get(TASKS, "")), result, server_round)
         for k, (token, weight) in enumerate(
             zip(slots.tokens, slots.weights, strict=True)
         ):
-            self.current[f"token/slot{k}"] = token.astype(np.float32)
-            self.current[f"token-weight/slot{k}"] = np.array([weight], dtype=np.float64)
+            self.current[token_key(k)] = token.astype(np.float32)
+            self.current[token_weight_key(k)] = np.array([weight], dtype=np.float64)
 
-    def client_arrays(self, position: int) -> dict[str, np.ndarray]:
+    def _route(
+        self, position: int, tasks: str, result: MatchResult, server_round: int
+    ) -> None:
+        """Record (and log) where one client went."""
+        if result.overflow:
+            log(
+                WARNING,
+                "all %d subspaces taken: client %d merged into slot %d "
+                "(cosine %.3f < tau)",
+                self.num_subspaces,
+                position,
+                result.slot,
+                result.similarity,
+            )
+        self.assignment[position] = result.slot
+        self.routing.append(
+            {
+                "stage": self._stage,
+                "round": server_round,
+                "client": position,
+                "tasks": tasks,
+                "slot": result.slot,
+                "similarity": round(result.similarity, 4),
+                "opened": result.opened,
+                "overflow": result.overflow,
+            }
+        )
+        log(
+            INFO,
+            "DKO: client %d (%s) -> subspace %d (cos %.3f%s)",
+            position,
+            tasks or "?",
+            result.slot,
+            result.similarity,
+            ", new" if result.opened else "",
+        )
+
+    def client_arrays(self, position: int) -> Arrays:
         """Only the client's subspace and the shared projector travel."""
         slot = self.assignment[position]
-        return {**subspace_arrays(self.current, slot), **projector_arrays(self.current)}
+        projector = split_projector(self.current)[1]
+        return {**subspace_arrays(self.current, slot), **projector}
 
     def client_config(self, position: int, config: ConfigRecord) -> ConfigRecord:
         """Add the assigned subspace to the client's config."""
         out = super().client_config(position, config)
-        out["subspace"] = self.assignment[position]
+        out[SUBSPACE] = self.assignment[position]
         return out
 
-    def inspect_reply(
-        self, position: int, reply: Message
-    ) -> tuple[str | None, dict[str, np.ndarray], float, MetricRecord]:
-        """Also reject uploads that claim another subspace than assigned."""
-        problem, arrays, weight, metrics = super().inspect_reply(position, reply)
-        if problem is None:
-            claimed = metrics.get("subspace", -1)
-            if not isinstance(claimed, int | float) or int(
-                claimed
-            ) != self.assignment.get(position, -2):
-                assigned = self.assignment.get(position)
-                problem = f"upload for subspace {claimed}, assigned {assigned}"
-        return problem, arrays, weight, metrics
+    def inspect_reply(self, position: int, upload: Upload) -> str | None:
+        """Reject uploads that claim another subspace than assigned."""
+        claimed = upload.metrics.get(SUBSPACE, -1)
+        assigned = self.assignment.get(position)
+        if not isinstance(claimed, int | float) or int(claimed) != self.assignment.get(
+            position, -2
+        ):
+            return f"upload for subspace {claimed}, assigned {assigned}"
+        return None
 
     def apply_uploads(self, uploads: list[Upload]) -> None:
         """Average per subspace by sample count; projector over all clients."""
-        by_slot: dict[int, list[tuple[dict[str, np.ndarray], float]]] = {}
-        for position, arrays, weight, _ in uploads:
-            by_slot.setdefault(self.assignment[position], []).append(
-                ({k: v for k, v in arrays.items() if PROJECTOR_MARK not in k}, weight)
+        by_slot: dict[int, list[tuple[Arrays, float]]] = {}
+        for upload in uploads:
+            by_slot.setdefault(self.assignment[upload.position], []).append(
+                (split_projector(upload.arrays)[0], upload.weight)
             )
         for slot, group in sorted(by_slot.items()):
             current = subspace_arrays(self.current, slot)
             averaged = weighted_average([g[0] for g in group], [g[1] for g in group])
-            optimizer = self.slot_optimizers.setdefault(
-                slot, copy.deepcopy(self._fresh_optimizer)
+            stepped = self.optimizers.step(
+                f"slot{slot}", current, averaged, stage=self._stage
             )
-            for key, value in optimizer.step(current, averaged).items():
+            for key, value in stepped.items():
                 self.current[slot_prefix(slot) + key] = value
-        projector = projector_arrays(self.current)
+        projector = split_projector(self.current)[1]
         if projector:
             averaged = weighted_average(
-                [{k: a[k] for k in projector} for _, a, _, _ in uploads],
-                [w for _, _, w, _ in uploads],
+                [{k: u.arrays[k] for k in projector} for u in uploads],
+                [u.weight for u in uploads],
             )
-            self.current.update(self.optimizer.step(projector, averaged))
+            self.current.update(
+                self.optimizers.step(
+                    "projector", projector, averaged, stage=self._stage
+                )
+            )
 
-    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Add the stage's slot assignment, routing log and subspace optimizers."""
-        arrays, meta = super().state()
-        for slot, optimizer in self.slot_optimizers.items():
-            arrays.update(optimizer.state_arrays(f"slot-optimizer/{slot}/"))
-        meta["assignment"] = {str(p): s for p, s in self.assignment.items()}
-        meta["routing"] = self.routing
-        meta["slot_optimizer_steps"] = {
-            str(s): o.step_count for s, o in self.slot_optimizers.items()
-        }
-        return arrays, meta
+    def slot_tokens(self) -> list[np.ndarray]:
+        """The global identity token of every occupied slot."""
+        return slots_from_arrays(self.current, self.num_subspaces, self.tau).tokens
 
-    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    def state(self) -> StrategyState:
+        """Add the stage's slot assignment and the routing log."""
+        state = super().state()
+        state.meta["assignment"] = {str(p): s for p, s in self.assignment.items()}
+        state.meta["routing"] = self.routing
+        return state
+
+    def load_state(
+        self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+    ) -> None:
         """Restore what :meth:`state` returned."""
         super().load_state(arrays, meta)
         self.assignment = {int(p): int(s) for p, s in meta["assignment"].items()}
         self.routing = list(meta["routing"])
-        self.slot_optimizers = {}
-        for slot, steps in meta["slot_optimizer_steps"].items():
-            optimizer = copy.deepcopy(self._fresh_optimizer)
-            optimizer.load_state_arrays(arrays, f"slot-optimizer/{slot}/", int(steps))
-            self.slot_optimizers[int(slot)] = optimizer
+
+
+def routing_report(
+    routing: list[dict[str, Any]],
+    tokens: list[np.ndarray],
+    mean_activation: Mapping[str, list[float]],
+) -> dict[str, Any]:
+    """Which slot each client/task went to, routing accuracy, and SSA weights.
+
+    A client is routed correctly when its slot's majority task is its own task.
+    """
+    owners: dict[int, dict[str, int]] = {}
+    for entry in routing:
+        owners.setdefault(entry["slot"], {}).setdefault(entry["tasks"], 0)
+        owners[entry["slot"]][entry["tasks"]] += 1
+    majority = {slot: max(c, key=c.__getitem__) for slot, c in owners.items()}
+    correct = sum(1 for e in routing if majority[e["slot"]] == e["tasks"])
+    task_slots: dict[str, set[int]] = {}
+    for entry in routing:
+        task_slots.setdefault(entry["tasks"], set()).add(entry["slot"])
+    return {
+        "assignments": routing,
+        "slot_majority_task": {str(k): v for k, v in majority.items()},
+        "routing_accuracy": correct / len(routing) if routing else None,
+        "tasks_split_over_slots": {
+            t: sorted(s) for t, s in task_slots.items() if len(s) > 1
+        },
+        "mean_ssa_activation": dict(mean_activation),
+        "slot_tokens": [[round(float(v), 6) for v in token] for token in tokens],
+    }

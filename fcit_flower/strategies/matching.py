@@ -20,14 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each row of ``a`` with each row of ``b``."""
-    a = np.atleast_2d(a).astype(np.float64)
-    b = np.atleast_2d(b).astype(np.float64)
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return a @ b.T
+from fcit_flower.similarity import cosine_matrix
 
 
 @dataclass(frozen=True)
@@ -105,10 +98,3 @@ class TokenSlots:
     ) -> list[MatchResult]:
         """Greedy clustering of a round's clients, in the given order."""
         return [self.match(t, n) for t, n in zip(tokens, num_examples, strict=True)]
-
-    def state(self) -> dict[str, list]:
-        """JSON-able state (for checkpoints and routing diagnostics)."""
-        return {
-            "tokens": [t.tolist() for t in self.tokens],
-            "weights": list(self.weights),
-        }

@@ -1,121 +1,314 @@
-"""Server optimizers on the pseudo-gradient (pure numpy).
+"""Server optimizers: Flower's own FedOpt strategies, applied per group of arrays.
 
-The update rules are Flower's (``flwr.serverapp.strategy``: ``FedAvgM``, ``FedAdam``,
-``FedAdagrad``, ``FedYogi``; Reddi et al., "Adaptive Federated Optimization", ICLR
-2021, Alg. 2; Hsu et al., 2019 for FedAvgM), written over plain dicts of arrays so
-that DISCO can keep one optimizer state per subspace. ``tests/test_server_optim.py``
-checks them against Flower's strategy classes.
+``server-optimizer`` names a Flower strategy whose ``aggregate_train`` turns the
+sample-weighted average into the new global arrays: an alias (``fedavgm``,
+``fedadam``, ``fedadagrad``, ``fedyogi``), a class of ``flwr.serverapp.strategy``
+(``FedYogi``), or the import path of a user's own subclass of Flower's ``FedOpt`` or
+``FedAvgM`` (``my_package.rules.MyOpt``). The rules are Flower's (Reddi et al.,
+"Adaptive Federated Optimization", ICLR 2021, Alg. 2; Hsu et al., 2019 for FedAvgM);
+this module only drives them. ``fedavg`` (the default) has no Flower optimizer: the
+new arrays are the average itself.
 
-With ``delta = aggregated - current``:
+DISCO keeps one optimizer per subspace and O-LoRA / M-LoRA one per block, so one
+Flower instance serves one group of arrays (:class:`OptimizerBank`). It is driven
+through its public API only: its ``current_arrays`` are set to the group's arrays and
+``aggregate_train`` gets one reply carrying the group's average (weight 1), so the
+average is the reply itself.
 
-- fedavg:     x <- aggregated
-- fedavgm:    v <- mu v + (-delta);  x <- x - lr v  (first step v = -delta)
-- fedadagrad: m <- delta (Flower fixes b1 = 0);  v <- v + delta^2
-- fedadam:    m as above; v <- b2 v + (1-b2) delta^2; lr bias-corrected by step t
-- fedyogi:    m as above; v <- v - (1-b2) delta^2 sign(v - delta^2)
-- adaptive:   x <- x + lr m / (sqrt(v) + eps)
+Per stage (``server-optimizer-state``): ``reset`` starts every group at a new stage
+from a fresh instance with rounds counted from 1, as a new Flower strategy started
+for the stage would; ``keep`` carries moments and the step count across stages (the
+FedAdam bias correction then counts every step of the run).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import importlib
+import inspect
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from flwr.app import Message, MetricRecord, RecordDict
+from flwr.common import MessageType
+from flwr.serverapp import strategy as flower_strategies
+from flwr.serverapp.exception import AggregationError
+from flwr.serverapp.strategy import FedAvg, FedAvgM
+from flwr.serverapp.strategy.fedopt import FedOpt
 
-Arrays = dict[str, np.ndarray]
+from fcit_flower.config import (
+    PLAIN_AVERAGE,
+    SERVER_OPTIMIZER_ALIASES,
+    ConfigError,
+    RunConfig,
+)
+from fcit_flower.protocol import (
+    ARRAYS_KEY,
+    METRICS_KEY,
+    NUM_EXAMPLES,
+    Arrays,
+    strip_prefix,
+    to_numpy,
+    to_record,
+)
 
 
-@dataclass
-class ServerOptimizer:
-    """One server optimizer with its state.
+def optimizer_class(name: str) -> type[FedAvg] | None:
+    """The Flower strategy class ``name`` stands for (``None`` for ``fedavg``).
+
+    Raises
+    ------
+    ConfigError
+        When ``name`` cannot be imported or is no ``FedOpt`` / ``FedAvgM`` subclass.
+    """
+    if name == PLAIN_AVERAGE:
+        return None
+    target = SERVER_OPTIMIZER_ALIASES.get(name, name)
+    found: Any = None
+    if "." in target:
+        module, _, attribute = target.rpartition(".")
+        try:
+            found = getattr(importlib.import_module(module), attribute, None)
+        except ImportError as error:
+            raise ConfigError(f"server-optimizer={name!r}: {error}") from None
+    else:
+        found = getattr(flower_strategies, target, None)
+    if not (isinstance(found, type) and issubclass(found, FedOpt | FedAvgM)):
+        raise ConfigError(
+            f"server-optimizer={name!r} is not {PLAIN_AVERAGE!r}, one of "
+            f"{sorted(SERVER_OPTIMIZER_ALIASES)}, or a subclass of Flower's FedOpt "
+            "or FedAvgM (class name or import path)"
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class ServerOptimizerSpec:
+    """Which server optimizer, with which hyper-parameters.
 
     Parameters
     ----------
     name : str
-        ``fedavg``, ``fedavgm``, ``fedadam``, ``fedadagrad`` or ``fedyogi``.
+        ``fedavg``, an alias, a Flower class name or an import path.
     lr : float
-        Server learning rate (eta).
+        Server learning rate (Flower's ``eta`` / ``server_learning_rate``).
     momentum : float
-        FedAvgM momentum.
+        FedAvgM momentum (``server_momentum``).
     beta1, beta2 : float
-        First- and second-moment decay of the adaptive optimizers.
+        Moment decays (``beta_1``, ``beta_2``).
     eps : float
         Adaptivity (Flower's ``tau``).
+    per_stage : {"reset", "keep"}
+        Whether a new stage starts from a fresh optimizer.
     """
 
-    name: str = "fedavg"
+    name: str = PLAIN_AVERAGE
     lr: float = 1.0
     momentum: float = 0.9
     beta1: float = 0.9
     beta2: float = 0.99
     eps: float = 1e-3
-    step_count: int = 0
-    m_t: Arrays = field(default_factory=dict)
-    v_t: Arrays = field(default_factory=dict)
+    per_stage: str = "reset"
 
-    def step(self, current: Arrays, aggregated: Arrays) -> Arrays:
-        """Return the new global arrays given the current and the averaged ones.
+    @classmethod
+    def from_config(cls, config: RunConfig) -> ServerOptimizerSpec:
+        """The spec of a run-config's ``server-*`` keys."""
+        return cls(
+            name=config.server_optimizer,
+            lr=config.server_lr,
+            momentum=config.server_momentum,
+            beta1=config.server_beta1,
+            beta2=config.server_beta2,
+            eps=config.server_eps,
+            per_stage=config.server_optimizer_state,
+        )
 
-        The result keeps each array's dtype (the bias-corrected FedAdam rate is a
-        float64 scalar and would otherwise upcast float32 adapters, which every
-        later upload would then fail to match).
+    def build(self) -> FedAvg | None:
+        """A fresh Flower instance (``None`` for the plain average).
+
+        Only the hyper-parameters its constructor takes are passed, so a user's
+        class may take fewer (``FedAdagrad`` has no ``beta_1``).
         """
-        updated = self._update(current, aggregated)
+        found = optimizer_class(self.name)
+        if found is None:
+            return None
+        offered = {
+            "eta": self.lr,
+            "server_learning_rate": self.lr,
+            "server_momentum": self.momentum,
+            "beta_1": self.beta1,
+            "beta_2": self.beta2,
+            "tau": self.eps,
+        }
+        accepted = inspect.signature(found).parameters
+        kwargs: dict[str, Any] = {k: v for k, v in offered.items() if k in accepted}
+        return found(**kwargs)
+
+
+@contextmanager
+def _flower_log_quiet() -> Iterator[None]:
+    """Silence Flower's per-aggregation INFO lines (one per group and round)."""
+    logger = logging.getLogger("flwr")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _average_as_reply(averaged: Arrays) -> Message:
+    """A TRAIN reply carrying ``averaged`` with weight 1 (its own average)."""
+    content = RecordDict(
+        {
+            ARRAYS_KEY: to_record(averaged),
+            METRICS_KEY: MetricRecord({NUM_EXAMPLES: 1}),
+        }
+    )
+    request = Message(
+        content=RecordDict(), dst_node_id=0, message_type=MessageType.TRAIN
+    )
+    return Message(content=content, reply_to=request)
+
+
+class ServerOptimizer:
+    """The server optimizer of one group of arrays, with its state.
+
+    Parameters
+    ----------
+    spec : ServerOptimizerSpec
+        Which optimizer.
+    """
+
+    def __init__(self, spec: ServerOptimizerSpec) -> None:
+        self.spec = spec
+        self.flower = spec.build()
+        self.steps = 0  # steps since the last reset: the round Flower is told
+        self.stage = -1
+
+    def step(self, current: Arrays, averaged: Arrays, *, stage: int) -> Arrays:
+        """New arrays of the group from its current and its averaged arrays.
+
+        Each array keeps its dtype (an adaptive rate is a float64 scalar and would
+        upcast float32 adapters, which every later upload would then fail to match).
+        """
+        if self.spec.per_stage == "reset" and stage != self.stage:
+            self.flower, self.steps = self.spec.build(), 0
+        self.stage = stage
+        self.steps += 1
+        if self.flower is None:
+            updated = {k: np.asarray(v).copy() for k, v in averaged.items()}
+        else:
+            updated = self._flower_step(current, averaged)
         return {k: np.asarray(v, dtype=current[k].dtype) for k, v in updated.items()}
 
-    def _update(self, current: Arrays, aggregated: Arrays) -> Arrays:
-        self.step_count += 1
-        if self.name == "fedavg":
-            return {k: np.asarray(v).copy() for k, v in aggregated.items()}
-        delta = {k: aggregated[k] - current[k] for k in current}
-        if self.name == "fedavgm":
-            if not self.m_t:
-                self.m_t = {k: -d for k, d in delta.items()}
+    def _flower_step(self, current: Arrays, averaged: Arrays) -> Arrays:
+        keys = sorted(averaged)  # FedAvgM pairs arrays by position
+        flower = self.flower
+        if isinstance(flower, FedAvgM):
+            flower.current_arrays = to_record({k: current[k] for k in keys})
+        elif isinstance(flower, FedOpt):
+            flower.current_arrays = {k: current[k] for k in keys}
+        reply = _average_as_reply({k: averaged[k] for k in keys})
+        assert flower is not None  # the plain average never gets here
+        with _flower_log_quiet():
+            record, _ = flower.aggregate_train(self.steps, [reply])
+        if record is None:
+            raise AggregationError(reason=f"{type(flower).__name__} returned nothing")
+        return to_numpy(record)
+
+    def state(self, prefix: str) -> tuple[Arrays, dict[str, Any]]:
+        """The moments under ``prefix`` and the counters (for checkpoints).
+
+        Moments are every array-valued attribute of the Flower instance (FedOpt's
+        ``m_t`` and ``v_t``, FedAvgM's ``momentum_vector``, or a user class's own)
+        except ``current_arrays``, which is set before every step.
+        """
+        arrays: Arrays = {}
+        kinds: dict[str, Any] = {}
+        for name, value in _moments(self.flower).items():
+            if isinstance(value, dict):
+                arrays.update({f"{prefix}{name}/{k}": v for k, v in value.items()})
+                kinds[name] = "dict"
             else:
-                self.m_t = {k: self.momentum * self.m_t[k] - delta[k] for k in delta}
-            return {k: current[k] - self.lr * self.m_t[k] for k in current}
-        if not self.m_t:
-            self.m_t = {k: np.zeros_like(d) for k, d in delta.items()}
-            self.v_t = {k: np.zeros_like(d) for k, d in delta.items()}
-        beta1 = 0.0 if self.name == "fedadagrad" else self.beta1
-        self.m_t = {k: beta1 * self.m_t[k] + (1 - beta1) * delta[k] for k in delta}
-        lr = self.lr
-        if self.name == "fedadagrad":
-            self.v_t = {k: self.v_t[k] + delta[k] ** 2 for k in delta}
-        elif self.name == "fedadam":
-            self.v_t = {
-                k: self.beta2 * self.v_t[k] + (1 - self.beta2) * delta[k] ** 2
-                for k in delta
-            }
-            # Flower's FedAdam bias correction, with its ``server_round + 1``.
-            t = self.step_count + 1.0
-            lr = self.lr * np.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
-        elif self.name == "fedyogi":
-            self.v_t = {
-                k: v - (1 - self.beta2) * delta[k] ** 2 * np.sign(v - delta[k] ** 2)
-                for k, v in self.v_t.items()
-            }
-        else:
-            raise ValueError(f"unknown server optimizer {self.name!r}")
-        return {
-            k: current[k] + lr * self.m_t[k] / (np.sqrt(self.v_t[k]) + self.eps)
-            for k in current
-        }
+                arrays.update({f"{prefix}{name}/{i}": v for i, v in enumerate(value)})
+                kinds[name] = len(value)
+        return arrays, {"steps": self.steps, "stage": self.stage, "moments": kinds}
 
-    def state_arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        """The moments as flat arrays under ``prefix`` (for checkpoints)."""
-        out = {f"{prefix}m/{k}": v for k, v in self.m_t.items()}
-        out.update({f"{prefix}v/{k}": v for k, v in self.v_t.items()})
-        return out
-
-    def load_state_arrays(
-        self, arrays: dict[str, np.ndarray], prefix: str, step_count: int
+    def load_state(
+        self, arrays: Mapping[str, np.ndarray], prefix: str, meta: Mapping[str, Any]
     ) -> None:
-        """Restore what :meth:`state_arrays` saved (and the step count)."""
-        self.step_count = step_count
-        self.m_t = _strip(arrays, f"{prefix}m/")
-        self.v_t = _strip(arrays, f"{prefix}v/")
+        """Restore what :meth:`state` returned."""
+        self.flower = self.spec.build()
+        self.steps, self.stage = int(meta["steps"]), int(meta["stage"])
+        for name, kind in meta["moments"].items():
+            mark = f"{prefix}{name}/"
+            value: Any = (
+                strip_prefix(arrays, mark)
+                if kind == "dict"
+                else [arrays[f"{mark}{i}"] for i in range(int(kind))]
+            )
+            setattr(self.flower, name, value)
 
 
-def _strip(arrays: dict[str, np.ndarray], prefix: str) -> Arrays:
-    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+def _moments(
+    flower: FedAvg | None,
+) -> dict[str, dict[str, np.ndarray] | list[np.ndarray]]:
+    if flower is None:
+        return {}
+    found: dict[str, dict[str, np.ndarray] | list[np.ndarray]] = {}
+    for name, value in vars(flower).items():
+        if name == "current_arrays" or not value:
+            continue
+        if isinstance(value, dict) and all(
+            isinstance(v, np.ndarray) for v in value.values()
+        ):
+            found[name] = value
+        elif isinstance(value, list) and all(isinstance(v, np.ndarray) for v in value):
+            found[name] = value
+    return found
+
+
+class OptimizerBank:
+    """One :class:`ServerOptimizer` per named group of arrays, created on first use.
+
+    Parameters
+    ----------
+    spec : ServerOptimizerSpec
+        The optimizer every group gets.
+    """
+
+    def __init__(self, spec: ServerOptimizerSpec) -> None:
+        self.spec = spec
+        self.optimizers: dict[str, ServerOptimizer] = {}
+
+    def step(
+        self, group: str, current: Arrays, averaged: Arrays, *, stage: int
+    ) -> Arrays:
+        """:meth:`ServerOptimizer.step` of ``group``'s optimizer."""
+        optimizer = self.optimizers.get(group)
+        if optimizer is None:
+            optimizer = self.optimizers[group] = ServerOptimizer(self.spec)
+        return optimizer.step(current, averaged, stage=stage)
+
+    def state(self, prefix: str) -> tuple[Arrays, dict[str, Any]]:
+        """Every group's moments under ``prefix<group>/`` and their counters."""
+        arrays: Arrays = {}
+        meta: dict[str, Any] = {}
+        for group, optimizer in self.optimizers.items():
+            group_arrays, meta[group] = optimizer.state(f"{prefix}{group}/")
+            arrays.update(group_arrays)
+        return arrays, meta
+
+    def load_state(
+        self, arrays: Mapping[str, np.ndarray], prefix: str, meta: Mapping[str, Any]
+    ) -> None:
+        """Restore what :meth:`state` returned."""
+        self.optimizers = {}
+        for group, group_meta in meta.items():
+            optimizer = ServerOptimizer(self.spec)
+            optimizer.load_state(arrays, f"{prefix}{group}/", group_meta)
+            self.optimizers[group] = optimizer

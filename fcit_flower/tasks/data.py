@@ -1,4 +1,4 @@
-"""Where a run's data comes from: the data root, the stage units, client partitions.
+"""Where a run's data comes from: the data root, task splits, client partitions.
 
 Nothing here knows about Flower or models; the ClientApp asks for its own partition
 (:func:`client_samples`), the ServerApp for test sets (:func:`test_samples`).
@@ -6,7 +6,7 @@ Nothing here knows about Flower or models; the ClientApp asks for its own partit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,6 @@ from flwr_datasets.partitioner import SizePartitioner
 
 from fcit_flower.cache import default_cache_dir
 from fcit_flower.config import RunConfig
-from fcit_flower.tasks.catalog import CAPABILITY_GROUPS, TASK_ORDER, get_task
 from fcit_flower.tasks.fcit_data import DataError, Sample, load_split, locate
 from fcit_flower.tasks.mini_fcit import build_mini_fcit
 from fcit_flower.tasks.partition import (
@@ -26,8 +25,7 @@ from fcit_flower.tasks.partition import (
     label_skew_indices,
     size_gini,
 )
-from fcit_flower.tasks.schedule import Schedule, build_schedule
-from fcit_flower.tasks.schedule_file import load_schedule_file
+from fcit_flower.tasks.schedule import Schedule
 
 MINI_FCIT_IMAGE_SIZE = 32
 
@@ -45,65 +43,6 @@ def data_root(config: RunConfig) -> Path:
         train_size=config.train_size,
         test_size=config.test_size,
         image_size=MINI_FCIT_IMAGE_SIZE,
-    )
-
-
-def stage_units(setting: str) -> list[list[str]]:
-    """Base stage order: one task per stage, or one capability group per stage."""
-    if setting == "task":
-        return [[t] for t in TASK_ORDER]
-    return [list(tasks) for tasks in CAPABILITY_GROUPS.values()]
-
-
-def make_schedule(config: RunConfig) -> Schedule:
-    """The run's schedule (first num-stages).
-
-    From ``schedule-file`` when set (scenario and setting are then ignored),
-    otherwise from the scenario, setting and seed. Method ``mtl``: as many stages
-    as the continual schedule, each with every task for every client (see
-    :func:`mtl_schedule`).
-    """
-    schedule = _continual_schedule(config)
-    return mtl_schedule(schedule) if config.method == "mtl" else schedule
-
-
-def mtl_schedule(schedule: Schedule) -> Schedule:
-    """The multi-task reference of ``schedule``: every stage learns every task.
-
-    Same number of stages and clients and the same task columns; the pooled data
-    of all tasks is split over the clients once and each stage trains on the next
-    ``1 / num_stages`` of every client's share (:func:`client_samples`), so the run
-    takes the same rounds, samples and optimizer steps as a Hom continual run.
-    """
-    clients = len(schedule.assignments[0])
-    stage = tuple(schedule.tasks for _ in range(clients))
-    return Schedule(
-        assignments=tuple(stage for _ in range(schedule.num_stages)),
-        tasks=schedule.tasks,
-    )
-
-
-def _continual_schedule(config: RunConfig) -> Schedule:
-    if config.schedule_file:
-        root = Path(config.data_root).expanduser() if config.data_root else None
-        schedule = load_schedule_file(
-            Path(config.schedule_file).expanduser(),
-            config.num_clients,
-            lambda name: get_task(name, root).name,
-        )
-        if config.num_stages:
-            table = schedule.assignments[: config.num_stages]
-            tasks = [t for t in schedule.tasks if any(t in u for s in table for u in s)]
-            schedule = Schedule(assignments=table, tasks=tuple(tasks))
-        return schedule
-    units = stage_units(config.setting)
-    if config.num_stages:
-        units = units[: config.num_stages]
-    return build_schedule(
-        units,
-        scenario=config.scenario,
-        num_clients=config.num_clients,
-        seed=config.seed,
     )
 
 
@@ -165,32 +104,39 @@ def client_samples(
     The stage's data of a task unit (pooled and shuffled for capability groups) is
     split over the clients that learn that unit, with Dirichlet(beta) sizes
     (flwr-datasets' ``SizePartitioner``), or with Dirichlet(beta) over answers
-    (``partition = "label"``). Seeded by run seed and stage. Method ``mtl``: the
-    pooled data of all tasks is split once and stage ``s`` gets chunk ``s``.
+    (``partition = "label"``). Seeded by run seed and stage.
     """
+    pool, position, num_peers, unit = _unit_pool(config, schedule, root, stage, client)
+    seed = stable_seed(config.seed, stage, *unit)
+    return _split(config, pool, position, num_peers, seed, config.min_client_size)
+
+
+def pooled_client_samples(
+    config: RunConfig, schedule: Schedule, root: Path, stage: int, client: int
+) -> list[Sample]:
+    """The multi-task reference's samples of ``client`` at ``stage``.
+
+    The pooled data of all tasks is split over the clients once; stage ``s`` gets
+    chunk ``s`` of each client's share, so every pooled sample is learned once.
+    """
+    pool, position, num_peers, unit = _unit_pool(config, schedule, root, stage, client)
+    stages = schedule.num_stages
+    seed = stable_seed(config.seed, *unit)
+    share = _split(
+        config, pool, position, num_peers, seed, config.min_client_size * stages
+    )
+    chunk = np.array_split(np.arange(len(share)), stages)[stage]
+    return [share[i] for i in chunk]
+
+
+def _unit_pool(
+    config: RunConfig, schedule: Schedule, root: Path, stage: int, client: int
+) -> tuple[list[Sample], int, int, tuple[str, ...]]:
+    """A client's task unit: its pooled data, the client's place, peers, the unit."""
     unit = schedule.client_tasks(stage, client)
     peers = [c for c, u in enumerate(schedule.assignments[stage]) if u == unit]
     pool = [s for task in unit for s in config_load_task(config, root, task, "train")]
-    if config.method == "mtl":  # issue 5: one split of the pooled data, in chunks
-        stages = schedule.num_stages
-        share = _split(
-            config,
-            pool,
-            peers.index(client),
-            len(peers),
-            seed=stable_seed(config.seed, *unit),
-            min_size=config.min_client_size * stages,
-        )
-        chunk = np.array_split(np.arange(len(share)), stages)[stage]
-        return [share[i] for i in chunk]
-    return _split(
-        config,
-        pool,
-        peers.index(client),
-        len(peers),
-        seed=stable_seed(config.seed, stage, *unit),
-        min_size=config.min_client_size,
-    )
+    return pool, peers.index(client), len(peers), unit
 
 
 def _split(
@@ -198,13 +144,12 @@ def _split(
     pool: list[Sample],
     position: int,
     num_peers: int,
-    *,
     seed: int,
     min_size: int,
 ) -> list[Sample]:
     """Share ``position`` of ``num_peers`` of the shuffled ``pool``."""
     order = np.random.default_rng(seed).permutation(len(pool))
-    if config.partition == "label":  # issue 5: Dirichlet over answers
+    if config.partition == "label":  # Dirichlet over answers
         parts = label_skew_indices(
             [pool[i].answer for i in order],
             num_peers,
@@ -249,23 +194,25 @@ def hash_text(text: str) -> int:
 
 
 def partition_statistics(
-    config: RunConfig, schedule: Schedule, root: Path
+    config: RunConfig,
+    schedule: Schedule,
+    samples: Callable[[int, int], Sequence[Sample]],
 ) -> dict[str, Any]:
-    """Per stage and client: sample count and answer histogram summary (issue 5).
+    """Per stage and client: sample count and answer histogram summary.
 
-    Written to ``partitions.json`` at the start of a run; the same seeds give the
-    same partitions as the clients draw.
+    ``samples(stage, client)`` gives a client's training samples, as the clients
+    draw them; the result is written to ``partitions.json`` at the start of a run.
     """
     stages = []
     for stage in range(schedule.num_stages):
         clients = []
         for client in range(config.num_clients):
-            samples = client_samples(config, schedule, root, stage, client)
+            drawn = samples(stage, client)
             clients.append(
                 {
                     "client": client,
                     "tasks": list(schedule.client_tasks(stage, client)),
-                    **answer_summary([s.answer for s in samples]),
+                    **answer_summary([s.answer for s in drawn]),
                 }
             )
         sizes = [c["samples"] for c in clients]

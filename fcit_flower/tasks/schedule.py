@@ -7,17 +7,24 @@
   positions fall in which group is a seeded shuffle.
 - Task setting: one task per stage (8 stages); capability setting: one capability
   group (several datasets, pooled) per stage (4 stages).
+- A schedule file (``schedule-file``) gives the table directly
+  (:mod:`fcit_flower.tasks.schedule_file`).
+- The multi-task reference learns every task in every stage (:func:`mtl_schedule`).
+
+Every schedule of a run is built here (:func:`make_schedule`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-SCENARIOS = ("hom", "het")
-SETTINGS = ("task", "capability")
+from fcit_flower.config import SCENARIOS, RunConfig
+from fcit_flower.tasks.catalog import CAPABILITY_GROUPS, TASK_ORDER, get_task
+from fcit_flower.tasks.schedule_file import StageRow, read_schedule_file
 
 
 @dataclass(frozen=True)
@@ -96,22 +103,74 @@ def build_schedule(
     units = [tuple(u) for u in stage_units]
     stages = len(units)
     if scenario == "hom":
-        table = tuple(
-            tuple(units[s] for _ in range(num_clients)) for s in range(stages)
+        return from_table(
+            [tuple(units[s] for _ in range(num_clients)) for s in range(stages)]
         )
-    else:
-        orders = min(num_orders, stages)
-        shift = stages // orders
-        group = _rotations(num_clients, orders, seed)
-        table = tuple(
+    orders = min(num_orders, stages)
+    shift = stages // orders
+    group = _rotations(num_clients, orders, seed)
+    return from_table(
+        [
             tuple(units[(s + group[c] * shift) % stages] for c in range(num_clients))
             for s in range(stages)
-        )
+        ]
+    )
+
+
+def from_table(table: Sequence[StageRow]) -> Schedule:
+    """The schedule of a stage table; its task columns in order of first use."""
     columns: list[str] = []
     for stage in table:
         for tasks in stage:
             columns.extend(t for t in tasks if t not in columns)
-    return Schedule(assignments=table, tasks=tuple(columns))
+    return Schedule(assignments=tuple(table), tasks=tuple(columns))
+
+
+def stage_units(setting: str) -> list[list[str]]:
+    """Base stage order: one task per stage, or one capability group per stage."""
+    if setting == "task":
+        return [[t] for t in TASK_ORDER]
+    return [list(tasks) for tasks in CAPABILITY_GROUPS.values()]
+
+
+def make_schedule(config: RunConfig) -> Schedule:
+    """The run's continual schedule (its first ``num-stages`` stages).
+
+    From ``schedule-file`` when set (scenario and setting are then ignored),
+    otherwise from the scenario, setting and seed.
+    """
+    if config.schedule_file:
+        root = Path(config.data_root).expanduser() if config.data_root else None
+        table = read_schedule_file(
+            Path(config.schedule_file).expanduser(),
+            config.num_clients,
+            lambda name: get_task(name, root).name,
+        )
+        return from_table(table[: config.num_stages or None])
+    units = stage_units(config.setting)
+    if config.num_stages:
+        units = units[: config.num_stages]
+    return build_schedule(
+        units,
+        scenario=config.scenario,
+        num_clients=config.num_clients,
+        seed=config.seed,
+    )
+
+
+def mtl_schedule(schedule: Schedule) -> Schedule:
+    """The multi-task reference of ``schedule``: every stage learns every task.
+
+    Same number of stages and clients and the same task columns, so the run takes
+    the same rounds as a Hom continual run (the data split is
+    :func:`fcit_flower.tasks.data.pooled_client_samples`).
+    """
+    clients = len(schedule.assignments[0])
+    stage = tuple(schedule.tasks for _ in range(clients))
+    return Schedule(
+        assignments=tuple(stage for _ in range(schedule.num_stages)),
+        tasks=schedule.tasks,
+    )
 
 
 def describe(schedule: Schedule) -> str:

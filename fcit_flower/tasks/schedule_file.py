@@ -30,17 +30,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fcit_flower.tasks.schedule import Schedule
+# One stage: the tasks of each client position.
+StageRow = tuple[tuple[str, ...], ...]
 
 
 class ScheduleFileError(ValueError):
     """A schedule file is malformed; the message names file, stage and field."""
 
 
-def load_schedule_file(
+def read_schedule_file(
     path: Path, num_clients: int, resolve_task: Callable[[str], str]
-) -> Schedule:
-    """Read and validate a schedule file.
+) -> list[StageRow]:
+    """Read and validate a schedule file: per stage, each client's tasks.
+
+    :func:`fcit_flower.tasks.schedule.make_schedule` turns the table into a
+    schedule.
 
     Parameters
     ----------
@@ -64,11 +68,7 @@ def load_schedule_file(
     for number, stage in enumerate(stages, start=1):
         where = f"{path}: stage {number}"
         table.append(_stage(where, stage, num_clients, resolve_task))
-    columns: list[str] = []
-    for row in table:
-        for tasks in row:
-            columns.extend(t for t in tasks if t not in columns)
-    return Schedule(assignments=tuple(table), tasks=tuple(columns))
+    return table
 
 
 def _read(path: Path) -> Any:

@@ -1,0 +1,294 @@
+"""A round's replies: validated, bad ones logged and recorded, failed clients retried.
+
+Every reply is checked in one place before any aggregation (the role of Flower's
+``FedAvg`` reply check, with the checks a continual run needs): it must carry
+arrays and metrics, a positive sample count within bounds, come from a client
+sampled this round, and match what that client was sent (keys, shapes, dtypes,
+finite values, bounded update norm; :func:`~fcit_flower.strategies.aggregation.
+upload_problem`). Errors, missing replies and bad uploads are logged with their
+reason and recorded; they never reach the aggregate. When fewer than
+``min_uploads`` valid uploads arrive, the failed clients are asked again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from logging import INFO, WARNING
+from typing import Any, NamedTuple
+
+import numpy as np
+from flwr.app import Message, MetricRecord
+from flwr.common import log
+from flwr.serverapp import Grid
+
+from fcit_flower.protocol import ARRAYS_KEY, METRICS_KEY, NUM_EXAMPLES, Arrays, to_numpy
+from fcit_flower.strategies.aggregation import upload_problem
+
+
+class RoundFailedError(RuntimeError):
+    """Too few valid uploads in a round, even after retrying the failed clients."""
+
+
+class Upload(NamedTuple):
+    """A validated upload.
+
+    Attributes
+    ----------
+    position : int
+        The client position that sent it.
+    arrays : dict
+        Its arrays.
+    weight : float
+        Its sample count (the aggregation weight).
+    metrics : MetricRecord
+        Its metrics.
+    """
+
+    position: int
+    arrays: Arrays
+    weight: float
+    metrics: MetricRecord
+
+
+@dataclass(frozen=True)
+class RoundPolicy:
+    """How a round samples clients, which uploads it accepts and how it retries.
+
+    Parameters
+    ----------
+    clients_per_round : int
+        Clients sampled per round.
+    seed : int
+        Seed of the client sampling.
+    min_uploads : int
+        Valid uploads a round needs; below it the failed clients are asked again.
+    max_retries : int
+        How often a round re-sends to its failed clients before giving up with
+        :class:`RoundFailedError`.
+    round_timeout : float
+        Seconds a retry waits for replies.
+    max_norm_ratio : float
+        Reject uploads whose distance to the reference exceeds this multiple of the
+        reference norm (0 disables the check).
+    max_num_examples : int
+        Uploads claiming more samples are rejected.
+    """
+
+    clients_per_round: int
+    seed: int
+    min_uploads: int = 1
+    max_retries: int = 0
+    round_timeout: float = 3600.0
+    max_norm_ratio: float = 0.0
+    max_num_examples: int = 1_000_000
+
+
+class UploadCheck:
+    """Validation of replies, the record of rejections, and retries.
+
+    Parameters
+    ----------
+    policy : RoundPolicy
+        Bounds and retries.
+    node_clients : Mapping[int, int]
+        Node id -> client position.
+    """
+
+    def __init__(self, policy: RoundPolicy, node_clients: Mapping[int, int]) -> None:
+        self.policy = policy
+        self.node_clients = node_clients
+        self.rejected: list[dict[str, Any]] = []
+
+    def reject(
+        self,
+        stage: int,
+        server_round: int,
+        position: int,
+        reason: str,
+        kind: str = "invalid",
+    ) -> None:
+        """Log and record a rejected upload or a failed client.
+
+        ``kind`` is ``invalid`` (the upload failed validation), ``error`` (the
+        client raised) or ``no-reply`` (it timed out or vanished).
+        """
+        what = "rejected upload" if kind == "invalid" else "client failed"
+        log(
+            WARNING,
+            "%s: stage %d round %d client %d: %s",
+            what,
+            stage + 1,
+            server_round,
+            position,
+            reason,
+        )
+        self.rejected.append(
+            {
+                "stage": stage,
+                "round": server_round,
+                "client": position,
+                "kind": kind,
+                "reason": reason,
+            }
+        )
+
+    def inspect(
+        self,
+        position: int,
+        reply: Message,
+        sampled: Mapping[int, int],
+        expected: Arrays,
+    ) -> tuple[str | None, Upload]:
+        """The common checks of one reply: (problem or ``None``, the upload)."""
+        content = reply.content
+        if ARRAYS_KEY not in content or METRICS_KEY not in content:
+            return "reply lacks arrays or metrics", Upload(
+                position, {}, 0.0, MetricRecord()
+            )
+        metrics = content.metric_records[METRICS_KEY]
+        arrays = to_numpy(content.array_records[ARRAYS_KEY])
+        weight = float(metrics.get(NUM_EXAMPLES, 0))  # type: ignore[arg-type]
+        upload = Upload(position, arrays, weight, metrics)
+        if not weight > 0 or not np.isfinite(weight):
+            return f"num-examples={weight} is not positive", upload
+        if weight > self.policy.max_num_examples:
+            limit = self.policy.max_num_examples
+            return f"num-examples={weight:g} exceeds {limit}", upload
+        if position not in sampled.values():
+            return "reply from a client not sampled this round", upload
+        problem = upload_problem(
+            arrays, expected, max_norm_ratio=self.policy.max_norm_ratio
+        )
+        return problem, upload
+
+    def check(
+        self,
+        stage: int,
+        server_round: int,
+        replies: list[Message],
+        sampled: Mapping[int, int],
+        *,
+        waited_for: Mapping[int, int],
+        expected: Callable[[int], Arrays],
+        inspect: Callable[[int, Upload], str | None],
+    ) -> tuple[list[Upload], list[int]]:
+        """The valid uploads among ``replies`` and the nodes that failed.
+
+        Nodes of ``waited_for`` that did not answer count as failed (no reply).
+        ``inspect`` adds a strategy's own checks to an upload that passed these.
+        """
+        errors = [r for r in replies if r.has_error()]
+        log(
+            INFO,
+            "aggregate_train: stage %d round %d: %d replies, %d failures",
+            stage + 1,
+            server_round,
+            len(replies) - len(errors),
+            len(errors),
+        )
+        uploads, failed = [], []
+        for reply in replies:
+            if reply.has_error():
+                continue
+            node = reply.metadata.src_node_id
+            position = self.node_clients.get(node, -1)
+            problem, upload = self.inspect(position, reply, sampled, expected(position))
+            if problem is None:
+                problem = inspect(position, upload)
+            if problem is not None:
+                self.reject(stage, server_round, position, problem)
+                failed.append(node)
+                continue
+            uploads.append(upload)
+        for reply in errors:
+            node = reply.metadata.src_node_id
+            failed.append(node)
+            reason = f"client error: {reply.error.reason}"
+            self.reject(
+                stage, server_round, self.node_clients.get(node, -1), reason, "error"
+            )
+        answered = {r.metadata.src_node_id for r in replies}
+        for node in waited_for:
+            if node not in answered:
+                failed.append(node)
+                self.reject(
+                    stage,
+                    server_round,
+                    self.node_clients.get(node, -1),
+                    "no reply before the round timeout",
+                    kind="no-reply",
+                )
+        return uploads, failed
+
+    def collect(
+        self,
+        stage: int,
+        server_round: int,
+        replies: list[Message],
+        sampled: Mapping[int, int],
+        *,
+        expected: Callable[[int], Arrays],
+        inspect: Callable[[int, Upload], str | None],
+        resend: Callable[[int, int], Message],
+        grid: Grid,
+    ) -> list[Upload]:
+        """The round's valid uploads, retrying failed clients while too few.
+
+        ``resend(node, attempt)`` builds the TRAIN message of a retry.
+
+        Raises
+        ------
+        RoundFailedError
+            If fewer than ``min_uploads`` valid uploads arrived after
+            ``max_retries`` retries.
+        """
+        policy = self.policy
+        uploads, failed = self.check(
+            stage,
+            server_round,
+            replies,
+            sampled,
+            waited_for=sampled,
+            expected=expected,
+            inspect=inspect,
+        )
+        failed = [n for n in failed if n in sampled]  # ours to retry
+        attempt = 0
+        while (
+            len(uploads) < policy.min_uploads
+            and failed
+            and attempt < policy.max_retries
+        ):
+            attempt += 1
+            log(
+                WARNING,
+                "stage %d round %d: %d valid uploads, %d needed; retry %d/%d for "
+                "clients %s",
+                stage + 1,
+                server_round,
+                len(uploads),
+                policy.min_uploads,
+                attempt,
+                policy.max_retries,
+                [self.node_clients.get(n, -1) for n in failed],
+            )
+            retry = [resend(n, attempt) for n in failed]
+            answers = list(grid.send_and_receive(retry, timeout=policy.round_timeout))
+            more, failed = self.check(
+                stage,
+                server_round,
+                answers,
+                sampled,
+                waited_for={n: sampled[n] for n in failed},
+                expected=expected,
+                inspect=inspect,
+            )
+            uploads += more
+        if len(uploads) < policy.min_uploads:
+            raise RoundFailedError(
+                f"stage {stage + 1} round {server_round}: {len(uploads)} valid "
+                f"uploads after {attempt} retries, min-clients-per-round="
+                f"{policy.min_uploads}; the last checkpoint can be resumed"
+            )
+        return uploads
