@@ -17,7 +17,7 @@ from pathlib import Path
 from flwr.app import Context, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from bench.common import record
+from bench.common import record_rows
 from fcit_flower.client_app import app as client_app
 from fcit_flower.config import RunConfig
 from fcit_flower.inprocess import InProcessGrid
@@ -51,6 +51,9 @@ VARIANTS: list[tuple[str, dict]] = [
     ("finetune train-projector=true", {"method": "finetune", "train-projector": True}),
     ("disco train-projector=true", {"method": "disco", "train-projector": True}),
 ]
+
+
+TITLE = "Ablations and variants (mini-FCIT, task setting, beta=1, seed 0)"
 
 
 def run(values: dict, results: Path, name: str) -> dict:
@@ -92,11 +95,7 @@ def main() -> None:
                 f"{time.monotonic() - start:.0f} |"
             )
             print(rows[-1], flush=True)
-    if not args.no_record:
-        record(
-            "Ablations and variants (mini-FCIT, task setting, beta=1, seed 0)",
-            "\n".join(rows),
-        )
+    record_rows(TITLE, rows, enabled=not args.no_record)
 
 
 if __name__ == "__main__":

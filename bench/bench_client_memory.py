@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import record
+from bench.common import record, table_header
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,12 +32,14 @@ from fcit_flower.methods.base import ServerSetup
 from fcit_flower.methods.registry import get_method
 from fcit_flower.protocol import subspace_arrays, to_record
 from fcit_flower.runtime import prepare_runtime
+from fcit_flower.strategies.continual import Federation
 
 TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
 values = {"method": sys.argv[1]}
 config = RunConfig.from_mapping(values)
 runtime = prepare_runtime(config)
-setup = ServerSetup(config=config, runtime=runtime, node_clients={1: 0})
+federation = Federation.from_config(config, {1: 0})
+setup = ServerSetup(config=config, runtime=runtime, federation=federation)
 strategy, arrays = get_method(config.method).build_server(setup)
 if sys.argv[1] == "disco":
     strategy.current = dict(arrays)
@@ -67,11 +69,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="finetune,disco,ewc,olora,moelora")
     args = parser.parse_args()
-    lines = [
-        "| method | RSS after start-up MB | peak RSS after training MB | growth MB "
-        "| samples |",
-        "|---|---|---|---|---|",
-    ]
+    lines = table_header(
+        "method",
+        "RSS after start-up MB",
+        "peak RSS after training MB",
+        "growth MB",
+        "samples",
+    )
     for method in args.methods.split(","):
         out = (
             subprocess.run(

@@ -12,9 +12,12 @@ import argparse
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from bench.common import record
+from bench.common import record_rows, table_header
 
 TOKEN_DIM = {"tiny (MiniLM tokens)": 384, "LLaVA-1.5-7B (CLIP tokens)": 768}
+
+
+TITLE = "Communication per client per round (projector frozen, the default)"
 
 
 def lora_arrays(
@@ -43,11 +46,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    rows = [
-        "| model | Finetune up = down (rank r) | DISCO down | DISCO up (+ token) | "
-        "DISCO / Finetune up |",
-        "|---|---|---|---|---|",
-    ]
+    rows = table_header(
+        "model",
+        "Finetune up = down (rank r)",
+        "DISCO down",
+        "DISCO up (+ token)",
+        "DISCO / Finetune up",
+    )
     for label, layers, hidden, inter, rank, num in (
         ("tiny (MiniLM tokens)", 2, 128, 256, 32, 8),
         ("LLaVA-1.5-7B (CLIP tokens)", 32, 4096, 11008, 64, 8),
@@ -61,11 +66,7 @@ def main() -> None:
             f"{(sub + token) / full:.3f} |"
         )
         print(rows[-1])
-    if not args.no_record:
-        record(
-            "Communication per client per round (projector frozen, the default)",
-            "\n".join(rows),
-        )
+    record_rows(TITLE, rows, enabled=not args.no_record)
 
 
 if __name__ == "__main__":

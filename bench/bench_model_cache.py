@@ -10,26 +10,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 from pathlib import Path
 
 from peft import get_peft_model
 
-from bench.common import record
+from bench.common import median_seconds, record
 from fcit_flower.config import RunConfig
 from fcit_flower.models.adapters import adapted_model, load_base, lora_config
 from fcit_flower.models.tiny import load_tiny_base
 from fcit_flower.runtime import prepare_runtime
-
-
-def _median(fn, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def main() -> None:
@@ -47,8 +36,8 @@ def main() -> None:
         adapted_model(path, 32, 2.0, 0.05)
 
     cached()
-    reload_s = _median(reload, args.repeats)
-    cached_s = _median(cached, args.repeats)
+    reload_s = median_seconds(reload, args.repeats)
+    cached_s = median_seconds(cached, args.repeats)
     rows = [
         "| what | median ms |",
         "|---|---|",

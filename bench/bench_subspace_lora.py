@@ -9,30 +9,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from bench.common import record
+from bench.common import median_seconds, record_rows
 from fcit_flower.models.subspace_lora import SubspaceLoraLinear
+
+TITLE = "SSA overhead: E-subspace LoRA vs one PEFT LoRA of the same total rank"
 
 
 class _Holder(nn.Module):
     def __init__(self, layer: nn.Linear) -> None:
         super().__init__()
         self.up_proj = layer
-
-
-def _time(fn, repeats: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def measure(
@@ -76,8 +67,8 @@ def measure(
     ):
         ta, tb = [], []
         for _ in range(3):  # interleave to cancel drift
-            ta.append(_time(a, repeats))
-            tb.append(_time(b, repeats))
+            ta.append(median_seconds(a, repeats, warm_up=True))
+            tb.append(median_seconds(b, repeats, warm_up=True))
         out[name] = (statistics.median(ta), statistics.median(tb))
     return out
 
@@ -107,11 +98,7 @@ def main() -> None:
                 f"{tm / tp:.2f}x | {ip * 1e3:.3f} | {im * 1e3:.3f} | {im / ip:.2f}x |"
             )
             print(rows[-1], flush=True)
-    if not args.no_record:
-        record(
-            "SSA overhead: E-subspace LoRA vs one PEFT LoRA of the same total rank",
-            "\n".join(rows),
-        )
+    record_rows(TITLE, rows, enabled=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def run_one(
         raise RuntimeError(
             f"{metrics_path} is incomplete: not every stage was evaluated"
         )
-    fill_git_commit(config.run_dir / "manifest.json", APP_DIR)  # issue 10
+    fill_git_commit(config.run_dir / "manifest.json", APP_DIR)  # reproducibility
     metrics["flower_run_id"] = outcome.run_id
     metrics["flower_wall_seconds"] = round(time.monotonic() - started, 1)
     return metrics
@@ -254,12 +254,12 @@ def compare(args: argparse.Namespace) -> int:
         out_dir = Path(args.results_dir).expanduser().resolve() / combo
         atomic_write_text(out_dir / "compare.md", markdown)
         atomic_write_text(out_dir / "compare.csv", csv_text)
-        _write_compare_report(out_dir)  # issue 10
+        _write_compare_report(out_dir)
         print(
             f"\n## {combo} (mini-FCIT unless data-root is set; results in {out_dir})\n"
         )
         print(markdown)
-        if args.paper:  # issue 6: the paper's numbers, kept apart from ours
+        if args.paper:  # the paper's numbers, kept apart from ours
             paper = paper_table(list(rows))
             atomic_write_text(out_dir / "paper.md", f"{PAPER_TITLE}\n\n{paper}")
             print(f"## {PAPER_TITLE}\n\n{paper}")
@@ -325,16 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp_.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     cmp_.add_argument("--quiet", action="store_true", help="do not stream Flower logs")
-    cmp_.add_argument(
-        "--paper",
-        action="store_true",
-        help="also print the FCIT paper's numbers (7B model, real data), apart",
-    )
-    cmp_.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no progress bar (there is none anyway when stderr is not a terminal)",
-    )
+    flags = {
+        "--paper": "also print the FCIT paper's numbers (7B model, real data), apart",
+        "--no-progress": "no progress bar (there is none anyway when stderr is not "
+        "a terminal)",
+        "--resume": "reuse complete runs with the same config; resume interrupted ones",
+    }
+    for flag, text in flags.items():
+        cmp_.add_argument(flag, action="store_true", help=text)
     rep_ = sub.add_parser(
         "report",
         help="write report.md/report.html with plots for finished runs",
@@ -343,11 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
         "results_dir",
         metavar="RESULTS_DIR",
         help="a run directory, a comparison directory, or any directory above them",
-    )
-    cmp_.add_argument(
-        "--resume",
-        action="store_true",
-        help="reuse complete runs with the same config; resume interrupted ones",
     )
     res = sub.add_parser(
         "resume", help="continue an interrupted run from its last good checkpoint"

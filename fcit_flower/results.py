@@ -75,7 +75,7 @@ def write_results(
         "tasks": list(schedule.tasks),
         "accuracy_matrix": rows,
         "complete": complete,
-        # 1-based stage after which each task was last trained (issue 10: plots).
+        # 1-based stage after which each task was last trained (forgetting plots).
         "learned_at_stage": [s + 1 for s in schedule.learned_at()],
     }
     if rows:

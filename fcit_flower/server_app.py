@@ -36,7 +36,7 @@ from fcit_flower.report.progress import attach_log_progress
 from fcit_flower.results import atomic_write_json, write_results
 from fcit_flower.run_state import RunState
 from fcit_flower.runtime import prepare_runtime
-from fcit_flower.strategies.continual import ContinualFedAvg
+from fcit_flower.strategies.continual import ContinualFedAvg, Federation
 from fcit_flower.strategies.server_optim import optimizer_class
 from fcit_flower.strategies.uploads import RoundFailedError
 from fcit_flower.tasks.data import partition_statistics, test_samples
@@ -115,12 +115,9 @@ def main(grid: Grid, context: Context) -> None:
         partition_statistics(config, schedule, samples),
     )
     run = RunState(config, started)
-    setup = ServerSetup(
-        config=config,
-        runtime=runtime,
-        node_clients=discover_clients(grid, config.num_clients),
-        on_round_end=run.round_done,
-    )
+    node_clients = discover_clients(grid, config.num_clients)
+    federation = Federation.from_config(config, node_clients, run.round_done)
+    setup = ServerSetup(config=config, runtime=runtime, federation=federation)
     strategy, arrays = method.build_server(setup)
     run.start(strategy)
     test_sets = {t: test_samples(runtime.root, t, config) for t in schedule.tasks}

@@ -68,6 +68,24 @@ def load_pixels(
     return pixels.sub_(shift).div_(scale)
 
 
+def training_batch(
+    tokenizer: PromptTokenizer,
+    batch: Sequence[Sample],
+    image_size: int,
+    num_image_tokens: int,
+    image_mean: Sequence[float] = TINY_NORM,
+    image_std: Sequence[float] = TINY_NORM,
+) -> dict[str, torch.Tensor]:
+    """Model inputs and answer-only labels of a batch of samples (prompt + answer)."""
+    return encode_for_training(
+        tokenizer,
+        [s.question for s in batch],
+        [s.answer for s in batch],
+        load_pixels(batch, image_size, image_mean, image_std),
+        num_image_tokens,
+    )
+
+
 def _to_device(
     inputs: dict[str, torch.Tensor], model: torch.nn.Module
 ) -> dict[str, torch.Tensor]:
@@ -123,12 +141,8 @@ def train_local(
         order = torch.randperm(len(samples), generator=generator).tolist()
         for start in range(0, len(order), batch_size):
             batch = [samples[i] for i in order[start : start + batch_size]]
-            inputs = encode_for_training(
-                tokenizer,
-                [s.question for s in batch],
-                [s.answer for s in batch],
-                load_pixels(batch, image_size, image_mean, image_std),
-                num_image_tokens,
+            inputs = training_batch(
+                tokenizer, batch, image_size, num_image_tokens, image_mean, image_std
             )
             loss = model(**_to_device(inputs, model)).loss
             if loss_hook is not None:

@@ -12,7 +12,6 @@ from fcit_flower.methods.finetune import Finetune, peft_model, peft_update
 from fcit_flower.methods.registry import register
 from fcit_flower.models.adapters import lora_parameters
 from fcit_flower.protocol import Arrays, split_projector
-from fcit_flower.training import train_adapter
 
 MU = 0.01
 
@@ -30,15 +29,7 @@ class FedProx(Finetune):
             return MU / 2 * sum(((params[k] - start[k]) ** 2).sum() for k in params)
 
         projector = split_projector(received)[1]
-        loss = train_adapter(
-            model,
-            config,
-            setup.runtime.bundle,
-            setup.samples,
-            projector,
-            seed=setup.seed,
-            loss_hook=proximal,
-        )
+        loss = setup.train(model, projector, loss_hook=proximal)
         return ClientUpdate(peft_update(model, projector), loss)
 
     def stage_files(self, strategy, evaluation) -> dict:

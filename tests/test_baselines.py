@@ -1,4 +1,4 @@
-"""EWC, O-LoRA, M-LoRA and MoELoRA: the defining mechanism of each (issue 6)."""
+"""EWC, O-LoRA, M-LoRA and MoELoRA: the defining mechanism of each."""
 
 import numpy as np
 import pytest
@@ -23,6 +23,7 @@ from fcit_flower.paper import PAPER_RESULTS, paper_table
 from fcit_flower.protocol import split_ewc
 from fcit_flower.runtime import prepare_runtime
 from fcit_flower.strategies.blocks import BlockLora
+from fcit_flower.strategies.continual import Federation
 from fcit_flower.strategies.ewc import Ewc
 from fcit_flower.strategies.server_optim import ServerOptimizerSpec
 from fcit_flower.strategies.uploads import RoundPolicy, Upload
@@ -49,12 +50,9 @@ def test_ewc_penalty_is_zero_at_anchor_and_grows_with_fisher_weighted_distance()
 
 
 def test_ewc_strategy_averages_fisher_by_samples_and_accumulates_it():
-    strategy = Ewc(
-        node_clients={1: 0, 2: 1},
-        policy=RoundPolicy(clients_per_round=2, seed=0),
-        optimizer=ServerOptimizerSpec(),
-        rounds_per_stage=2,
-    )
+    policy = RoundPolicy(clients_per_round=2, seed=0)
+    federation = Federation({1: 0, 2: 1}, policy, ServerOptimizerSpec())
+    strategy = Ewc(federation=federation, rounds_per_stage=2)
     strategy.current = {"w": np.zeros(2, np.float32)}
     ones = np.ones(2, np.float32)
     # A non-final round: no Fisher, no consolidation.
@@ -160,12 +158,9 @@ def test_block_strategy_trains_only_the_current_block():
         opened.append(k)
         return {"m.lora_A.weight": np.full((2, 3), k + 1.0, np.float32)}
 
-    strategy = BlockLora(
-        node_clients={1: 0},
-        policy=RoundPolicy(clients_per_round=1, seed=0),
-        optimizer=ServerOptimizerSpec(),
-        init_block=init_block,
-    )
+    policy = RoundPolicy(clients_per_round=1, seed=0)
+    federation = Federation({1: 0}, policy, ServerOptimizerSpec())
+    strategy = BlockLora(federation=federation, init_block=init_block)
     strategy.current = {"block0/m.lora_A.weight": np.ones((2, 3), np.float32)}
     strategy._stage = 1
     strategy.current.update(

@@ -1,4 +1,4 @@
-"""Every issue-6 baseline end to end in one process: 2 stages x 1 round."""
+"""Every FCIT-paper baseline end to end in one process: 2 stages x 1 round."""
 
 import json
 

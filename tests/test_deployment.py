@@ -1,4 +1,4 @@
-"""Multi-site deployment (issue 8): certificates, compose file, per-site data, and a
+"""Multi-site deployment: certificates, compose file, per-site data, and a
 real loopback deployment with TLS and SuperNode authentication."""
 
 import json

@@ -6,7 +6,11 @@ from fake_grid import FakeGrid
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fcit_flower.protocol import subspace_arrays
-from fcit_flower.strategies.continual import ContinualFedAvg, sample_clients
+from fcit_flower.strategies.continual import (
+    ContinualFedAvg,
+    Federation,
+    sample_clients,
+)
 from fcit_flower.strategies.disco import Disco
 from fcit_flower.strategies.server_optim import ServerOptimizerSpec
 from fcit_flower.strategies.uploads import RoundPolicy
@@ -66,17 +70,16 @@ def make_strategy(
     max_retries=0,
     max_token_norm=0.0,
 ):
+    policy = RoundPolicy(
+        clients_per_round=k,
+        seed=0,
+        min_clients_per_round=min_uploads,
+        max_round_retries=max_retries,
+        max_update_norm=100.0,  # honest deltas here are < 35
+    )
+    spec = ServerOptimizerSpec(optimizer, lr=lr, per_stage=per_stage)
     return Disco(
-        node_clients=NODES,
-        # honest deltas here are < 35
-        policy=RoundPolicy(
-            clients_per_round=k,
-            seed=0,
-            min_uploads=min_uploads,
-            max_retries=max_retries,
-            max_norm_ratio=100.0,
-        ),
-        optimizer=ServerOptimizerSpec(optimizer, lr=lr, per_stage=per_stage),
+        federation=Federation(NODES, policy, spec),
         num_subspaces=4,
         tau=0.9,
         token_dim=DIM,
@@ -202,9 +205,9 @@ def test_bad_identity_token_excludes_client():
 def test_finetune_strategy_fedavg_weighted():
     shapes = {"m.lora_A.weight": np.zeros((2, 3), np.float32)}
     strategy = ContinualFedAvg(
-        node_clients=NODES,
-        policy=RoundPolicy(clients_per_round=8, seed=0),
-        optimizer=ServerOptimizerSpec(),
+        federation=Federation(
+            NODES, RoundPolicy(clients_per_round=8, seed=0), ServerOptimizerSpec()
+        )
     )
 
     def handler(node, message):

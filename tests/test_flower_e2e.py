@@ -61,7 +61,7 @@ def test_tiny_run_completes_through_flower(tmp_path, method):
         routing = json.loads((tmp_path / method / "routing.json").read_text())
         assert routing["assignments"], "DISCO assigned no client to a subspace"
         assert len(routing["slot_tokens"]) >= 1
-    # issue 10: the ServerApp leaves a manifest, plots and a report
+    # the ServerApp leaves a manifest, plots and a report
     run_dir = tmp_path / method
     assert json.loads((run_dir / "manifest.json").read_text())["data_fingerprints"]
     assert (run_dir / "plots" / "accuracy_matrix.png").stat().st_size > 5000

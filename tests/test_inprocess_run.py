@@ -41,7 +41,7 @@ def test_same_seed_same_numbers(tmp_path, method):
 
 
 def _check_report(tmp_path, method):
-    """A real run leaves a manifest, plots and a report (issue 10)."""
+    """A real run leaves a manifest, plots and a report."""
     manifests = [
         json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("a", "b")
     ]

@@ -9,7 +9,7 @@ from project_rules import ProjectRule
 
 from fcit_flower.config import ConfigError, RunConfig
 from fcit_flower.protocol import STAGE
-from fcit_flower.strategies.continual import ContinualFedAvg
+from fcit_flower.strategies.continual import ContinualFedAvg, Federation
 from fcit_flower.strategies.server_optim import (
     OptimizerBank,
     ServerOptimizer,
@@ -126,11 +126,9 @@ def test_reset_equals_a_fresh_flower_strategy_per_stage():
         return Message(content=content, reply_to=message)
 
     grid = FakeGrid(list(nodes), handler)
-    ours = ContinualFedAvg(
-        node_clients=nodes,
-        policy=RoundPolicy(clients_per_round=3, seed=0, max_norm_ratio=0.0),
-        optimizer=ServerOptimizerSpec("fedadam", lr=0.05, per_stage="reset"),
-    )
+    policy = RoundPolicy(clients_per_round=3, seed=0, max_update_norm=0.0)
+    spec = ServerOptimizerSpec("fedadam", lr=0.05, per_stage="reset")
+    ours = ContinualFedAvg(federation=Federation(nodes, policy, spec))
     mine = theirs = ArrayRecord({k: Array(v) for k, v in START.items()})
     for stage in (0, 1):
         config = ConfigRecord({STAGE: stage})

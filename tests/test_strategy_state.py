@@ -16,7 +16,7 @@ from fcit_flower.protocol import (
     split_ewc,
 )
 from fcit_flower.strategies.blocks import BlockLora
-from fcit_flower.strategies.continual import ContinualFedAvg
+from fcit_flower.strategies.continual import ContinualFedAvg, Federation
 from fcit_flower.strategies.disco import Disco
 from fcit_flower.strategies.ewc import Ewc
 from fcit_flower.strategies.server_optim import ServerOptimizerSpec
@@ -74,21 +74,26 @@ def _handler(node, message):
 
 
 def _strategy(kind, optimizer):
-    common = {
-        "node_clients": NODES,
-        "policy": RoundPolicy(clients_per_round=4, seed=3, max_norm_ratio=100.0),
-        "optimizer": optimizer,
-    }
+    policy = RoundPolicy(clients_per_round=4, seed=3, max_update_norm=100.0)
+    federation = Federation(NODES, policy, optimizer)
     if kind == "disco":
         return Disco(
-            **common, num_subspaces=3, tau=0.9, token_dim=4, init_subspace=_factors
+            federation=federation,
+            num_subspaces=3,
+            tau=0.9,
+            token_dim=4,
+            init_subspace=_factors,
         ), dict(PROJECTOR)
     if kind == "ewc":
-        return Ewc(**common, rounds_per_stage=2), {**_factors(0), **PROJECTOR}
+        strategy = Ewc(federation=federation, rounds_per_stage=2)
+        return strategy, {**_factors(0), **PROJECTOR}
     if kind == "blocks":
         first = {f"block0/{k}": v for k, v in _factors(0).items()}
-        return BlockLora(**common, init_block=_factors), {**first, **PROJECTOR}
-    return ContinualFedAvg(**common), {**_factors(0), **PROJECTOR}
+        return BlockLora(federation=federation, init_block=_factors), {
+            **first,
+            **PROJECTOR,
+        }
+    return ContinualFedAvg(federation=federation), {**_factors(0), **PROJECTOR}
 
 
 def _round(strategy, grid, arrays, stage, server_round, offset):

@@ -6,7 +6,7 @@ SuperNode; ``flower-superlink`` starts with TLS and ``--enable-supernode-auth``;
 each node's public key is registered with ``flwr supernode register``; each
 ``flower-supernode`` connects with its private key and its own ``--node-config``
 (``partition-id``, optionally ``data-root``); ``flwr run`` submits the app. Every
-port is a free one picked now, and :func:`stop_process_tree` stops exactly the
+port is a free one picked now, and the kit's ``stop_process_tree`` stops exactly the
 processes started here (and what they spawned), whatever happens.
 
 Run it by hand with ``scripts/loopback_deploy.sh``.
@@ -22,19 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from fcit_flower.launch.process import (
-    CONNECTION,
-    FlowerRunError,
-    flwr_bin,
-    flwr_env,
-    free_port,
-    healthy,
-    log_tail,
-    start_logged,
-    stop_process_tree,
-    wait_healthy,
-    write_connection,
-)
+from fcit_flower.launch import process as kit
+from fcit_flower.launch.process import CONNECTION, FlowerRunError
 from fcit_flower.launch.runs import (
     ConfigValue,
     RunOutcome,
@@ -103,7 +92,7 @@ class LoopbackDeployment:
     @property
     def env(self) -> dict[str, str]:
         """Environment of every Flower command of this deployment."""
-        return flwr_env(self.home)
+        return kit.flwr_env(self.home)
 
     def __enter__(self) -> LoopbackDeployment:
         return self
@@ -116,11 +105,11 @@ class LoopbackDeployment:
     def start_superlink(self, num_keys: int) -> None:
         """Write certificates and ``num_keys`` node keys; start the SuperLink."""
         make_certs(self.certs, num_keys)
-        self.port = free_port()
+        self.port = kit.free_port()
         log_path = self.home / "superlink.log"
         ca = self.certs / "ca.crt"
         command = [
-            flwr_bin("flower-superlink"),
+            kit.flwr_bin("flower-superlink"),
             "--ssl-certfile",
             str(self.certs / "server.pem"),
             "--ssl-keyfile",
@@ -138,12 +127,12 @@ class LoopbackDeployment:
             str(self.home / "state.db"),
             "--disable-runtime-dependency-installation",
         ]
-        self.superlink = start_logged(command, self.env, log_path)
-        if not wait_healthy(self.superlink, lambda: healthy(self.port, ca)):
+        self.superlink = kit.start_logged(command, self.env, log_path)
+        if not kit.wait_healthy(self.superlink, lambda: kit.healthy(self.port, ca)):
             raise FlowerRunError(
-                f"flower-superlink did not start:\n{log_tail(log_path)}"
+                f"flower-superlink did not start:\n{kit.log_tail(log_path)}"
             )
-        write_connection(self.home, self.port, ca)
+        kit.write_connection(self.home, self.port, ca)
 
     def register(self, key: int) -> None:
         """Authorize node key ``key`` (``flwr supernode register node-K.pub``)."""
@@ -161,7 +150,7 @@ class LoopbackDeployment:
         """Start a SuperNode authenticating with node key ``key``."""
         log_path = self.home / f"supernode-{key}.log"
         command = [
-            flwr_bin("flower-supernode"),
+            kit.flwr_bin("flower-supernode"),
             "--superlink",
             f"127.0.0.1:{self.port}",
             "--root-certificates",
@@ -175,11 +164,11 @@ class LoopbackDeployment:
             "--host",
             "127.0.0.1",
             "--port",
-            str(free_port()),
+            str(kit.free_port()),
         ]
         if max_wait_s is not None:
             command += ["--max-wait-time", str(max_wait_s)]
-        process = start_logged(command, self.env, log_path)
+        process = kit.start_logged(command, self.env, log_path)
         self.supernodes.append(process)
         self.node_logs.append(log_path)
         return process
@@ -198,9 +187,9 @@ class LoopbackDeployment:
     def stop(self) -> None:
         """Stop the SuperNodes, then the SuperLink (each with its process tree)."""
         for process in self.supernodes:
-            stop_process_tree(process, grace_s=5.0)
+            kit.stop_process_tree(process, grace_s=5.0)
         if self.superlink is not None:
-            stop_process_tree(self.superlink)
+            kit.stop_process_tree(self.superlink)
 
 
 def run_loopback(
@@ -214,16 +203,10 @@ def run_loopback(
 
     Parameters
     ----------
-    app_dir : Path
-        Directory holding the app's ``pyproject.toml``.
-    run_config : Mapping
-        Run-config overrides.
+    app_dir, run_config, timeout_s, stream_to
+        As :func:`fcit_flower.launch.simulation.run_simulation_app`.
     node_configs : Sequence of Mapping
         One node config per SuperNode (e.g. ``{"partition-id": 0}``).
-    timeout_s : float
-        Give up after this many seconds of running.
-    stream_to : TextIO, optional
-        Where to echo the run's log.
 
     Returns
     -------

@@ -19,16 +19,18 @@ strategy inside :meth:`Method.build_server`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from flwr.app import ConfigRecord, RecordDict
+from torch import nn
 
 from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import EvaluationModel, StageEvaluation
-from fcit_flower.models.adapters import projector_state
+from fcit_flower.models.adapters import init_lora_arrays, lora_shapes, projector_state
 from fcit_flower.protocol import (
     KIND,
     SERVER_ROUND,
@@ -41,11 +43,10 @@ from fcit_flower.runtime import Runtime
 from fcit_flower.tasks import data
 from fcit_flower.tasks.fcit_data import Sample
 from fcit_flower.tasks.schedule import Schedule
+from fcit_flower.training import train_adapter
 
 if TYPE_CHECKING:  # the server side only
-    from fcit_flower.strategies.continual import ContinualFedAvg, RoundEndHook
-    from fcit_flower.strategies.server_optim import ServerOptimizerSpec
-    from fcit_flower.strategies.uploads import RoundPolicy
+    from fcit_flower.strategies.continual import ContinualFedAvg, Federation
 
 
 @dataclass(frozen=True)
@@ -58,37 +59,22 @@ class ServerSetup:
         The run's config.
     runtime : Runtime
         Its data, schedule and base model.
-    node_clients : Mapping[int, int]
-        Node id -> client position.
-    on_round_end : RoundEndHook, optional
-        The checkpoint hook every strategy takes.
+    federation : Federation
+        What every strategy takes: clients, round policy, server optimizer and
+        the checkpoint hook.
     """
 
     config: RunConfig
     runtime: Runtime
-    node_clients: Mapping[int, int]
-    on_round_end: RoundEndHook | None = None
+    federation: Federation
 
-    def policy(self) -> RoundPolicy:
-        """The run's sampling, retry and upload-bound policy."""
-        from fcit_flower.strategies.uploads import RoundPolicy
-
+    def lora_factors(self, rank: int) -> Callable[[int], Arrays]:
+        """``init(k)``: seeded fresh factors of LoRA ``k`` (a subspace, a block)."""
         config = self.config
-        return RoundPolicy(
-            clients_per_round=config.clients_per_round,
-            seed=config.seed,
-            min_uploads=config.min_clients_per_round,
-            max_retries=config.max_round_retries,
-            round_timeout=config.round_timeout,
-            max_norm_ratio=config.max_update_norm,
-            max_num_examples=config.max_num_examples,
+        shapes = lora_shapes(
+            self.runtime.base_path, rank, config.lora_scaling, config.lora_dropout
         )
-
-    def optimizer(self) -> ServerOptimizerSpec:
-        """The run's server optimizer."""
-        from fcit_flower.strategies.server_optim import ServerOptimizerSpec
-
-        return ServerOptimizerSpec.from_config(self.config)
+        return lambda k: init_lora_arrays(shapes, config.seed * 1000 + k)
 
     def projector(self) -> Arrays:
         """The base's projector when it is trained (it then travels), else nothing."""
@@ -103,10 +89,8 @@ class ClientSetup:
 
     Attributes
     ----------
-    config : RunConfig
-        The run's config.
-    runtime : Runtime
-        Its data, schedule and base model.
+    config, runtime
+        As in :class:`ServerSetup`.
     request : ConfigRecord
         The message's config record (``stage``, ``server-round``, method keys).
     position : int
@@ -130,6 +114,23 @@ class ClientSetup:
         stage = read_int(self.request, STAGE)
         server_round = read_int(self.request, SERVER_ROUND)
         return data.stable_seed(self.config.seed, stage, server_round, self.position)
+
+    def train(
+        self,
+        model: nn.Module,
+        projector: Arrays,
+        loss_hook: Callable[[], torch.Tensor] | None = None,
+    ) -> float:
+        """:func:`~fcit_flower.training.train_adapter` of ``model`` on this client."""
+        return train_adapter(
+            model,
+            self.config,
+            self.runtime.bundle,
+            self.samples,
+            projector,
+            seed=self.seed,
+            loss_hook=loss_hook,
+        )
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,11 @@ Guo et al., "Federated Continual Instruction Tuning", ICCV 2025.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
-from torch import nn
 
 from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import EvaluationModel, StageEvaluation
@@ -37,14 +35,11 @@ from fcit_flower.methods.base import ClientSetup, ClientUpdate, Method, ServerSe
 from fcit_flower.methods.finetune import train_peft
 from fcit_flower.methods.registry import register
 from fcit_flower.models.adapters import (
-    LORA_TARGETS,
-    init_lora_arrays,
-    load_base,
     load_projector_state,
-    lora_shapes,
     projector_state,
+    subspace_model,
 )
-from fcit_flower.models.subspace_lora import load_slots, set_activation, subspace_copy
+from fcit_flower.models.subspace_lora import load_slots, set_activation
 from fcit_flower.protocol import (
     ARRAYS_KEY,
     IDENTITY_TOKEN,
@@ -122,24 +117,12 @@ def ssa_weights(
     return weights
 
 
-@lru_cache(maxsize=2)
-def ssa_model(path: str, capacity: int, rank: int, scaling: float) -> nn.Module:
-    """A cached copy of the base with ``capacity`` subspaces per adapted layer."""
-    return subspace_copy(
-        load_base(path).model,
-        LORA_TARGETS,
-        capacity=capacity,
-        rank=rank,
-        scaling=scaling,
-    )
-
-
 def ssa_evaluation_model(
     config: RunConfig, runtime: Runtime, arrays: Arrays
 ) -> EvaluationModel:
     """The base with every subspace, mixed per example by SSA before each batch."""
     capacity = config.num_subspaces
-    model = ssa_model(
+    model = subspace_model(
         runtime.base_path, capacity, config.subspace_rank, config.lora_scaling
     )
     load_slots(model, {slot: subspace_arrays(arrays, slot) for slot in range(capacity)})
@@ -182,25 +165,12 @@ class Disco(Method):
         from fcit_flower.strategies.disco import Disco as DiscoStrategy
 
         config = setup.config
-        shapes = lora_shapes(
-            setup.runtime.base_path,
-            config.subspace_rank,
-            config.lora_scaling,
-            config.lora_dropout,
-        )
-
-        def init_subspace(slot: int) -> Arrays:
-            return init_lora_arrays(shapes, config.seed * 1000 + slot)
-
         strategy = DiscoStrategy(
-            node_clients=setup.node_clients,
-            policy=setup.policy(),
-            optimizer=setup.optimizer(),
-            on_round_end=setup.on_round_end,
+            federation=setup.federation,
             num_subspaces=config.num_subspaces,
             tau=config.tau,
             token_dim=token_dimension(config, setup.runtime),
-            init_subspace=init_subspace,
+            init_subspace=setup.lora_factors(config.subspace_rank),
             max_token_norm=config.max_token_norm,
         )
         return strategy, setup.projector()

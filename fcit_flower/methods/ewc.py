@@ -32,7 +32,7 @@ from fcit_flower.methods.base import ClientSetup, ClientUpdate, ServerSetup
 from fcit_flower.methods.finetune import Finetune, peft_model, peft_update
 from fcit_flower.methods.registry import register
 from fcit_flower.models.adapters import lora_parameters
-from fcit_flower.prompting import PromptTokenizer, encode_for_training
+from fcit_flower.prompting import PromptTokenizer
 from fcit_flower.protocol import (
     ESTIMATE_FISHER,
     FISHER_PREFIX,
@@ -42,7 +42,7 @@ from fcit_flower.protocol import (
     split_projector,
 )
 from fcit_flower.tasks.fcit_data import Sample
-from fcit_flower.training import TINY_NORM, load_pixels, train_adapter
+from fcit_flower.training import TINY_NORM, training_batch
 
 if TYPE_CHECKING:
     from fcit_flower.strategies.continual import ContinualFedAvg
@@ -101,12 +101,8 @@ def estimate_fisher(
     batches = 0
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
-        inputs = encode_for_training(
-            tokenizer,
-            [s.question for s in batch],
-            [s.answer for s in batch],
-            load_pixels(batch, image_size, image_mean, image_std),
-            num_image_tokens,
+        inputs = training_batch(
+            tokenizer, batch, image_size, num_image_tokens, image_mean, image_std
         )
         model.zero_grad(set_to_none=True)
         model(**inputs).loss.backward()
@@ -131,10 +127,7 @@ class Ewc(Finetune):
         from fcit_flower.strategies.ewc import Ewc as EwcStrategy
 
         strategy = EwcStrategy(
-            node_clients=setup.node_clients,
-            policy=setup.policy(),
-            optimizer=setup.optimizer(),
-            on_round_end=setup.on_round_end,
+            federation=setup.federation,
             rounds_per_stage=setup.config.rounds_per_stage,
         )
         return strategy, {**self.initial_adapter(setup), **setup.projector()}
@@ -145,15 +138,8 @@ class Ewc(Finetune):
         plain, anchor, fisher = split_ewc(received)
         model = peft_model(config, setup.runtime, config.lora_rank, plain)
         projector = split_projector(plain)[1]
-        loss = train_adapter(
-            model,
-            config,
-            bundle,
-            setup.samples,
-            projector,
-            seed=setup.seed,
-            loss_hook=penalty_hook(model, anchor, fisher, config.ewc_lambda),
-        )
+        hook = penalty_hook(model, anchor, fisher, config.ewc_lambda)
+        loss = setup.train(model, projector, hook)
         arrays = peft_update(model, projector)
         if read_bool(setup.request, ESTIMATE_FISHER):
             arrays.update(

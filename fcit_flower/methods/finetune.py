@@ -28,7 +28,6 @@ from fcit_flower.models.adapters import (
 )
 from fcit_flower.protocol import Arrays, split_projector
 from fcit_flower.runtime import Runtime
-from fcit_flower.training import train_adapter
 
 if TYPE_CHECKING:
     from fcit_flower.strategies.continual import ContinualFedAvg
@@ -58,14 +57,7 @@ def train_peft(setup: ClientSetup, received: Arrays, rank: int) -> ClientUpdate:
     model = peft_model(setup.config, setup.runtime, rank, received)
     projector = split_projector(received)[1]
     # No projector in the message: it is not trained, so the base's is used.
-    loss = train_adapter(
-        model,
-        setup.config,
-        setup.runtime.bundle,
-        setup.samples,
-        projector,
-        seed=setup.seed,
-    )
+    loss = setup.train(model, projector)
     return ClientUpdate(peft_update(model, projector), loss)
 
 
@@ -99,12 +91,7 @@ class Finetune(Method):
         """FedAvg (with the run's server optimizer) of the adapter."""
         from fcit_flower.strategies.continual import ContinualFedAvg
 
-        strategy = ContinualFedAvg(
-            node_clients=setup.node_clients,
-            policy=setup.policy(),
-            optimizer=setup.optimizer(),
-            on_round_end=setup.on_round_end,
-        )
+        strategy = ContinualFedAvg(federation=setup.federation)
         return strategy, {**self.initial_adapter(setup), **setup.projector()}
 
     def train_client(self, setup: ClientSetup, received: Arrays) -> ClientUpdate:

@@ -19,7 +19,6 @@ client -> server alone. Arrays of block ``k`` are keyed
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,19 +28,15 @@ from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import EvaluationModel
 from fcit_flower.methods.base import ClientSetup, ClientUpdate, Method, ServerSetup
 from fcit_flower.models.adapters import (
-    LORA_TARGETS,
-    init_lora_arrays,
-    load_base,
     load_projector_state,
-    lora_shapes,
     projector_state,
+    subspace_model,
 )
 from fcit_flower.models.subspace_lora import (
     SubspaceLoraLinear,
     load_slots,
     set_activation,
     slot_state,
-    subspace_copy,
     subspace_layers,
 )
 from fcit_flower.protocol import (
@@ -52,7 +47,6 @@ from fcit_flower.protocol import (
     split_projector,
 )
 from fcit_flower.runtime import Runtime
-from fcit_flower.training import train_adapter
 
 if TYPE_CHECKING:
     from fcit_flower.strategies.continual import ContinualFedAvg
@@ -61,29 +55,9 @@ if TYPE_CHECKING:
 Regulariser = Callable[[nn.Module, int], torch.Tensor]
 
 
-@lru_cache(maxsize=2)
-def block_model(
-    path: str, capacity: int, rank: int, scaling: float, dropout: float
-) -> nn.Module:
-    """A copy of the base with ``capacity`` rank-``rank`` blocks per layer (cached).
-
-    Callers overwrite every block with :func:`load_blocks` before each use.
-    """
-    model = subspace_copy(
-        load_base(path).model,
-        LORA_TARGETS,
-        capacity=capacity,
-        rank=rank,
-        scaling=scaling,
-        dropout=dropout,
-    )
-    set_activation(model, torch.ones(capacity))
-    return model
-
-
 def run_block_model(config: RunConfig, runtime: Runtime) -> nn.Module:
-    """:func:`block_model` of a run: one block per stage, of a subspace's rank."""
-    return block_model(
+    """The cached block model of a run: one block per stage, of a subspace's rank."""
+    return subspace_model(
         runtime.base_path,
         runtime.schedule.num_stages,
         config.subspace_rank,
@@ -142,15 +116,7 @@ def train_block(
     handles = freeze_other_blocks(model, block)
     hook = None if regulariser is None else (lambda: regulariser(model, block))
     try:
-        loss = train_adapter(
-            model,
-            setup.config,
-            setup.runtime.bundle,
-            setup.samples,
-            projector,
-            seed=setup.seed,
-            loss_hook=hook,
-        )
+        loss = setup.train(model, projector, hook)
     finally:
         for handle in handles:
             handle.remove()
@@ -171,24 +137,8 @@ class BlockMethod(Method):
         """Keep every block; open block 0 now, later ones at their stage."""
         from fcit_flower.strategies.blocks import BlockLora
 
-        config = setup.config
-        shapes = lora_shapes(
-            setup.runtime.base_path,
-            config.subspace_rank,
-            config.lora_scaling,
-            config.lora_dropout,
-        )
-
-        def init_block(block: int) -> Arrays:
-            return init_lora_arrays(shapes, config.seed * 1000 + block)
-
-        strategy = BlockLora(
-            node_clients=setup.node_clients,
-            policy=setup.policy(),
-            optimizer=setup.optimizer(),
-            on_round_end=setup.on_round_end,
-            init_block=init_block,
-        )
+        init_block = setup.lora_factors(setup.config.subspace_rank)
+        strategy = BlockLora(federation=setup.federation, init_block=init_block)
         first = {block_prefix(0) + k: v for k, v in init_block(0).items()}
         return strategy, {**first, **setup.projector()}
 

@@ -36,7 +36,6 @@ from fcit_flower.models.adapters import (
 from fcit_flower.models.moe_lora import inject_moe_lora
 from fcit_flower.protocol import Arrays, split_projector
 from fcit_flower.runtime import Runtime
-from fcit_flower.training import train_adapter
 
 if TYPE_CHECKING:
     from fcit_flower.strategies.continual import ContinualFedAvg
@@ -122,12 +121,7 @@ class MoeLora(Method):
         """FedAvg of experts and routers."""
         from fcit_flower.strategies.continual import ContinualFedAvg
 
-        strategy = ContinualFedAvg(
-            node_clients=setup.node_clients,
-            policy=setup.policy(),
-            optimizer=setup.optimizer(),
-            on_round_end=setup.on_round_end,
-        )
+        strategy = ContinualFedAvg(federation=setup.federation)
         initial = init_moe_arrays(setup.config, setup.runtime.base_path)
         return strategy, {**initial, **setup.projector()}
 
@@ -136,14 +130,7 @@ class MoeLora(Method):
         model = moe_model(setup.config, setup.runtime.base_path)
         adapter, projector = split_projector(received)
         load_moe_state(model, adapter)
-        loss = train_adapter(
-            model,
-            setup.config,
-            setup.runtime.bundle,
-            setup.samples,
-            projector,
-            seed=setup.seed,
-        )
+        loss = setup.train(model, projector)
         arrays = moe_state(model)
         if projector:
             arrays.update(projector_state(model))

@@ -14,6 +14,7 @@ import importlib
 import pkgutil
 
 from fcit_flower.config import ConfigError
+from fcit_flower.importing import import_object
 from fcit_flower.methods.base import Method
 
 _TABLE: dict[str, Method] = {}
@@ -67,11 +68,7 @@ def get_method(name: str) -> Method:
     if name in _TABLE:
         return _TABLE[name]
     if "." in name:
-        module, _, attribute = name.rpartition(".")
-        try:
-            found = getattr(importlib.import_module(module), attribute, None)
-        except ImportError as error:
-            raise ConfigError(f"method={name!r}: {error}") from None
+        found = import_object("method", name)
         if isinstance(found, type) and issubclass(found, Method):
             found = found()
         if isinstance(found, Method):

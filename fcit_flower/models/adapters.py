@@ -25,6 +25,7 @@ from peft import (
 from torch import nn
 
 from fcit_flower.models.llava import LoadOptions, load_llava
+from fcit_flower.models.subspace_lora import inject_subspace_lora
 from fcit_flower.models.tiny import load_tiny_base
 from fcit_flower.prompting import PromptTokenizer
 from fcit_flower.protocol import PROJECTOR
@@ -59,7 +60,7 @@ class BaseBundle:
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
-# issue 7: how each base path is loaded (set once per process by prepare_runtime).
+# How each base path is loaded (set once per process by prepare_runtime).
 _LOAD_OPTIONS: dict[str, LoadOptions] = {}
 
 
@@ -115,6 +116,28 @@ def lora_config(rank: int, scaling: float, dropout: float) -> LoraConfig:
         target_modules=r".*language_model.*\.(gate_proj|up_proj|down_proj)",
         bias="none",
     )
+
+
+@lru_cache(maxsize=4)
+def subspace_model(
+    path: str, capacity: int, rank: int, scaling: float, dropout: float = 0.0
+) -> nn.Module:
+    """A copy of the base with ``capacity`` LoRA subspaces per adapted layer (cached).
+
+    DISCO's inference model and O-LoRA / M-LoRA's blocks. Callers overwrite every
+    subspace (:func:`~fcit_flower.models.subspace_lora.load_slots`) before each use.
+    """
+    model = copy.deepcopy(load_base(path).model)
+    inject_subspace_lora(
+        model,
+        LORA_TARGETS,
+        num_subspaces=capacity,
+        rank=rank,
+        scaling=scaling,
+        dropout=dropout,
+    )
+    model.eval()
+    return model
 
 
 @lru_cache(maxsize=4)

@@ -18,7 +18,6 @@ matmul and the gate zeroes the unselected ones (E is small).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -121,10 +120,3 @@ def inject_moe_lora(
             dropout=dropout,
         ),
     )
-
-
-def moe_layers(model: nn.Module) -> Iterator[tuple[str, MoeLoraLinear]]:
-    """All :class:`MoeLoraLinear` modules of ``model`` with their names."""
-    for name, module in model.named_modules():
-        if isinstance(module, MoeLoraLinear):
-            yield name, module

@@ -15,7 +15,6 @@ trains); with SSA weights it is DISCO inference (Guo et al., ICCV 2025, Sec. 4.3
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
@@ -180,29 +179,6 @@ def set_activation(model: nn.Module, weights: torch.Tensor) -> None:
     """Set the same activation weights on every subspace layer of ``model``."""
     for _, layer in subspace_layers(model):
         layer.set_activation(weights)
-
-
-def subspace_copy(
-    base: nn.Module,
-    targets: tuple[str, ...],
-    *,
-    capacity: int,
-    rank: int,
-    scaling: float,
-    dropout: float = 0.0,
-) -> nn.Module:
-    """A copy of ``base`` whose ``targets`` layers hold ``capacity`` subspaces."""
-    model = copy.deepcopy(base)
-    inject_subspace_lora(
-        model,
-        targets,
-        num_subspaces=capacity,
-        rank=rank,
-        scaling=scaling,
-        dropout=dropout,
-    )
-    model.eval()
-    return model
 
 
 def load_slots(model: nn.Module, slots: Mapping[int, Mapping[str, np.ndarray]]) -> None:

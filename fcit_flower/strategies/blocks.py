@@ -8,9 +8,8 @@ trained, the projector. The client side is :mod:`fcit_flower.methods.lora_blocks
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from fcit_flower.protocol import (
@@ -22,9 +21,8 @@ from fcit_flower.protocol import (
     split_projector,
 )
 from fcit_flower.strategies.aggregation import weighted_average
-from fcit_flower.strategies.continual import ContinualFedAvg, RoundEndHook
-from fcit_flower.strategies.server_optim import ServerOptimizerSpec
-from fcit_flower.strategies.uploads import RoundPolicy, Upload
+from fcit_flower.strategies.continual import ContinualFedAvg, Federation
+from fcit_flower.strategies.uploads import Upload
 
 
 class BlockLora(ContinualFedAvg):
@@ -32,7 +30,7 @@ class BlockLora(ContinualFedAvg):
 
     Parameters
     ----------
-    node_clients, policy, optimizer, on_round_end
+    federation : Federation
         As :class:`ContinualFedAvg`; every block and the projector get their own
         server optimizer.
     init_block : callable
@@ -42,18 +40,10 @@ class BlockLora(ContinualFedAvg):
     def __init__(
         self,
         *,
-        node_clients: Mapping[int, int],
-        policy: RoundPolicy,
-        optimizer: ServerOptimizerSpec,
-        on_round_end: RoundEndHook | None = None,
+        federation: Federation,
         init_block: Callable[[int], Arrays],
     ) -> None:
-        super().__init__(
-            node_clients=node_clients,
-            policy=policy,
-            optimizer=optimizer,
-            on_round_end=on_round_end,
-        )
+        super().__init__(federation=federation)
         self.init_block = init_block
 
     def admit(
@@ -66,11 +56,9 @@ class BlockLora(ContinualFedAvg):
                 self.current[prefix + key] = value
         return picked
 
-    def client_config(self, position: int, config: ConfigRecord) -> ConfigRecord:
+    def instructions(self, position: int) -> dict[str, int | bool]:
         """Name the block to train."""
-        out = super().client_config(position, config)
-        out[BLOCK] = self._stage
-        return out
+        return {BLOCK: self._stage}
 
     def expected_upload(self, position: int) -> Arrays:
         """The current block (and the projector when it travels)."""

@@ -8,7 +8,7 @@ goes through a server optimizer (:mod:`fcit_flower.strategies.server_optim`).
 Subclasses change a round through four hooks and call ``super()`` for the rest:
 :meth:`ContinualFedAvg.begin_stage`, :meth:`~ContinualFedAvg.admit` (which sampled
 clients train), :meth:`~ContinualFedAvg.client_arrays` /
-:meth:`~ContinualFedAvg.client_config` (what each one gets), and
+:meth:`~ContinualFedAvg.instructions` (what each one gets), and
 :meth:`~ContinualFedAvg.apply_uploads` (how valid uploads change the global state).
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from logging import INFO
 from typing import Any, NamedTuple
 
@@ -25,6 +26,7 @@ from flwr.common import MessageType, log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fcit_flower.config import RunConfig
 from fcit_flower.protocol import (
     ARRAYS_KEY,
     ATTEMPT,
@@ -57,6 +59,44 @@ class StrategyState(NamedTuple):
 RoundEndHook = Callable[[int, int, StrategyState], None]
 
 
+@dataclass(frozen=True)
+class Federation:
+    """What every strategy here is built on: its clients and how its rounds run.
+
+    Attributes
+    ----------
+    node_clients : Mapping[int, int]
+        Node id -> client position (partition id), collected at start.
+    policy : RoundPolicy
+        Sampling, retries and upload bounds of every round.
+    optimizer : ServerOptimizerSpec
+        Server optimizer applied to sample-weighted averages.
+    on_round_end : RoundEndHook, optional
+        Called once a round's aggregate is in the strategy's ``current`` arrays
+        (the run's round checkpoint).
+    """
+
+    node_clients: Mapping[int, int]
+    policy: RoundPolicy
+    optimizer: ServerOptimizerSpec
+    on_round_end: RoundEndHook | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: RunConfig,
+        node_clients: Mapping[int, int],
+        on_round_end: RoundEndHook | None = None,
+    ) -> Federation:
+        """The federation of a run-config and its discovered clients."""
+        return cls(
+            node_clients,
+            RoundPolicy.from_config(config),
+            ServerOptimizerSpec.from_config(config),
+            on_round_end,
+        )
+
+
 def sample_clients(
     available: Mapping[int, int], k: int, *, seed: int, stage: int, server_round: int
 ) -> list[tuple[int, int]]:
@@ -79,24 +119,11 @@ class ContinualFedAvg(FedAvg):
 
     Parameters
     ----------
-    node_clients : Mapping[int, int]
-        Node id -> client position (partition id), collected at start.
-    policy : RoundPolicy
-        Sampling, retries and upload bounds of every round.
-    optimizer : ServerOptimizerSpec
-        Server optimizer applied to the sample-weighted average.
-    on_round_end : RoundEndHook, optional
-        Called once a round's aggregate is in :attr:`current` (checkpoints).
+    federation : Federation
+        Its clients, round policy, server optimizer and round-end hook.
     """
 
-    def __init__(
-        self,
-        *,
-        node_clients: Mapping[int, int],
-        policy: RoundPolicy,
-        optimizer: ServerOptimizerSpec,
-        on_round_end: RoundEndHook | None = None,
-    ) -> None:
+    def __init__(self, *, federation: Federation) -> None:
         super().__init__(
             fraction_evaluate=0.0,
             min_train_nodes=1,
@@ -104,12 +131,12 @@ class ContinualFedAvg(FedAvg):
             arrayrecord_key=ARRAYS_KEY,
             configrecord_key=CONFIG_KEY,
         )
-        self.node_clients = dict(node_clients)
-        self.policy = policy
-        self.optimizers = OptimizerBank(optimizer)
-        self.on_round_end = on_round_end
+        self.node_clients = dict(federation.node_clients)
+        self.policy = federation.policy
+        self.optimizers = OptimizerBank(federation.optimizer)
+        self.on_round_end = federation.on_round_end
         self.current: Arrays = {}
-        self.uploads = UploadCheck(policy, self.node_clients)
+        self.uploads = UploadCheck(self.policy, self.node_clients)
         # Per round: wall seconds, client handler seconds (sum, max), aggregation.
         self.timings: list[dict[str, Any]] = []
         self._round_started = 0.0
@@ -147,10 +174,15 @@ class ContinualFedAvg(FedAvg):
         """The arrays sent to one client (all global arrays for FedAvg)."""
         return self.current
 
+    def instructions(self, position: int) -> dict[str, int | bool]:
+        """Method-specific config keys for one client (none for FedAvg)."""
+        return {}
+
     def client_config(self, position: int, config: ConfigRecord) -> ConfigRecord:
         """The config sent to one client (a copy: Flower's own is shared)."""
         out = ConfigRecord(dict(config))
         out[CLIENT] = position
+        out.update(self.instructions(position))
         return out
 
     def expected_upload(self, position: int) -> Arrays:
@@ -220,8 +252,8 @@ class ContinualFedAvg(FedAvg):
         Raises
         ------
         RoundFailedError
-            If fewer than ``min_uploads`` valid uploads arrived after
-            ``max_retries`` retries; the global arrays are left as they were.
+            If fewer than ``min_clients_per_round`` valid uploads arrived after
+            ``max_round_retries`` retries; the global arrays are left as they were.
         """
         server_round = read_int(self._round_config, SERVER_ROUND)  # + the offset
         aggregation_started = time.perf_counter()

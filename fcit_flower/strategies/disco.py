@@ -47,12 +47,11 @@ from fcit_flower.protocol import (
 from fcit_flower.strategies.aggregation import token_problem, weighted_average
 from fcit_flower.strategies.continual import (
     ContinualFedAvg,
-    RoundEndHook,
+    Federation,
     StrategyState,
 )
 from fcit_flower.strategies.matching import MatchResult, TokenSlots
-from fcit_flower.strategies.server_optim import ServerOptimizerSpec
-from fcit_flower.strategies.uploads import RoundPolicy, Upload
+from fcit_flower.strategies.uploads import Upload
 
 
 def slots_from_arrays(
@@ -71,7 +70,7 @@ class Disco(ContinualFedAvg):
 
     Parameters
     ----------
-    node_clients, policy, optimizer, on_round_end
+    federation : Federation
         As :class:`ContinualFedAvg`; every subspace and the projector get their
         own server optimizer.
     num_subspaces : int
@@ -91,10 +90,7 @@ class Disco(ContinualFedAvg):
     def __init__(
         self,
         *,
-        node_clients: Mapping[int, int],
-        policy: RoundPolicy,
-        optimizer: ServerOptimizerSpec,
-        on_round_end: RoundEndHook | None = None,
+        federation: Federation,
         num_subspaces: int,
         tau: float,
         token_dim: int,
@@ -102,12 +98,7 @@ class Disco(ContinualFedAvg):
         max_token_norm: float = 0.0,
         query_timeout: float = 600.0,
     ) -> None:
-        super().__init__(
-            node_clients=node_clients,
-            policy=policy,
-            optimizer=optimizer,
-            on_round_end=on_round_end,
-        )
+        super().__init__(federation=federation)
         self.num_subspaces = num_subspaces
         self.tau = tau
         self.token_dim = token_dim
@@ -229,11 +220,9 @@ class Disco(ContinualFedAvg):
         projector = split_projector(self.current)[1]
         return {**subspace_arrays(self.current, slot), **projector}
 
-    def client_config(self, position: int, config: ConfigRecord) -> ConfigRecord:
-        """Add the assigned subspace to the client's config."""
-        out = super().client_config(position, config)
-        out[SUBSPACE] = self.assignment[position]
-        return out
+    def instructions(self, position: int) -> dict[str, int | bool]:
+        """The client's assigned subspace."""
+        return {SUBSPACE: self.assignment[position]}
 
     def inspect_reply(self, position: int, upload: Upload) -> str | None:
         """Reject uploads that claim another subspace than assigned."""

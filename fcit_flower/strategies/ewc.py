@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from fcit_flower.protocol import (
@@ -29,11 +28,10 @@ from fcit_flower.protocol import (
 from fcit_flower.strategies.aggregation import weighted_average
 from fcit_flower.strategies.continual import (
     ContinualFedAvg,
-    RoundEndHook,
+    Federation,
     StrategyState,
 )
-from fcit_flower.strategies.server_optim import ServerOptimizerSpec
-from fcit_flower.strategies.uploads import RoundPolicy, Upload
+from fcit_flower.strategies.uploads import Upload
 
 
 class Ewc(ContinualFedAvg):
@@ -41,7 +39,7 @@ class Ewc(ContinualFedAvg):
 
     Parameters
     ----------
-    node_clients, policy, optimizer, on_round_end
+    federation : Federation
         As :class:`ContinualFedAvg`.
     rounds_per_stage : int
         Rounds of a stage; in the last one clients also upload their Fisher.
@@ -50,18 +48,10 @@ class Ewc(ContinualFedAvg):
     def __init__(
         self,
         *,
-        node_clients: Mapping[int, int],
-        policy: RoundPolicy,
-        optimizer: ServerOptimizerSpec,
-        on_round_end: RoundEndHook | None = None,
+        federation: Federation,
         rounds_per_stage: int,
     ) -> None:
-        super().__init__(
-            node_clients=node_clients,
-            policy=policy,
-            optimizer=optimizer,
-            on_round_end=on_round_end,
-        )
+        super().__init__(federation=federation)
         self.rounds_per_stage = rounds_per_stage
         self.anchor: Arrays = {}
         self.fisher: Arrays = {}
@@ -82,11 +72,9 @@ class Ewc(ContinualFedAvg):
             **{FISHER_PREFIX + k: v for k, v in self.fisher.items()},
         }
 
-    def client_config(self, position: int, config: ConfigRecord) -> ConfigRecord:
+    def instructions(self, position: int) -> dict[str, int | bool]:
         """Flag the stage's last round: clients then estimate their Fisher."""
-        out = super().client_config(position, config)
-        out[ESTIMATE_FISHER] = self._fisher_round
-        return out
+        return {ESTIMATE_FISHER: self._fisher_round}
 
     def expected_upload(self, position: int) -> Arrays:
         """The adapter (and projector), plus its Fisher in a stage's last round."""

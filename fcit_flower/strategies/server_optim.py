@@ -23,7 +23,6 @@ FedAdam bias correction then counts every step of the run).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 from collections.abc import Iterator, Mapping
@@ -45,6 +44,7 @@ from fcit_flower.config import (
     ConfigError,
     RunConfig,
 )
+from fcit_flower.importing import import_object
 from fcit_flower.protocol import (
     ARRAYS_KEY,
     METRICS_KEY,
@@ -69,11 +69,7 @@ def optimizer_class(name: str) -> type[FedAvg] | None:
     target = SERVER_OPTIMIZER_ALIASES.get(name, name)
     found: Any = None
     if "." in target:
-        module, _, attribute = target.rpartition(".")
-        try:
-            found = getattr(importlib.import_module(module), attribute, None)
-        except ImportError as error:
-            raise ConfigError(f"server-optimizer={name!r}: {error}") from None
+        found = import_object("server-optimizer", target)
     else:
         found = getattr(flower_strategies, target, None)
     if not (isinstance(found, type) and issubclass(found, FedOpt | FedAvgM)):
@@ -116,14 +112,14 @@ class ServerOptimizerSpec:
     @classmethod
     def from_config(cls, config: RunConfig) -> ServerOptimizerSpec:
         """The spec of a run-config's ``server-*`` keys."""
+        hyper: dict[str, Any] = {
+            key: getattr(config, f"server_{key}")
+            for key in ("lr", "momentum", "beta1", "beta2", "eps")
+        }
         return cls(
             name=config.server_optimizer,
-            lr=config.server_lr,
-            momentum=config.server_momentum,
-            beta1=config.server_beta1,
-            beta2=config.server_beta2,
-            eps=config.server_eps,
             per_stage=config.server_optimizer_state,
+            **hyper,
         )
 
     def build(self) -> FedAvg | None:

@@ -7,13 +7,13 @@ sampled this round, and match what that client was sent (keys, shapes, dtypes,
 finite values, bounded update norm; :func:`~fcit_flower.strategies.aggregation.
 upload_problem`). Errors, missing replies and bad uploads are logged with their
 reason and recorded; they never reach the aggregate. When fewer than
-``min_uploads`` valid uploads arrive, the failed clients are asked again.
+``min-clients-per-round`` valid uploads arrive, the failed clients are asked again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from logging import INFO, WARNING
 from typing import Any, NamedTuple
 
@@ -22,6 +22,7 @@ from flwr.app import Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 
+from fcit_flower.config import RunConfig
 from fcit_flower.protocol import ARRAYS_KEY, METRICS_KEY, NUM_EXAMPLES, Arrays, to_numpy
 from fcit_flower.strategies.aggregation import upload_problem
 
@@ -55,20 +56,23 @@ class Upload(NamedTuple):
 class RoundPolicy:
     """How a round samples clients, which uploads it accepts and how it retries.
 
+    The fields are the run-config keys of the same names (``clients-per-round``,
+    ``min-clients-per-round``, ...).
+
     Parameters
     ----------
     clients_per_round : int
         Clients sampled per round.
     seed : int
         Seed of the client sampling.
-    min_uploads : int
+    min_clients_per_round : int
         Valid uploads a round needs; below it the failed clients are asked again.
-    max_retries : int
+    max_round_retries : int
         How often a round re-sends to its failed clients before giving up with
         :class:`RoundFailedError`.
     round_timeout : float
         Seconds a retry waits for replies.
-    max_norm_ratio : float
+    max_update_norm : float
         Reject uploads whose distance to the reference exceeds this multiple of the
         reference norm (0 disables the check).
     max_num_examples : int
@@ -77,11 +81,16 @@ class RoundPolicy:
 
     clients_per_round: int
     seed: int
-    min_uploads: int = 1
-    max_retries: int = 0
+    min_clients_per_round: int = 1
+    max_round_retries: int = 0
     round_timeout: float = 3600.0
-    max_norm_ratio: float = 0.0
+    max_update_norm: float = 0.0
     max_num_examples: int = 1_000_000
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> RoundPolicy:
+        """The policy of a run-config: the values of its keys of these names."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
 
 class UploadCheck:
@@ -158,7 +167,7 @@ class UploadCheck:
         if position not in sampled.values():
             return "reply from a client not sampled this round", upload
         problem = upload_problem(
-            arrays, expected, max_norm_ratio=self.policy.max_norm_ratio
+            arrays, expected, max_norm_ratio=self.policy.max_update_norm
         )
         return problem, upload
 
@@ -240,7 +249,7 @@ class UploadCheck:
         Raises
         ------
         RoundFailedError
-            If fewer than ``min_uploads`` valid uploads arrived after
+            If fewer than ``min-clients-per-round`` valid uploads arrived after
             ``max_retries`` retries.
         """
         policy = self.policy
@@ -256,9 +265,9 @@ class UploadCheck:
         failed = [n for n in failed if n in sampled]  # ours to retry
         attempt = 0
         while (
-            len(uploads) < policy.min_uploads
+            len(uploads) < policy.min_clients_per_round
             and failed
-            and attempt < policy.max_retries
+            and attempt < policy.max_round_retries
         ):
             attempt += 1
             log(
@@ -268,9 +277,9 @@ class UploadCheck:
                 stage + 1,
                 server_round,
                 len(uploads),
-                policy.min_uploads,
+                policy.min_clients_per_round,
                 attempt,
-                policy.max_retries,
+                policy.max_round_retries,
                 [self.node_clients.get(n, -1) for n in failed],
             )
             retry = [resend(n, attempt) for n in failed]
@@ -285,10 +294,10 @@ class UploadCheck:
                 inspect=inspect,
             )
             uploads += more
-        if len(uploads) < policy.min_uploads:
+        if len(uploads) < policy.min_clients_per_round:
             raise RoundFailedError(
                 f"stage {stage + 1} round {server_round}: {len(uploads)} valid "
                 f"uploads after {attempt} retries, min-clients-per-round="
-                f"{policy.min_uploads}; the last checkpoint can be resumed"
+                f"{policy.min_clients_per_round}; the last checkpoint can be resumed"
             )
         return uploads

@@ -5,7 +5,7 @@ by proportions drawn from Dirichlet(beta), with a minimum per client. (The autho
 code passes beta where the minimum belongs; here the two are separate arguments.)
 The resulting sizes feed flwr-datasets' ``SizePartitioner``.
 
-Option ``partition = "label"`` (issue 5) skews *answers* instead: for each distinct
+Option ``partition = "label"`` skews *answers* instead: for each distinct
 answer, Dirichlet(beta) proportions over the clients (flwr-datasets'
 ``DirichletPartitioner``, Hsu et al., 2019), so clients see different answer mixes.
 Free-form answers (captions) are nearly all distinct, which makes this close to an
