@@ -14,6 +14,9 @@ ONE_STAGE = {
     "num-stages": 1,
     "train-size": 24,
     "test-size": 5,
+    # ~6 samples per client: batches of 2 give 3 local steps (the first one is the
+    # warm-up step at lr 0), so the subspaces really move
+    "batch-size": 2,
 }
 
 

@@ -26,6 +26,9 @@ TINY = {
     "num-stages": 3,
     "train-size": 24,
     "test-size": 5,
+    # batches of 2: ~3 local steps per client, so clients really train (with one
+    # step, its warm-up learning rate is 0 and nothing would change)
+    "batch-size": 2,
 }
 
 
