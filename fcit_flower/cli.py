@@ -178,6 +178,15 @@ def resume_config(run_dir: Path) -> RunConfig:
     return RunConfig.from_mapping(values)
 
 
+def summary_line(metrics: dict[str, Any]) -> str:
+    """``Last x  Avg y  BWT z`` of a run's metrics (BWT may be n/a)."""
+    bwt = metrics.get("bwt")
+    return (
+        f"Last {metrics['last']:.2f}  Avg {metrics['avg']:.2f}  "
+        f"BWT {'n/a' if bwt is None else f'{bwt:.2f}'}"
+    )
+
+
 def resume(args: argparse.Namespace) -> int:
     """The ``resume`` command: continue one run from its last good checkpoint."""
     try:
@@ -190,10 +199,7 @@ def resume(args: argparse.Namespace) -> int:
     except RuntimeError as error:
         print(f"fcit-flower: error: {error}", file=sys.stderr)
         return 1
-    print(
-        f"{config.resolved_run_name}: Last {metrics['last']:.2f}  "
-        f"Avg {metrics['avg']:.2f}  BWT {metrics['bwt']:.2f}  ({config.run_dir})"
-    )
+    print(f"{config.resolved_run_name}: {summary_line(metrics)}  ({config.run_dir})")
     return 0
 
 
@@ -215,7 +221,9 @@ def compare(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"fcit-flower: error: {error}", file=sys.stderr)
         return 2
-    grouped: dict[str, dict[str, dict[str, list[float]]]] = {}
+    from fcit_flower.report.comparison import run_summary
+
+    grouped: dict[str, dict[str, dict[str, list[float | None]]]] = {}
     for index, (combo, config) in enumerate(runs, start=1):
         print(
             f"[{index}/{len(runs)}] {combo}: {config.method} seed {config.seed}",
@@ -238,15 +246,13 @@ def compare(args: argparse.Namespace) -> int:
                 print(f"fcit-flower: error: {error}", file=sys.stderr)
                 return 1
         print(
-            f"    Last {metrics['last']:.2f}  Avg {metrics['avg']:.2f}  "
-            f"BWT {metrics['bwt']:.2f}  ({metrics.get('flower_wall_seconds', '-')} s)",
+            f"    {summary_line(metrics)}  "
+            f"({metrics.get('flower_wall_seconds', '-')} s)",
             file=sys.stderr,
         )
-        row = grouped.setdefault(combo, {}).setdefault(
-            config.method, {"last": [], "avg": [], "bwt": []}
-        )
-        for key in ("last", "avg", "bwt"):
-            row[key].append(metrics[key])
+        row = grouped.setdefault(combo, {}).setdefault(config.method, {})
+        for key, value in run_summary(metrics).items():
+            row.setdefault(key, []).append(value)
     from fcit_flower.report.comparison import compare_table
 
     for combo, rows in grouped.items():

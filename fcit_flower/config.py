@@ -32,18 +32,20 @@ SERVER_OPTIMIZER_ALIASES = {
 PLAIN_AVERAGE = "fedavg"
 SERVER_OPTIMIZER_STATES = ("reset", "keep")
 SSA_MODES = ("softmax", "concat", "cosine", "argmax")
+SUBSPACE_SCALINGS = ("rank", "total")
 TOKEN_SOURCES = ("text", "image", "text+image")
 IDENTITY_ENCODERS = ("minilm", "clip")
 QUANTIZATIONS = ("none", "4bit", "8bit")
 TORCH_DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda")
 PARTITIONS = ("quantity", "label")
+EVAL_SPLITS = ("test", "val")
 # Keys whose values must be > 0, and keys whose values must lie in [0, 1).
 _POSITIVE_KEYS = (
     "beta lr projector-lr lora-alpha ssa-eps server-lr server-eps num-clients "
     "clients-per-round rounds-per-stage local-epochs batch-size lora-rank "
-    "num-subspaces train-size test-size min-client-size max-new-tokens "
-    "checkpoint-keep round-timeout max-num-examples"
+    "num-subspaces train-size test-size val-size min-client-size max-new-tokens "
+    "checkpoint-keep round-timeout max-num-examples mtl-epochs"
 ).split()
 _FRACTION_KEYS = (
     "lora-dropout warmup-ratio server-momentum server-beta1 server-beta2 "
@@ -81,6 +83,7 @@ class RunConfig:
     num_subspaces: int = 8
     tau: float = 0.9
     ssa_mode: str = "softmax"
+    subspace_scaling: str = "total"
     ssa_eps: float = 0.05
     token_source: str = "text"
     identity_encoder: str = "minilm"
@@ -98,8 +101,9 @@ class RunConfig:
     data_root: str = ""
     train_size: int = 400
     test_size: int = 50
+    val_size: int = 50
     min_client_size: int = 4
-    max_new_tokens: int = 8
+    max_new_tokens: int = 24
     results_dir: str = "results"
     run_name: str = ""
     # Reliability: checkpoints, resume, client failures, upload bounds.
@@ -126,9 +130,11 @@ class RunConfig:
     olora_lambda_l2: float = 0.0
     moelora_experts: int = 8
     moelora_top_k: int = 2
+    mtl_epochs: int = 6
     # Benchmark options: schedule file, label skew, image root, bad records.
     schedule_file: str = ""
     partition: str = "quantity"
+    eval_split: str = "test"
     image_root: str = ""
     max_bad_fraction: float = 0.05
 
@@ -174,6 +180,16 @@ class RunConfig:
         """LoRA output scale ``alpha / r`` (the reference uses 128 / 64 = 2)."""
         return self.lora_alpha / self.lora_rank
 
+    def scaling(self, rank: int) -> float:
+        """Output scale of a trained adapter piece of ``rank`` (a DISCO subspace,
+        an O-/M-LoRA block, a MoE-LoRA expert, or the whole adapter).
+
+        ``subspace-scaling = "rank"``: LoRA's own ``alpha / rank`` for the piece,
+        so its updates are as large as the whole adapter's at the same lr;
+        ``"total"`` (the authors' code): ``alpha / lora-rank`` for every piece.
+        """
+        return self.lora_alpha / (rank if self.subspace_scaling == "rank" else self.lora_rank)
+
     @property
     def resolved_run_name(self) -> str:
         """``run_name`` or one derived from the method and setting."""
@@ -196,6 +212,7 @@ class RunConfig:
         _choice("model", self.model, MODELS)
         self._validate_server_optimizer()
         _choice("ssa-mode", self.ssa_mode, SSA_MODES)
+        _choice("subspace-scaling", self.subspace_scaling, SUBSPACE_SCALINGS)
         _choice("token-source", self.token_source, TOKEN_SOURCES)
         _choice("identity-encoder", self.identity_encoder, IDENTITY_ENCODERS)
         self._validate_benchmark()
@@ -300,6 +317,7 @@ class RunConfig:
     def _validate_benchmark(self) -> None:
         """Schedule file, partition kind, image root."""
         _choice("partition", self.partition, PARTITIONS)
+        _choice("eval-split", self.eval_split, EVAL_SPLITS)
         if self.schedule_file:
             path = Path(self.schedule_file).expanduser()
             if path.suffix not in (".toml", ".json"):

@@ -49,7 +49,16 @@ class StageEvaluation:
     Attributes
     ----------
     scores : dict
-        Task -> score in percent.
+        Task -> score in percent (the normalized reading; the accuracy matrix).
+    strict_scores : dict
+        Task -> the reference's strict reading (:mod:`fcit_flower.tasks.metrics`).
+    phrasing_scores : dict
+        Task -> {``train``/``heldout``: score} over the test items whose data
+        marks their phrasing (mini-FCIT does): instructions phrased as in training
+        vs held-out phrasings.
+    top_adapters : dict
+        Task -> {phrasing or ``all``: per-example index of the largest batch-hook
+        weight} (DISCO: the subspace SSA activates most; test-time routing).
     mean_activation : dict
         Task -> mean per-example adapter weights the batch hook returned (DISCO:
         the SSA weight of each subspace).
@@ -60,6 +69,9 @@ class StageEvaluation:
     """
 
     scores: dict[str, float] = field(default_factory=dict)
+    strict_scores: dict[str, float] = field(default_factory=dict)
+    phrasing_scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    top_adapters: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     mean_activation: dict[str, list[float]] = field(default_factory=dict)
     examples: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
     details: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -99,6 +111,22 @@ def evaluate_state(
         answers = [s.answer for s in samples]
         info = get_task(task, runtime.root)
         result.scores[task] = score(info.metric, predictions, answers)
+        result.strict_scores[task] = score(
+            info.metric, predictions, answers, strict=True
+        )
+        by_phrasing = _by_phrasing(samples)
+        if by_phrasing:
+            result.phrasing_scores[task] = {
+                kind: round(
+                    score(
+                        info.metric,
+                        [predictions[i] for i in rows],
+                        [answers[i] for i in rows],
+                    ),
+                    2,
+                )
+                for kind, rows in by_phrasing.items()
+            }
         if info.extra_metrics:
             result.details[task] = {
                 m: round(score(m, predictions, answers), 2) for m in info.extra_metrics
@@ -108,7 +136,20 @@ def evaluate_state(
             for s, p in list(zip(samples, predictions, strict=True))[:3]
         ]
         if collected:
-            result.mean_activation[task] = (
-                np.concatenate(collected).mean(0).round(4).tolist()
-            )
+            weights = np.concatenate(collected)
+            result.mean_activation[task] = weights.mean(0).round(4).tolist()
+            top = weights.argmax(axis=1).tolist()
+            result.top_adapters[task] = {
+                "all": top,
+                **{k: [top[i] for i in rows] for k, rows in by_phrasing.items()},
+            }
     return result
+
+
+def _by_phrasing(samples: Sequence[Sample]) -> dict[str, list[int]]:
+    """Indices of the items per marked phrasing (empty when none is marked)."""
+    groups: dict[str, list[int]] = {}
+    for index, sample in enumerate(samples):
+        if sample.phrasing:
+            groups.setdefault(sample.phrasing, []).append(index)
+    return groups

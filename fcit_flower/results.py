@@ -62,8 +62,12 @@ def write_results(
     schedule: Schedule,
     rows: list[list[float]],
     extra: dict[str, Any],
+    strict_rows: list[list[float]] | None = None,
 ) -> dict[str, Any]:
     """Write ``metrics.json`` and ``accuracy_matrix.csv`` (partial runs too).
+
+    ``strict_rows``: the same matrix under the strict reading of the scores
+    (``strict_matrix`` and ``strict`` = its Last/Avg/BWT in ``metrics.json``).
 
     Returns
     -------
@@ -79,10 +83,13 @@ def write_results(
         "learned_at_stage": [s + 1 for s in schedule.learned_at()],
     }
     if rows:
-        matrix = np.asarray(rows)
         stages = len(rows)
         learned = [min(s, stages - 1) for s in schedule.learned_at()]
-        payload.update(summarize(matrix, schedule.seen_columns()[:stages], learned))
+        seen = schedule.seen_columns()[:stages]
+        payload.update(summarize(np.asarray(rows), seen, learned))
+        if strict_rows:
+            payload["strict_matrix"] = strict_rows
+            payload["strict"] = summarize(np.asarray(strict_rows), seen, learned)
     payload["config"] = config
     payload.update(extra)
     atomic_write_json(run_dir / "metrics.json", payload)

@@ -28,6 +28,8 @@ class Progress:
     rounds_done: int = 0  # its rounds already aggregated
     stages_done: int = 0  # stages trained (and evaluated, except MTL's inner ones)
     rows: list[list[float]] = field(default_factory=list)  # accuracy after each stage
+    strict_rows: list[list[float]] = field(default_factory=list)  # strict reading
+    phrasing_scores: list[dict[str, dict[str, float]]] = field(default_factory=list)
     stage_seconds: list[float] = field(default_factory=list)
     elapsed: float = 0.0  # wall seconds accounted so far, across resumes
     resumed_from: list[str] = field(default_factory=list)

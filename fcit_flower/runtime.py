@@ -6,7 +6,6 @@ so nothing but adapter tensors, configs and metrics travels in messages.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,9 +19,8 @@ from fcit_flower.models.adapters import BaseBundle, load_base, register_base
 from fcit_flower.models.identity import combine_features, get_encoder, image_features
 from fcit_flower.models.llava import LoadOptions
 from fcit_flower.models.tiny import ensure_tiny_base
-from fcit_flower.tasks.data import data_root, missing_tasks, vocabulary_texts
+from fcit_flower.tasks.data import data_root, missing_tasks
 from fcit_flower.tasks.fcit_data import DataError, Sample
-from fcit_flower.tasks.mini_fcit import vocabulary_texts as mini_fcit_vocabulary
 from fcit_flower.tasks.schedule import Schedule, make_schedule
 from fcit_flower.training import load_pixels
 
@@ -50,14 +48,6 @@ class Runtime:
     bundle: BaseBundle
 
 
-def known_words(texts: Sequence[str]) -> set[str]:
-    """Lower-cased words and punctuation runs, as the tiny word tokenizer splits."""
-    return {w for text in texts for w in _WORDS.findall(text.lower())}
-
-
-_WORDS = re.compile(r"\w+|[^\w\s]+")
-
-
 @lru_cache(maxsize=4)
 def prepare_runtime(config: RunConfig) -> Runtime:
     """Build (or reuse) the data and the base model for ``config``."""
@@ -71,26 +61,21 @@ def prepare_runtime(config: RunConfig) -> Runtime:
                 f"data-root {root} lacks train/test files of {missing}, needed by "
                 f"the schedule (a folder per dataset, e.g. {root / 'ImageNet-R'})"
             )
-    base_path = base_model_path(config, root, schedule)
+    base_path = base_model_path(config)
     register_base(base_path, LoadOptions.from_config(config))
     return Runtime(root, schedule, base_path, load_base(base_path))
 
 
-def base_model_path(config: RunConfig, root: Path, schedule: Schedule) -> str:
+def base_model_path(config: RunConfig) -> str:
     """Where the base of ``config.model`` lives: the one place the model is chosen.
 
-    ``tiny``: the pre-trained tiny base (built once, cached; the mini-FCIT base serves
-    any data whose words it knows already); a LLaVA checkpoint (``llava``,
+    ``tiny``: the pre-trained tiny base (built once, cached, the same whatever the
+    data: its byte-level tokenizer encodes any text); a LLaVA checkpoint (``llava``,
     ``llava-1.5-7b``): ``model-path`` as given (validated by the config).
     """
     if config.model != "tiny":
         return str(Path(config.model_path).expanduser().resolve())
-    texts = mini_fcit_vocabulary()
-    if config.data_root:
-        data_texts = vocabulary_texts(config, root, schedule.tasks)
-        if not known_words(data_texts) <= known_words(texts):
-            texts = data_texts
-    return str(ensure_tiny_base(texts))
+    return str(ensure_tiny_base())
 
 
 def identity_encoder(config: RunConfig) -> Any:

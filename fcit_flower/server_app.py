@@ -135,7 +135,11 @@ def main(grid: Grid, context: Context) -> None:
                 schedule.num_stages,
                 remaining,
             )
-            arrays = _train_stage(strategy, grid, arrays, config, run)
+            central = method.central_training(config, runtime, arrays, stage)
+            if central is None:
+                arrays = _train_stage(strategy, grid, arrays, config, run)
+            else:
+                arrays = strategy.current = central
         run.stage_trained(stage)
         if method.evaluated_once and stage < schedule.num_stages - 1:
             run.stage_seconds(stage_start)  # evaluated at the end only
@@ -153,11 +157,11 @@ def main(grid: Grid, context: Context) -> None:
     write_report_logged(config.run_dir)
     log(
         INFO,
-        "FCIT run %s done: Last %.2f Avg %.2f BWT %.2f (%s)",
+        "FCIT run %s done: Last %.2f Avg %.2f BWT %s (%s)",
         config.resolved_run_name,
         summary["last"],
         summary["avg"],
-        summary["bwt"],
+        "n/a" if summary["bwt"] is None else f"{summary['bwt']:.2f}",
         config.run_dir.resolve(),
     )
 
@@ -199,9 +203,14 @@ def _record_stage(
     """Add a stage's evaluation to the results files; their summary."""
     config, progress, stage = run.config, run.progress, run.progress.stage
     row = [round(evaluation.scores[t], 2) for t in schedule.tasks]
+    strict = [round(evaluation.strict_scores[t], 2) for t in schedule.tasks]
     progress.rows.append(row)
+    progress.strict_rows.append(strict)
+    progress.phrasing_scores.append(evaluation.phrasing_scores)
     if method.evaluated_once:  # every row holds the final score
         progress.rows = [row] * schedule.num_stages
+        progress.strict_rows = [strict] * schedule.num_stages
+        progress.phrasing_scores = [evaluation.phrasing_scores] * schedule.num_stages
     run.stage_seconds(stage_start)
     run.tick()
     log(
@@ -228,7 +237,8 @@ def _record_stage(
         config=config.to_mapping(),
         schedule=schedule,
         rows=progress.rows,
-        extra=extra,
+        strict_rows=progress.strict_rows,
+        extra={**extra, "phrasing_scores": progress.phrasing_scores},
     )
     for name, content in method.stage_files(strategy, evaluation).items():
         atomic_write_json(config.run_dir / name, content)

@@ -5,6 +5,7 @@ from fcit_flower.tasks.metrics import (
     average_accuracy,
     backward_transfer,
     exact_match,
+    headroom_share,
     last_accuracy,
     rouge_l,
     score,
@@ -36,6 +37,26 @@ def test_bwt_hand_computed():
     # task 0: 40 - 80 = -40; task 1: 70 - 90 = -20; task 2 learned last: excluded
     assert backward_transfer(MATRIX, [0, 1, 2]) == pytest.approx(-30.0)
     assert summarize(MATRIX, SEEN, [0, 1, 2])["bwt"] == pytest.approx(-30.0)
+
+
+def test_bwt_undefined_when_no_task_finished_before_the_last_stage():
+    assert backward_transfer(MATRIX, [2, 2, 2]) is None
+    assert summarize(MATRIX, SEEN, [2, 2, 2])["bwt"] is None
+
+
+def test_numbers_compare_as_numbers_only_when_normalized():
+    assert score("exact", ["seven", "7.0", " 7 "], ["7", "7", "7"]) == 100.0
+    strict = score("exact", ["seven", "7.0", " 7 "], ["7", "7", "7"], strict=True)
+    assert strict == pytest.approx(100 / 3)
+    assert score("choice", ["(B)", "b"], ["B", "B"]) == 100.0
+    assert score("choice", ["(B)", "b"], ["B", "B"], strict=True) == 50.0
+    assert score("substring", ["It is Yes."], ["yes"], strict=True) == 100.0
+    assert score("substring", [""], ["yes"], strict=True) == 0.0
+
+
+def test_headroom_share_matches_the_paper():
+    assert headroom_share(47.20, 29.08, 66.60) == pytest.approx(0.4829, abs=1e-4)
+    assert headroom_share(10.0, 20.0, 20.0) is None
 
 
 def test_bwt_zero_without_forgetting():

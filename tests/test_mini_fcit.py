@@ -1,100 +1,155 @@
 import filecmp
 import json
+import re
 
 import pytest
 from PIL import Image
 
 from fcit_flower.tasks.catalog import CAPABILITY_GROUPS, TASK_ORDER, TASKS, get_task
 from fcit_flower.tasks.fcit_data import load_split
-from fcit_flower.tasks.mini_fcit import build_mini_fcit, vocabulary_texts
+from fcit_flower.tasks.mini_fcit import (
+    build_mini_fcit,
+    pretraining_hashes,
+)
+from fcit_flower.tasks.mini_fcit.pixels import file_pixel_hash
+from fcit_flower.tasks.mini_fcit.pretrain import CORPUS_SEED
+from fcit_flower.tasks.mini_fcit.tasks import TASK_SPECS
+
+SMALL = {"seed": 0, "train_size": 12, "val_size": 3, "test_size": 4}
+SPLITS = ("train", "val", "test")
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("a") / "mini"
-    return build_mini_fcit(root, seed=0, train_size=12, test_size=4)
+    return build_mini_fcit(root, **SMALL)
+
+
+def _records(root, task, split):
+    return json.loads((root / task / f"{split}.json").read_text())
 
 
 def test_deterministic_bytes(built, tmp_path):
-    again = build_mini_fcit(tmp_path / "mini", seed=0, train_size=12, test_size=4)
+    again = build_mini_fcit(tmp_path / "mini", **SMALL)
     compare = filecmp.dircmp(built, again)
     assert not compare.diff_files and not compare.left_only and not compare.right_only
     for task in TASKS:
-        for split in ("train", "test"):
+        for split in SPLITS:
             assert (built / task / f"{split}.json").read_bytes() == (
                 again / task / f"{split}.json"
             ).read_bytes()
-    some_image = json.loads((built / "ocr-vqa" / "train.json").read_text())[0]["image"]
+    some_image = _records(built, "ocr-vqa", "train")[0]["image"]
     assert (built / some_image).read_bytes() == (again / some_image).read_bytes()
 
 
 def test_other_seed_other_data(built, tmp_path):
-    other = build_mini_fcit(tmp_path / "mini", seed=1, train_size=12, test_size=4)
+    other = build_mini_fcit(tmp_path / "mini", **{**SMALL, "seed": 1})
     assert (built / "iconqa" / "train.json").read_text() != (
         other / "iconqa" / "train.json"
     ).read_text()
 
 
+def test_test_sets_do_not_depend_on_the_train_size(built, tmp_path):
+    bigger = build_mini_fcit(tmp_path / "mini", **{**SMALL, "train_size": 20})
+    for task in TASKS:
+        assert _records(built, task, "test") == _records(bigger, task, "test")
+
+
 def test_fcit_format_and_images(built):
     for task in TASKS:
-        train = json.loads((built / task / "train.json").read_text())
-        test = json.loads((built / task / "test.json").read_text())
-        assert len(train) == 12 and len(test) == 4
+        train = _records(built, task, "train")
+        assert len(train) == 12
+        assert len(_records(built, task, "val")) == 3
+        test = _records(built, task, "test")
+        assert len(test) == 4
         record = train[0]
         assert set(record) == {"id", "image", "conversations"}
         assert record["conversations"][0]["from"] == "human"
         assert record["conversations"][0]["value"].startswith("<image>\n")
         assert record["conversations"][1]["from"] == "gpt"
-        assert set(test[0]) == {"question_id", "image", "text", "answer"}
+        assert set(test[0]) == {"question_id", "image", "text", "answer", "phrasing"}
         with Image.open(built / record["image"]) as image:
             assert image.size == (32, 32) and image.mode == "RGB"
 
 
-def test_train_and_test_images_disjoint(built):
+def _template_pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{[a-z]+\}", template)
+    return re.compile("^" + "(.+)".join(re.escape(p) for p in parts), re.DOTALL)
+
+
+def test_heldout_phrasings_never_in_training(built):
+    for task, spec in TASK_SPECS.items():
+        heldout = [
+            _template_pattern(t) for p in spec.phrasings.values() for t in p.heldout
+        ]
+        seen = [_template_pattern(t) for p in spec.phrasings.values() for t in p.train]
+        for sample in load_split(built, task, "train"):
+            assert not any(p.match(sample.question) for p in heldout), sample.question
+        for split in ("val", "test"):
+            for sample in load_split(built, task, split):
+                patterns = heldout if sample.phrasing == "heldout" else seen
+                assert sample.phrasing in ("train", "heldout")
+                assert any(p.match(sample.question) for p in patterns), sample.question
+
+
+def test_no_image_is_shared_across_splits_or_with_pretraining():
+    """Pixel hashes of the default-size build: train, val, test and the base's
+    pre-training images are pairwise disjoint."""
+    from fcit_flower.cache import default_cache_dir
+    from fcit_flower.config import RunConfig
+    from fcit_flower.tasks.data import data_root
+
+    root = data_root(RunConfig())
+    assert root.is_relative_to(default_cache_dir())
+    hashes: dict[str, set[str]] = {split: set() for split in SPLITS}
     for task in TASKS:
-        train = {
-            r["image"] for r in json.loads((built / task / "train.json").read_text())
-        }
-        test = {
-            r["image"] for r in json.loads((built / task / "test.json").read_text())
-        }
-        assert not train & test, task
+        for split in SPLITS:
+            for record in _records(root, task, split):
+                digest = file_pixel_hash(root / record["image"])
+                assert all(digest not in hashes[s] for s in SPLITS), (task, split)
+                hashes[split].add(digest)
+    assert len(hashes["test"]) == 50 * len(TASKS)
+    pretraining = pretraining_hashes(CORPUS_SEED, 32)
+    for split in SPLITS:
+        assert not hashes[split] & pretraining, split
+
+
+def test_statistics(built):
+    stats = json.loads((built / "stats.json").read_text())
+    assert set(stats) == set(TASKS)
+    for task, row in stats.items():
+        assert row["metric"] == TASKS[task].metric
+        assert 0.0 <= row["majority"] <= 100.0
+        assert 0.0 <= row["chance"] < 100.0
+        assert row["distinct_answers"] >= 2
 
 
 def test_answers_not_degenerate(tmp_path):
-    root = build_mini_fcit(tmp_path / "m", seed=0, train_size=60, test_size=4)
+    root = build_mini_fcit(tmp_path / "m", **{**SMALL, "train_size": 60})
     for task in TASKS:
         answers = {s.answer for s in load_split(root, task, "train")}
         assert len(answers) >= 2, task
 
 
-def test_shared_images_differ_only_in_instruction(built):
-    dots = load_split(built, "iconqa", "train")
-    plus = load_split(built, "clevr-math", "train")
-    assert [s.image for s in dots] == [s.image for s in plus]
-    assert all(
-        int(p.answer) == int(d.answer) + 1 for d, p in zip(dots, plus, strict=True)
-    )
-
-
 def test_cached_build_returns_immediately(built):
     marker = (built / ".complete").stat().st_mtime_ns
-    build_mini_fcit(built, seed=0, train_size=12, test_size=4)
+    build_mini_fcit(built, **SMALL)
     assert (built / ".complete").stat().st_mtime_ns == marker
 
 
 def test_catalog():
     assert len(TASKS) == 12 and len(TASK_ORDER) == 8
     assert sorted(t for g in CAPABILITY_GROUPS.values() for t in g) == sorted(TASKS)
+    assert set(TASK_SPECS) == set(TASKS)
     with pytest.raises(ValueError, match="unknown task 'mnist'"):
         get_task("mnist")
 
 
-def test_vocabulary_covers_every_text(built):
-    from fcit_flower.models.tiny import WordTokenizer
+def test_bpe_tokenizer_encodes_any_text():
+    from fcit_flower.models.tiny import BpeTokenizer
 
-    tokenizer = WordTokenizer.train(vocabulary_texts())
-    for task in TASKS:
-        for sample in load_split(built, task, "train"):
-            ids = tokenizer.encode(f"{sample.question} {sample.answer}")
-            assert tokenizer.unk_id not in ids, (task, sample.question)
+    tokenizer = BpeTokenizer.train(["what color is the circle?", "red"], 300)
+    unseen = "Quelle est la capitale? Zürich, 42 km — naïve café"
+    ids = tokenizer.encode(unseen)
+    assert tokenizer.unk_id not in ids
+    assert tokenizer.decode(ids) == unseen.lower()

@@ -165,10 +165,15 @@ def _compare_dir(tmp_path, disco_manifest=None):
         writer = csv.writer(handle)
         writer.writerow(
             ["method", "last_mean", "last_std", "avg_mean", "avg_std"]
-            + ["bwt_mean", "bwt_std", "seeds"]
+            + ["bwt_mean", "bwt_std", "strict_last_mean", "strict_last_std"]
+            + ["headroom", "seeds"]
         )
-        writer.writerow(["finetune", "41.67", "0.00", "40.00", "0.00", "-30", "0", 1])
-        writer.writerow(["disco", "61.67", "2.00", "60.00", "1.00", "-30", "0", 1])
+        writer.writerow(
+            ["finetune", "41.67", "", "40.00", "", "-30", "", "40", "", "", 1]
+        )
+        writer.writerow(
+            ["disco", "61.67", "2.00", "60.00", "1.00", "", "", "60", "1", "", 2]
+        )
     return combo
 
 
@@ -298,12 +303,31 @@ def test_fill_git_commit_only_when_missing(tmp_path):
     assert json.loads(path.read_text())["git_commit"] == "abc"
 
 
-def test_compare_table_means_and_stds():
+def test_compare_table_sample_std_headroom_and_undefined_bwt():
     rows = {
-        "disco": {"last": [50.0, 52.0], "avg": [60.0, 60.0], "bwt": [0.0, -1.0]},
-        "zeroshot": {"last": [4.37], "avg": [1.9], "bwt": [0.0]},
+        "disco": {
+            "last": [50.0, 52.0],
+            "avg": [60.0, 60.0],
+            "bwt": [0.0, -1.0],
+            "strict_last": [40.0, 44.0],
+        },
+        "zeroshot": {"last": [4.0], "avg": [1.9], "bwt": [None], "strict_last": [1.0]},
+        "mtl": {"last": [84.0], "avg": [84.0], "bwt": [None], "strict_last": [80.0]},
     }
     markdown, csv_text = compare_table(rows)
-    assert "| disco | 51.00 ± 1.00 | 60.00 ± 0.00 | -0.50 ± 0.50 | 2 |" in markdown
-    assert "| zeroshot | 4.37 | 1.90 | 0.00 | 1 |" in markdown
-    assert csv_text.splitlines()[1] == "disco,51.00,1.00,60.00,0.00,-0.50,0.50,2"
+    # sample std (n - 1): std([50, 52]) = 1.41; headroom (51 - 4) / (84 - 4)
+    assert (
+        "| disco | 51.00 ± 1.41 | 60.00 ± 0.00 | -0.50 ± 0.71 | 42.00 ± 2.83 | 0.59 | 2 |"
+        in markdown
+    )
+    assert "| zeroshot | 4.00 | 1.90 | n/a | 1.00 | 0.00 | 1 |" in markdown
+    assert "| mtl | 84.00 | 84.00 | n/a | 80.00 | 1.00 | 1 |" in markdown
+    assert csv_text.splitlines()[1] == (
+        "disco,51.00,1.41,60.00,0.00,-0.50,0.71,42.00,2.83,0.588,2"
+    )
+    assert csv_text.splitlines()[2] == "zeroshot,4.00,,1.90,,,,1.00,,0.000,1"
+
+
+def test_compare_table_without_references_has_no_headroom():
+    markdown, _ = compare_table({"finetune": {"last": [10.0], "avg": [20.0]}})
+    assert "| finetune | 10.00 | 20.00 | n/a | n/a | - | 1 |" in markdown

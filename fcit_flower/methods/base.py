@@ -72,7 +72,7 @@ class ServerSetup:
         """``init(k)``: seeded fresh factors of LoRA ``k`` (a subspace, a block)."""
         config = self.config
         shapes = lora_shapes(
-            self.runtime.base_path, rank, config.lora_scaling, config.lora_dropout
+            self.runtime.base_path, rank, config.scaling(rank), config.lora_dropout
         )
         return lambda k: init_lora_arrays(shapes, config.seed * 1000 + k)
 
@@ -190,6 +190,13 @@ class Method(ABC):
     @abstractmethod
     def train_client(self, setup: ClientSetup, received: Arrays) -> ClientUpdate:
         """Local training on ``setup.samples`` from the ``received`` arrays."""
+
+    def central_training(
+        self, config: RunConfig, runtime: Runtime, arrays: Arrays, stage: int
+    ) -> Arrays | None:
+        """Train a stage without clients (a centralized reference) and return the
+        new global arrays; ``None`` (the default): the stage is federated."""
+        return None
 
     def answer_query(self, setup: ClientSetup) -> RecordDict:
         """Reply to a QUERY message (other than ``describe``).

@@ -123,7 +123,10 @@ def ssa_evaluation_model(
     """The base with every subspace, mixed per example by SSA before each batch."""
     capacity = config.num_subspaces
     model = subspace_model(
-        runtime.base_path, capacity, config.subspace_rank, config.lora_scaling
+        runtime.base_path,
+        capacity,
+        config.subspace_rank,
+        config.scaling(config.subspace_rank),
     )
     load_slots(model, {slot: subspace_arrays(arrays, slot) for slot in range(capacity)})
     projector = split_projector(arrays)[1]
@@ -211,7 +214,10 @@ class Disco(Method):
 
         assert isinstance(strategy, DiscoStrategy)  # built by build_server
         report = routing_report(
-            strategy.routing, strategy.slot_tokens(), evaluation.mean_activation
+            strategy.routing,
+            strategy.slot_tokens(),
+            evaluation.mean_activation,
+            evaluation.top_adapters,
         )
         return {"routing.json": report}
 

@@ -38,7 +38,7 @@ def peft_model(
 ) -> nn.Module:
     """The cached rank-``rank`` PEFT model holding the adapter in ``arrays``."""
     model = adapted_model(
-        runtime.base_path, rank, config.lora_scaling, config.lora_dropout
+        runtime.base_path, rank, config.scaling(rank), config.lora_dropout
     )
     load_lora_state(model, split_projector(arrays)[0])
     return model

@@ -61,7 +61,7 @@ def run_block_model(config: RunConfig, runtime: Runtime) -> nn.Module:
         runtime.base_path,
         runtime.schedule.num_stages,
         config.subspace_rank,
-        config.lora_scaling,
+        config.scaling(config.subspace_rank),
         config.lora_dropout,
     )
 

@@ -72,7 +72,7 @@ def _shape(config: RunConfig) -> tuple[int, int, int, float, float]:
         experts,
         config.lora_rank // experts,
         config.moelora_top_k,
-        config.lora_scaling,
+        config.scaling(config.lora_rank // experts),
         config.lora_dropout,
     )
 

@@ -1,28 +1,42 @@
-"""Centralized multi-task learning (MTL): the FCIT paper's upper reference.
+"""The multi-task references: all tasks' data pooled, no continual stages.
 
-Every stage learns every task: the pooled data of all tasks is split over the
-clients once and each stage trains on the next ``1 / num_stages`` of every client's
-share (:func:`fcit_flower.tasks.data.pooled_client_samples`), so the run takes the
-same rounds, samples and optimizer steps as a Hom continual run with Finetune's
-adapter. Only the final model is evaluated; every accuracy row holds its score.
+- ``mtl`` (the FCIT paper's upper bound, "centralized MTL"): one rank-``lora-rank``
+  LoRA trained in the ServerApp process itself, without any client, on the pooled
+  training data of every task of the schedule for ``mtl-epochs`` epochs (a cosine
+  schedule over all of them), then evaluated once. Its epoch count is chosen on
+  the validation split (``bench/bench_mtl_epochs.py``), never on test scores.
+- ``mtl-fed`` (a federated pooled run, for reference): every stage, every client
+  learns every task; the pooled data is split over the clients once and each stage
+  trains on the next ``1 / num_stages`` of every client's share
+  (:func:`fcit_flower.tasks.data.pooled_client_samples`), so it takes the same
+  rounds, samples and optimizer steps as a Hom continual run of Finetune.
+
+Both evaluate the final model only; every accuracy row holds its score.
 """
 
 from __future__ import annotations
 
+from logging import INFO
 from pathlib import Path
 
+from flwr.common import log
+
 from fcit_flower.config import RunConfig
-from fcit_flower.methods.finetune import Finetune
+from fcit_flower.methods.finetune import Finetune, peft_model, peft_update
 from fcit_flower.methods.registry import register
-from fcit_flower.tasks.data import pooled_client_samples
+from fcit_flower.models.adapters import trainable_param_groups
+from fcit_flower.protocol import Arrays
+from fcit_flower.runtime import Runtime
+from fcit_flower.tasks.data import config_load_task, pooled_client_samples
 from fcit_flower.tasks.fcit_data import Sample
 from fcit_flower.tasks.schedule import Schedule, mtl_schedule
+from fcit_flower.training import train_local
 
 
-class MultiTask(Finetune):
-    """Finetune's adapter trained on all tasks at once."""
+class FederatedMultiTask(Finetune):
+    """Finetune's adapter trained on all tasks at once, federated."""
 
-    name = "mtl"
+    name = "mtl-fed"
     evaluated_once = True
 
     def schedule(self, continual: Schedule) -> Schedule:
@@ -36,4 +50,54 @@ class MultiTask(Finetune):
         return pooled_client_samples(config, schedule, root, stage, client)
 
 
+class MultiTask(Finetune):
+    """The centralized multi-task upper bound (trained in the ServerApp)."""
+
+    name = "mtl"
+    evaluated_once = True
+
+    def central_training(
+        self, config: RunConfig, runtime: Runtime, arrays: Arrays, stage: int
+    ) -> Arrays | None:
+        """Train on every task's pooled data at the first stage; keep it after."""
+        if stage > 0:
+            return arrays
+        pool = [
+            sample
+            for task in runtime.schedule.tasks
+            for sample in config_load_task(config, runtime.root, task, "train")
+        ]
+        log(
+            INFO,
+            "centralized multi-task training: %d samples of %d tasks, %d epochs",
+            len(pool),
+            len(runtime.schedule.tasks),
+            config.mtl_epochs,
+        )
+        model = peft_model(config, runtime, config.lora_rank, arrays)
+        bundle = runtime.bundle
+        loss = train_local(
+            model,
+            bundle.tokenizer,
+            pool,
+            image_size=bundle.image_size,
+            num_image_tokens=bundle.num_image_tokens,
+            param_groups=trainable_param_groups(
+                model,
+                lr=config.lr,
+                projector_lr=config.projector_lr,
+                train_projector=False,
+            ),
+            epochs=config.mtl_epochs,
+            batch_size=config.batch_size,
+            warmup_ratio=config.warmup_ratio,
+            seed=config.seed,
+            image_mean=bundle.image_mean,
+            image_std=bundle.image_std,
+        )
+        log(INFO, "centralized multi-task training: mean loss %.4f", loss)
+        return peft_update(model, {})
+
+
+register(FederatedMultiTask())
 register(MultiTask())

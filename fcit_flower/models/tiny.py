@@ -1,12 +1,11 @@
-"""The embedded CPU default: a tiny LLaVA-architecture model and its word tokenizer.
+"""The embedded CPU default: a tiny LLaVA-architecture model and its BPE tokenizer.
 
 The model is a real ``transformers.LlavaForConditionalGeneration`` (CLIP vision tower,
 two-layer MLP projector, Llama language model) built from a small config. Its *base*
-is pre-trained once, deterministically, on generic image captions whose images and
-texts are disjoint from the mini-FCIT tasks (see
-:mod:`fcit_flower.tasks.mini_fcit.pretrain`), then cached on disk. Zero-shot
-accuracy on the benchmark is therefore low but not zero, and LoRA on the MLP
-projections can learn each task.
+is trained once, deterministically, to follow instructions on data that is not
+mini-FCIT's (:mod:`fcit_flower.tasks.mini_fcit.pretrain`), then cached on disk. The
+tokenizer is byte-level BPE trained on that pre-training text only, so the base
+never depends on the data it is later run on: any FCIT-format text encodes.
 """
 
 from __future__ import annotations
@@ -19,13 +18,21 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    trainers,
+)
 from transformers import (
     CLIPVisionConfig,
     LlamaConfig,
@@ -35,12 +42,20 @@ from transformers import (
 
 from fcit_flower.cache import default_cache_dir
 from fcit_flower.prompting import encode_for_training
+from fcit_flower.tasks.mini_fcit.pretrain import (
+    ALIGNMENT_EXAMPLES,
+    CORPUS_EXAMPLES,
+    CORPUS_SEED,
+    CORPUS_VERSION,
+    base_corpus,
+    pretraining_texts,
+)
 
 log = logging.getLogger(__name__)
 
 PAD, BOS, EOS, UNK, IMAGE = "[PAD]", "[BOS]", "[EOS]", "[UNK]", "<image>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, IMAGE]
-BASE_VERSION = "tiny-base-v7"
+BASE_VERSION = "tiny-base-v8"
 
 
 @dataclass(frozen=True)
@@ -51,14 +66,21 @@ class TinyModelSpec:
     ----------
     image_size, patch_size : int
         Vision tower input; ``(image_size / patch_size) ** 2`` image tokens.
-    vision_hidden, text_hidden, text_intermediate : int
-        Widths of the vision tower, the language model and its MLP.
-    vision_layers, text_layers, heads : int
-        Depths and attention heads.
-    pretrain_steps, pretrain_batch, pretrain_lr : int, int, float
-        Budget of the one-off base pre-training.
+    vision_hidden, vision_layers : int
+        Width and depth of the vision tower.
+    text_hidden, text_intermediate, text_layers, heads : int
+        Width, MLP width, depth and attention heads of the language model.
+    vocab_size : int
+        Byte-level BPE vocabulary (special tokens included).
+    alignment_examples, pretrain_examples : int
+        Sizes of the stage-1 (description) and stage-2 (instruction) corpora; their
+        images are excluded from mini-FCIT.
+    alignment_steps, pretrain_steps : int
+        Optimizer steps of stage 1 and stage 2.
+    pretrain_batch, pretrain_lr : int, float
+        Batch size and peak learning rate of both stages (cosine decay per stage).
     seed : int
-        Seed of initialisation and pre-training data.
+        Seed of initialisation, corpus and pre-training order.
     """
 
     image_size: int = 32
@@ -66,13 +88,17 @@ class TinyModelSpec:
     vision_hidden: int = 64
     vision_layers: int = 2
     text_hidden: int = 128
-    text_intermediate: int = 256
-    text_layers: int = 2
+    text_intermediate: int = 352
+    text_layers: int = 3
     heads: int = 4
-    pretrain_steps: int = 1500
+    vocab_size: int = 1024
+    alignment_examples: int = ALIGNMENT_EXAMPLES
+    pretrain_examples: int = CORPUS_EXAMPLES
+    alignment_steps: int = 2500
+    pretrain_steps: int = 3000
     pretrain_batch: int = 32
     pretrain_lr: float = 1e-3
-    seed: int = 0
+    seed: int = CORPUS_SEED
 
     @property
     def num_image_tokens(self) -> int:
@@ -87,13 +113,16 @@ def _special_id(tokenizer: Tokenizer, token: str) -> int:
     return int(token_id)
 
 
-class WordTokenizer:
-    """Lower-cased word-level tokenizer (HF ``tokenizers``), trained offline.
+class BpeTokenizer:
+    """Lower-cased byte-level BPE (HF ``tokenizers``), trained offline.
+
+    Every byte has a token, so any text encodes; merges come from the base's
+    pre-training text only.
 
     Parameters
     ----------
     tokenizer : tokenizers.Tokenizer
-        The trained word-level tokenizer; special tokens take ids 0-4.
+        The trained tokenizer; special tokens take ids 0-4.
     """
 
     user_tag = "user:"
@@ -108,19 +137,25 @@ class WordTokenizer:
         self.image_id = _special_id(tokenizer, IMAGE)
 
     @classmethod
-    def train(cls, texts: Iterable[str]) -> WordTokenizer:
-        """Train a word-level vocabulary on ``texts`` (every word kept)."""
-        tok = Tokenizer(models.WordLevel(unk_token=UNK))
-        tok.normalizer = normalizers.Lowercase()
-        tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        trainer = trainers.WordLevelTrainer(
-            special_tokens=SPECIAL_TOKENS, min_frequency=1
+    def train(cls, texts: Iterable[str], vocab_size: int) -> BpeTokenizer:
+        """Learn ``vocab_size`` byte-level BPE tokens from ``texts``."""
+        tok = Tokenizer(models.BPE())
+        tok.normalizer = normalizers.Sequence(
+            [normalizers.NFKC(), normalizers.Lowercase()]
         )
-        tok.train_from_iterator(sorted(set(texts)), trainer=trainer)
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(list(texts), trainer=trainer)
         return cls(tok)
 
     @classmethod
-    def load(cls, path: Path) -> WordTokenizer:
+    def load(cls, path: Path) -> BpeTokenizer:
         """Load from a ``tokenizer.json`` file."""
         return cls(Tokenizer.from_file(str(path)))
 
@@ -138,8 +173,8 @@ class WordTokenizer:
         return list(self.backend.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Words of ``ids`` joined by spaces, special tokens dropped."""
-        return str(self.backend.decode(list(ids), skip_special_tokens=True))
+        """Text of ``ids``, special tokens dropped, outer whitespace stripped."""
+        return str(self.backend.decode(list(ids), skip_special_tokens=True)).strip()
 
 
 def build_config(spec: TinyModelSpec, vocab_size: int) -> LlavaConfig:
@@ -160,7 +195,7 @@ def build_config(spec: TinyModelSpec, vocab_size: int) -> LlavaConfig:
         num_hidden_layers=spec.text_layers,
         num_attention_heads=spec.heads,
         num_key_value_heads=spec.heads,
-        max_position_embeddings=256,
+        max_position_embeddings=512,
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
@@ -183,24 +218,17 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     return array.permute(2, 0, 1)
 
 
-def base_fingerprint(spec: TinyModelSpec, vocabulary_texts: Sequence[str]) -> str:
-    """Hash of everything the cached base depends on."""
+def base_fingerprint(spec: TinyModelSpec) -> str:
+    """Hash of everything the cached base depends on (nothing of the run's data)."""
     payload = json.dumps(
-        {
-            "version": BASE_VERSION,
-            "spec": asdict(spec),
-            "texts": sorted(set(vocabulary_texts)),
-        },
+        {"version": BASE_VERSION, "corpus": CORPUS_VERSION, "spec": asdict(spec)},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def ensure_tiny_base(
-    vocabulary_texts: Sequence[str],
-    *,
-    spec: TinyModelSpec | None = None,
-    cache_dir: Path | None = None,
+    spec: TinyModelSpec | None = None, *, cache_dir: Path | None = None
 ) -> Path:
     """Build (once) and return the directory of the pre-trained tiny base.
 
@@ -209,8 +237,6 @@ def ensure_tiny_base(
 
     Parameters
     ----------
-    vocabulary_texts : Sequence[str]
-        Every text the tokenizer must know (instructions and answers of the tasks).
     spec : TinyModelSpec, optional
         Model shape and pre-training budget.
     cache_dir : Path, optional
@@ -219,12 +245,13 @@ def ensure_tiny_base(
     Returns
     -------
     Path
-        Directory with ``config.json``, weights and ``tokenizer.json``.
+        Directory with ``config.json``, weights, ``spec.json`` and
+        ``tokenizer.json``.
     """
     spec = spec or TinyModelSpec()
     root = cache_dir or default_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
-    target = root / f"{BASE_VERSION}-{base_fingerprint(spec, vocabulary_texts)}"
+    target = root / f"{BASE_VERSION}-{base_fingerprint(spec)}"
     if (target / "tokenizer.json").exists():
         return target
     with open(root / f"{target.name}.lock", "w") as lock:
@@ -234,7 +261,7 @@ def ensure_tiny_base(
         log.info("Pre-training the tiny base once (cached at %s)", target)
         staging = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
         try:
-            model, tokenizer = _pretrain(spec, vocabulary_texts)
+            model, tokenizer = pretrain_base(spec)
             model.save_pretrained(staging)
             (staging / "spec.json").write_text(json.dumps(asdict(spec), indent=1))
             tokenizer.save(staging / "tokenizer.json")  # written last: the marker
@@ -244,53 +271,99 @@ def ensure_tiny_base(
     return target
 
 
-def load_tiny_base(path: Path) -> tuple[LlavaForConditionalGeneration, WordTokenizer]:
+def load_tiny_base(path: Path) -> tuple[LlavaForConditionalGeneration, BpeTokenizer]:
     """Load a base written by :func:`ensure_tiny_base` (eval mode, float32)."""
     model = LlavaForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
     model.eval()
-    return model, WordTokenizer.load(path / "tokenizer.json")
+    return model, BpeTokenizer.load(path / "tokenizer.json")
 
 
-def _pretrain(
-    spec: TinyModelSpec, vocabulary_texts: Sequence[str]
-) -> tuple[LlavaForConditionalGeneration, WordTokenizer]:
-    from fcit_flower.tasks.mini_fcit.pretrain import pretraining_corpus
+def pretrain_base(
+    spec: TinyModelSpec,
+) -> tuple[LlavaForConditionalGeneration, BpeTokenizer]:
+    """Train the tokenizer, then the whole model in two stages (as LLaVA does).
 
-    corpus = pretraining_corpus(
-        spec.pretrain_steps * spec.pretrain_batch // 4,
+    Stage 1 aligns vision and language on descriptions of every picture kind;
+    stage 2 tunes on the instruction families. Both train every weight.
+    """
+    alignment, instructions = base_corpus(
         seed=spec.seed,
         size=spec.image_size,
+        alignment=spec.alignment_examples,
+        instructions=spec.pretrain_examples,
     )
-    texts = [
-        *vocabulary_texts,
-        *(q for _, q, _ in corpus[:2000]),
-        *(a for *_, a in corpus),
-    ]
-    tokenizer = WordTokenizer.train([*texts, "user: assistant:"])
+    tokenizer = BpeTokenizer.train(
+        [*pretraining_texts(alignment, instructions), "user: assistant:"],
+        spec.vocab_size,
+    )
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(build_config(spec, tokenizer.vocab_size))
     model.train()
+    rng = np.random.default_rng(spec.seed + 1)
+    progress = _Progress(spec.alignment_steps + spec.pretrain_steps)
+    for corpus, steps in (
+        (alignment, spec.alignment_steps),
+        (instructions, spec.pretrain_steps),
+    ):
+        _train_stage(model, tokenizer, corpus, steps, spec, rng, progress)
+    model.eval()
+    return model, tokenizer
+
+
+class _Progress:
+    """Logs done/total, loss, elapsed and ETA at most every 20 s."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.started = self.last = time.monotonic()
+
+    def step(self, loss: float) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now - self.last >= 20 or self.done == self.total:
+            self.last = now
+            elapsed = now - self.started
+            eta = elapsed / self.done * (self.total - self.done)
+            log.info(
+                "base pre-training: step %d/%d, loss %.3f, %.0f s elapsed, ETA %.0f s",
+                self.done,
+                self.total,
+                loss,
+                elapsed,
+                eta,
+            )
+
+
+def _train_stage(
+    model: LlavaForConditionalGeneration,
+    tokenizer: BpeTokenizer,
+    corpus: list[tuple[np.ndarray, str, str]],
+    steps: int,
+    spec: TinyModelSpec,
+    rng: np.random.Generator,
+    progress: _Progress,
+) -> None:
+    """One pre-training stage: AdamW, linear warm-up, cosine decay, clipping."""
+    pixels = torch.stack([image_to_tensor(p) for p, _, _ in corpus])
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=spec.pretrain_lr, weight_decay=0.0
     )
-    rng = np.random.default_rng(spec.seed + 1)
-    for step in range(spec.pretrain_steps):
-        lr_scale = 0.5 * (1 + math.cos(math.pi * step / spec.pretrain_steps))
+    warmup = max(1, steps // 30)
+    for step in range(steps):
+        lr_scale = 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in optimizer.param_groups:
-            group["lr"] = spec.pretrain_lr * min(1.0, (step + 1) / 50) * lr_scale
+            group["lr"] = spec.pretrain_lr * min(1.0, (step + 1) / warmup) * lr_scale
         picks = rng.integers(0, len(corpus), spec.pretrain_batch)
         batch = encode_for_training(
             tokenizer,
             [corpus[i][1] for i in picks],
             [corpus[i][2] for i in picks],
-            torch.stack([image_to_tensor(corpus[i][0]) for i in picks]),
+            pixels[torch.from_numpy(picks)],
             spec.num_image_tokens,
         )
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        if step % 250 == 0:
-            log.info("base pre-training step %d loss %.3f", step, loss.item())
-    model.eval()
-    return model, tokenizer
+        progress.step(loss.item())

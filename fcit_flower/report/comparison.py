@@ -10,9 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from fcit_flower.report import plots
 from fcit_flower.report.document import (
@@ -25,36 +25,106 @@ from fcit_flower.report.document import (
 )
 from fcit_flower.report.manifest import manifest_differences
 from fcit_flower.report.run_report import write_run_report
+from fcit_flower.tasks.metrics import headroom_share, mean_and_std
 
 
-def compare_table(rows: dict[str, dict[str, list[float]]]) -> tuple[str, str]:
-    """Markdown and CSV tables of mean (+- std) Last / Avg / BWT per method."""
+# Keys of a run's metrics.json summarised per method, and their column titles.
+SUMMARY_KEYS = ("last", "avg", "bwt", "strict_last")
+TITLES = {"last": "Last", "avg": "Avg", "bwt": "BWT", "strict_last": "Last (strict)"}
+ZERO_SHOT, UPPER_BOUND = "zeroshot", "mtl"
+
+
+def run_summary(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """The values of :data:`SUMMARY_KEYS` in a run's ``metrics.json``."""
+    strict = metrics.get("strict") or {}
+    return {
+        "last": metrics.get("last"),
+        "avg": metrics.get("avg"),
+        "bwt": metrics.get("bwt"),
+        "strict_last": strict.get("last"),
+    }
+
+
+def _cell(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def compare_table(
+    rows: Mapping[str, Mapping[str, Sequence[float | None]]],
+) -> tuple[str, str]:
+    """Markdown and CSV tables of Last / Avg / BWT / strict Last per method.
+
+    Means over seeds with the sample standard deviation (n - 1; no ± for one
+    seed); BWT ``n/a`` where undefined. The headroom share of Last, ``(method -
+    zeroshot) / (mtl - zeroshot)``, is filled when both references are in ``rows``.
+    """
+    stats = {
+        method: {key: mean_and_std(values.get(key, [])) for key in SUMMARY_KEYS}
+        for method, values in rows.items()
+    }
+    low = stats.get(ZERO_SHOT, {}).get("last", (None,))[0]
+    high = stats.get(UPPER_BOUND, {}).get("last", (None,))[0]
     md = io.StringIO()
-    md.write("| Method | Last | Avg | BWT | seeds |\n|---|---|---|---|---|\n")
+    titles = [TITLES[k] for k in SUMMARY_KEYS]
+    md.write(f"| Method | {' | '.join(titles)} | headroom | seeds |\n")
+    md.write("|---" * (len(titles) + 3) + "|\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
         [
             "method",
-            "last_mean",
-            "last_std",
-            "avg_mean",
-            "avg_std",
-            "bwt_mean",
-            "bwt_std",
+            *(f"{k}_{part}" for k in SUMMARY_KEYS for part in ("mean", "std")),
+            "headroom",
             "seeds",
         ]
     )
-    for method, values in rows.items():
-        cells, numbers = [], []
-        for key in ("last", "avg", "bwt"):
-            mean, std = float(np.mean(values[key])), float(np.std(values[key]))
-            n = len(values[key])
-            cells.append(f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}")
-            numbers += [f"{mean:.2f}", f"{std:.2f}"]
-        md.write(f"| {method} | {' | '.join(cells)} | {len(values['last'])} |\n")
-        writer.writerow([method, *numbers, len(values["last"])])
+    for method, values in stats.items():
+        mean_last = values["last"][0]
+        share = (
+            headroom_share(mean_last, low, high)
+            if None not in (mean_last, low, high)
+            else None
+        )
+        seeds = len(rows[method].get("last", []))
+        cells = [_cell(*values[k][:2]) for k in SUMMARY_KEYS]
+        md.write(
+            f"| {method} | {' | '.join(cells)} | "
+            f"{'-' if share is None else f'{share:.2f}'} | {seeds} |\n"
+        )
+        numbers = [
+            "" if v is None else f"{v:.2f}"
+            for k in SUMMARY_KEYS
+            for v in values[k][:2]
+        ]
+        writer.writerow(
+            [method, *numbers, "" if share is None else f"{share:.3f}", seeds]
+        )
     return md.getvalue(), buffer.getvalue()
+
+
+DEFINITIONS = [
+    "Last: mean score over all tasks after the final stage.",
+    "Avg: mean over stages of the mean score on the tasks seen so far.",
+    "BWT: mean change of each task's score from right after its stage to the end "
+    "(negative = forgetting; n/a when no task finished before the last stage).",
+    "Last (strict): Last with the reference's string comparison instead of the "
+    "normalized one (case-insensitive equality; numbers, articles and punctuation "
+    "not normalized).",
+    "headroom: (Last - zero-shot Last) / (MTL Last - zero-shot Last), the share of "
+    "the gap to the multi-task upper bound a method closes (paper's Finetune: 0.48).",
+    "Scores are accuracy in percent, ROUGE-L for captioning tasks; ± is the sample "
+    "standard deviation over seeds.",
+]
+
+
+def _optional(text: str) -> float | None:
+    return float(text) if text else None
+
+
+def _number(text: str) -> float:
+    return float(text) if text else 0.0
 
 
 def _compare_rows(combo_dir: Path) -> list[dict[str, str]]:
@@ -88,29 +158,35 @@ def write_compare_report(combo_dir: Path) -> Path:
     run_dirs = sorted(p.parent for p in combo_dir.glob("*/metrics.json"))
     run_reports = [write_run_report(d) for d in run_dirs]
     methods = [r["method"] for r in rows]
+    several = any(int(r["seeds"]) > 1 for r in rows)
     chart = plots.compare_bars(
         combo_dir / PLOTS_DIR / "compare.png",
         methods,
-        {m: [float(r[f"{m.lower()}_mean"]) for r in rows] for m in ("Last", "Avg")},
-        {m: [float(r[f"{m.lower()}_std"]) for r in rows] for m in ("Last", "Avg")},
-        f"{combo_dir.name}: Last / Avg (mean ± std over seeds)",
+        {m: [_number(r[f"{m.lower()}_mean"]) for r in rows] for m in ("Last", "Avg")},
+        {m: [_number(r[f"{m.lower()}_std"]) for r in rows] for m in ("Last", "Avg")}
+        if several
+        else {},
+        f"{combo_dir.name}: Last / Avg"
+        + (" (mean ± sample std over seeds)" if several else ""),
     )
     report = Report(combo_dir)
     report.heading(f"FCIT comparison {combo_dir.name}", 1)
     report.table(
-        ["Method", "Last", "Avg", "BWT", "seeds"],
+        ["Method", *(TITLES[k] for k in SUMMARY_KEYS), "headroom", "seeds"],
         [
             [
                 r["method"],
                 *(
-                    f"{r[f'{k}_mean']} ± {r[f'{k}_std']}"
-                    for k in ("last", "avg", "bwt")
+                    _cell(_optional(r[f"{k}_mean"]), _optional(r[f"{k}_std"]))
+                    for k in SUMMARY_KEYS
                 ),
+                r["headroom"] or "-",
                 r["seeds"],
             ]
             for r in rows
         ],
     )
+    report.items(DEFINITIONS)
     report.image(chart, "Last and Avg per method")
     manifests = {
         d.name: m for d in run_dirs if (m := read_json(d / "manifest.json")) is not None

@@ -285,10 +285,14 @@ def routing_report(
     routing: list[dict[str, Any]],
     tokens: list[np.ndarray],
     mean_activation: Mapping[str, list[float]],
+    top_slots: Mapping[str, Mapping[str, list[int]]] | None = None,
 ) -> dict[str, Any]:
     """Which slot each client/task went to, routing accuracy, and SSA weights.
 
     A client is routed correctly when its slot's majority task is its own task.
+    A test item is routed correctly at inference when the slot SSA weights most
+    (``top_slots``: task -> phrasing -> slot per item) has its task among the
+    slot's majority tasks; reported per task, for all items and per phrasing.
     """
     owners: dict[int, dict[str, int]] = {}
     for entry in routing:
@@ -299,10 +303,22 @@ def routing_report(
     task_slots: dict[str, set[int]] = {}
     for entry in routing:
         task_slots.setdefault(entry["tasks"], set()).add(entry["slot"])
+    test_routing = {
+        task: {
+            kind: round(
+                float(np.mean([task in majority.get(s, "").split("+") for s in slots])),
+                4,
+            )
+            for kind, slots in groups.items()
+            if slots
+        }
+        for task, groups in (top_slots or {}).items()
+    }
     return {
         "assignments": routing,
         "slot_majority_task": {str(k): v for k, v in majority.items()},
         "routing_accuracy": correct / len(routing) if routing else None,
+        "test_routing_accuracy": test_routing,
         "tasks_split_over_slots": {
             t: sorted(s) for t, s in task_slots.items() if len(s) > 1
         },

@@ -2,7 +2,8 @@
 
 Each mini task stands in for one FCIT dataset and keeps its capability group, its
 answer style and its metric; the data are real (easy-vqa, scikit-learn digits) or
-procedurally drawn, small enough for a CPU. Real FCIT data use the same names via
+procedurally drawn, small enough for a CPU. The tasks are scaled-down stand-ins
+named after the datasets they imitate, not those datasets. Real FCIT data use the same names via
 :mod:`fcit_flower.tasks.fcit_data`.
 """
 
@@ -50,71 +51,71 @@ TASKS: dict[str, TaskInfo] = {
             "AOKVQA",
             "general",
             "choice",
-            "easy-vqa yes/no questions on real easy-vqa images",
+            "multiple choice (letter) on the colour or shape in a real easy-vqa image",
         ),
-        TaskInfo("iconqa", "IconQA", "general", "choice", "count 1-9 drawn dots"),
+        TaskInfo("iconqa", "IconQA", "general", "choice", "count the icons of one shape among other icons"),
         TaskInfo(
             "grounding",
             "Grounding",
             "general",
             "iou",
-            "which quadrant holds the shape",
+            "box [x1, y1, x2, y2] of the named object in a 4 x 4 grid scene",
         ),
         TaskInfo(
             "imagenet-r",
             "ImageNet-R",
             "general",
             "exact",
-            "classify a scikit-learn handwritten digit",
+            "classify a handwritten digit drawn in a random style (rendition)",
         ),
         TaskInfo(
             "arxivqa",
             "ArxivQA",
             "chart",
             "choice",
-            "colour of the tallest of three bars",
+            "multiple choice (letter): the tallest or shortest of 3-4 bars",
         ),
         TaskInfo(
             "figureqa",
             "FigureQA",
             "chart",
             "substring",
-            "is one coloured bar taller than another (yes/no)",
+            "yes/no: is a named bar the maximum, the minimum, above another",
         ),
         TaskInfo(
-            "dvqa", "DVQA", "chart", "substring", "value (1-5) of a bar on a grid"
+            "dvqa", "DVQA", "chart", "substring", "value (1-5) of a named bar against five gridlines"
         ),
         TaskInfo(
             "clevr-math",
             "CLEVR-Math",
             "math",
             "exact",
-            "add one to the number of dots (the iconqa images)",
+            "remove every object of a colour or shape; how many are left",
         ),
         TaskInfo(
             "super-clevr",
             "super-CLEVR",
             "math",
             "exact",
-            "easy-vqa shape questions (the aokvqa image pool)",
+            "colour of the named shape, or shape of the named colour, in a scene",
         ),
         TaskInfo(
             "tabmwp",
             "TabMWP",
             "math",
             "exact",
-            "parity of a digit (the imagenet-r images)",
+            "a pictured handwritten digit plus 1, 2 or 3",
         ),
         TaskInfo(
             "flickr30k",
             "Flickr30k",
             "other",
             "rouge-l",
-            "caption one or two coloured shapes",
+            "brief caption of 1-3 objects in reading order",
             ("bleu-4", "meteor", "rouge-l", "cider"),
         ),
         TaskInfo(
-            "ocr-vqa", "OCR-VQA", "other", "exact", "read a rendered three-letter word"
+            "ocr-vqa", "OCR-VQA", "other", "exact", "the title printed on a plain book cover"
         ),
     )
 }

@@ -18,6 +18,7 @@ from flwr_datasets.partitioner import SizePartitioner
 from fcit_flower.cache import default_cache_dir
 from fcit_flower.config import RunConfig
 from fcit_flower.tasks.fcit_data import DataError, Sample, load_split, locate
+from fcit_flower.tasks.mini_fcit import VERSION as MINI_FCIT_VERSION
 from fcit_flower.tasks.mini_fcit import build_mini_fcit
 from fcit_flower.tasks.partition import (
     answer_summary,
@@ -35,12 +36,14 @@ def data_root(config: RunConfig) -> Path:
     if config.data_root:
         return Path(config.data_root).expanduser().resolve()
     root = default_cache_dir() / (
-        f"mini-fcit-d{config.data_seed}-n{config.train_size}-t{config.test_size}"
+        f"mini-fcit-{MINI_FCIT_VERSION}-d{config.data_seed}-n{config.train_size}"
+        f"-v{config.val_size}-t{config.test_size}"
     )
     return build_mini_fcit(
         root,
         seed=config.data_seed,
         train_size=config.train_size,
+        val_size=config.val_size,
         test_size=config.test_size,
         image_size=MINI_FCIT_IMAGE_SIZE,
     )
@@ -83,17 +86,6 @@ def missing_tasks(root: Path, tasks: Sequence[str]) -> list[str]:
         except DataError:
             missing.append(task)
     return missing
-
-
-def vocabulary_texts(config: RunConfig, root: Path, tasks: Sequence[str]) -> list[str]:
-    """Every instruction and answer of ``tasks`` (the tiny tokenizer's corpus)."""
-    texts: set[str] = set()
-    for task in tasks:
-        for split in ("train", "test"):
-            for sample in config_load_task(config, root, task, split):
-                texts.add(sample.question)
-                texts.add(sample.answer)
-    return sorted(texts)
 
 
 def client_samples(
@@ -170,10 +162,11 @@ def _split(
 def test_samples(
     root: Path, task: str, config: RunConfig | None = None
 ) -> list[Sample]:
-    """The fixed test set of ``task``."""
+    """The fixed evaluation set of ``task``: its test split, or its validation
+    split with ``eval-split = "val"`` (for choosing hyper-parameters)."""
     if config is None:
         return list(load_task(str(root), task, "test"))
-    return list(config_load_task(config, root, task, "test"))
+    return list(config_load_task(config, root, task, config.eval_split))
 
 
 def stable_seed(*parts: object) -> int:

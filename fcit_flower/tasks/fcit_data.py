@@ -57,19 +57,29 @@ class Sample:
         Instruction without the ``<image>`` token.
     answer : str
         Reference answer.
+    phrasing : str
+        Evaluation records only, when the data says so: ``train`` when the
+        instruction uses a phrasing that training also uses, ``heldout`` when not
+        (mini-FCIT writes it); empty otherwise.
     """
 
     id: str
     image: Path
     question: str
     answer: str
+    phrasing: str = ""
 
 
-def locate(root: Path, task: str, split: Literal["train", "test"]) -> tuple[Path, Path]:
+Split = Literal["train", "val", "test"]
+PHRASINGS = ("train", "heldout")
+
+
+def locate(root: Path, task: str, split: Split) -> tuple[Path, Path]:
     """(JSON file, image root) of ``task``'s ``split`` in either layout.
 
     Simple-layout folders may carry the catalog name (``imagenet-r``) or the FCIT
-    name (``ImageNet-R``).
+    name (``ImageNet-R``). A ``val`` split (test-format records, for choosing
+    hyper-parameters) exists only where the simple layout has ``val.json``.
     """
     simple = root / task / f"{split}.json"
     if simple.exists():
@@ -78,7 +88,7 @@ def locate(root: Path, task: str, split: Literal["train", "test"]) -> tuple[Path
         named = root / TASKS[task].fcit_name / f"{split}.json"
         if named.exists():
             return named, root
-    if task in RELEASED:
+    if task in RELEASED and split != "val":
         folder, train_file, test_file = RELEASED[task]
         released = (
             root
@@ -89,7 +99,7 @@ def locate(root: Path, task: str, split: Literal["train", "test"]) -> tuple[Path
         if released.exists():
             return released, root / "datasets"
     expected = [str(simple)]
-    if task in RELEASED:
+    if task in RELEASED and split != "val":
         expected.append(str(released))
     raise DataError(f"{task}: no {split} file; looked for {' and '.join(expected)}")
 
@@ -122,7 +132,9 @@ def _read_records(path: Path) -> list[Any]:
     return records
 
 
-def _parse(record: Any, split: str, image_root: Path) -> tuple[str, Path, str, str]:
+def _parse(
+    record: Any, split: str, image_root: Path
+) -> tuple[str, Path, str, str, str]:
     if isinstance(record, _BadLine):
         raise ValueError(record.message)
     if not isinstance(record, dict):
@@ -151,13 +163,15 @@ def _parse(record: Any, split: str, image_root: Path) -> tuple[str, Path, str, s
     question = question.replace("<image>", "").strip()
     if not question or not answer.strip():
         raise ValueError("empty question or answer")
-    return ident, image.resolve(), question, answer.strip()
+    phrasing = record.get("phrasing", "") if split != "train" else ""
+    phrasing = phrasing if phrasing in PHRASINGS else ""
+    return ident, image.resolve(), question, answer.strip(), phrasing
 
 
 def load_split(
     root: Path,
     task: str,
-    split: Literal["train", "test"],
+    split: Split,
     *,
     image_root: Path | None = None,
     max_bad_fraction: float = 0.05,
@@ -179,12 +193,14 @@ def load_split(
     samples, bad = [], []
     for index, record in enumerate(_read_records(path)):
         try:
-            ident, image, question, answer = _parse(record, split, images)
+            ident, image, question, answer, phrasing = _parse(record, split, images)
         except (ValueError, AttributeError) as error:
             bad.append(f"{path}: record {index}: {error}")
             continue
         samples.append(
-            Sample(ident or f"{task}-{split}-{index}", image, question, answer)
+            Sample(
+                ident or f"{task}-{split}-{index}", image, question, answer, phrasing
+            )
         )
     total = len(samples) + len(bad)
     if bad:

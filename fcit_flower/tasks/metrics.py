@@ -1,6 +1,15 @@
 """Per-dataset scorers and the continual-learning summaries Last / Avg / BWT.
 
-Pure Python and numpy: no torch.
+Two readings of every score (pure Python and numpy, no torch):
+
+- *normalized* (the accuracy matrix): case, punctuation, articles and whitespace
+  ignored, numbers compared as numbers (``seven`` = ``7`` = ``7.0``), option letters
+  parsed (``(B)``, ``B. red``, ``answer is B``);
+- *strict* (the reference's scripts): the stripped strings compared without case
+  (``pred.upper() == answer.upper()``), a DVQA/FigureQA answer contained in the
+  prediction without case. Boxes and captions score the same in both.
+
+Off-by-format answers (``seven`` for ``7``) are the gap between the two.
 """
 
 from __future__ import annotations
@@ -17,10 +26,46 @@ _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
+_NUMBER_WORDS = {
+    word: str(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve "
+        "thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_DECIMAL = re.compile(r"^-?\d+(?:\.\d+)?$")
+
+
+def _number(word: str) -> str:
+    """``seven`` -> ``7``, ``7.0`` / ``07`` -> ``7``; other words unchanged."""
+    if word in _NUMBER_WORDS:
+        return _NUMBER_WORDS[word]
+    if _DECIMAL.match(word):
+        value = float(word)
+        return str(int(value)) if value.is_integer() else f"{value:g}"
+    return word
+
+
 def normalize_answer(text: str) -> str:
-    """Lower-case, drop punctuation and articles, collapse spaces."""
-    text = _PUNCT.sub(" ", text.lower())
-    return " ".join(_ARTICLES.sub(" ", text).split())
+    """Lower-case, numbers as numbers, drop punctuation and articles."""
+    words = [_number(w) for w in text.lower().split()]  # before "7.0" loses its dot
+    text = _PUNCT.sub(" ", " ".join(words))
+    return " ".join(_number(w) for w in _ARTICLES.sub(" ", text).split())
+
+
+def strict_exact(prediction: str, answer: str) -> float:
+    """The reference's exact match: stripped strings equal, case ignored."""
+    return float(prediction.strip().upper() == answer.strip().upper())
+
+
+def strict_substring(prediction: str, answer: str) -> float:
+    """The answer inside the prediction, case ignored, nothing else normalised.
+
+    (The reference's script tests the prediction inside the answer, so an empty
+    prediction would count as right; the containment is taken the sound way round.)
+    """
+    target = answer.strip().upper()
+    return float(bool(target) and target in prediction.strip().upper())
 
 
 def exact_match(prediction: str, answer: str) -> float:
@@ -138,9 +183,26 @@ CORPUS_SCORERS: dict[str, Callable[[Sequence[str], Sequence[str]], float]] = {
 
 METRICS = (*SCORERS, *CORPUS_SCORERS)
 
+# The strict reading where it differs from the normalized one.
+STRICT_SCORERS: dict[str, Callable[[str, str], float]] = {
+    "exact": strict_exact,
+    "choice": strict_exact,
+    "substring": strict_substring,
+}
 
-def score(metric: str, predictions: Sequence[str], answers: Sequence[str]) -> float:
-    """Mean score in percent of ``predictions`` against ``answers``."""
+
+def score(
+    metric: str,
+    predictions: Sequence[str],
+    answers: Sequence[str],
+    *,
+    strict: bool = False,
+) -> float:
+    """Mean score in percent of ``predictions`` against ``answers``.
+
+    ``strict``: the reference's string comparison instead of the normalized one
+    (module docstring); metrics without a strict reading score the same.
+    """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; allowed: {sorted(METRICS)}")
     if len(predictions) != len(answers):
@@ -149,7 +211,7 @@ def score(metric: str, predictions: Sequence[str], answers: Sequence[str]) -> fl
         return 0.0
     if metric in CORPUS_SCORERS:
         return CORPUS_SCORERS[metric](predictions, answers)
-    scorer = SCORERS[metric]
+    scorer = STRICT_SCORERS.get(metric, SCORERS[metric]) if strict else SCORERS[metric]
     return 100.0 * float(
         np.mean([scorer(p, a) for p, a in zip(predictions, answers, strict=True)])
     )
@@ -175,25 +237,51 @@ def average_accuracy(matrix: np.ndarray, seen: Sequence[Sequence[int]]) -> float
     )
 
 
-def backward_transfer(matrix: np.ndarray, learned_at: Sequence[int]) -> float:
+def backward_transfer(matrix: np.ndarray, learned_at: Sequence[int]) -> float | None:
     """BWT (Lopez-Paz & Ranzato, 2017): mean of ``a[T, j] - a[s_j, j]``.
 
     ``learned_at[j]`` is the stage at which task ``j`` was (last) learned; tasks
     learned at the final stage do not count. Negative values mean forgetting.
+    ``None`` when no task finished before the final stage (BWT is undefined then,
+    e.g. Het-capability, where every position learns a task in the last stage).
     """
     final = matrix.shape[0] - 1
     gaps = [
         matrix[final, j] - matrix[s, j] for j, s in enumerate(learned_at) if s < final
     ]
-    return float(np.mean(gaps)) if gaps else 0.0
+    return float(np.mean(gaps)) if gaps else None
 
 
 def summarize(
     matrix: np.ndarray, seen: Sequence[Sequence[int]], learned_at: Sequence[int]
-) -> dict[str, float]:
-    """``{"last", "avg", "bwt"}`` of an accuracy matrix."""
+) -> dict[str, float | None]:
+    """``{"last", "avg", "bwt"}`` of an accuracy matrix (``bwt`` may be None)."""
     return {
         "last": last_accuracy(matrix),
         "avg": average_accuracy(matrix, seen),
         "bwt": backward_transfer(matrix, learned_at),
     }
+
+
+def headroom_share(
+    method: float, zero_shot: float, upper_bound: float
+) -> float | None:
+    """``(method - zero-shot) / (upper bound - zero-shot)``: the share of the gap
+    between the untrained base and the multi-task upper bound that a method
+    closes (the paper's Finetune: (47.20 - 29.08) / (66.60 - 29.08) = 0.48).
+    ``None`` when the upper bound does not exceed zero-shot.
+    """
+    gap = upper_bound - zero_shot
+    return (method - zero_shot) / gap if gap > 0 else None
+
+
+def mean_and_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean, sample standard deviation (n - 1) and count of the defined values.
+
+    The std is ``None`` for fewer than two values; the mean is ``None`` for none.
+    """
+    defined = [float(v) for v in values if v is not None]
+    if not defined:
+        return None, None, 0
+    std = float(np.std(defined, ddof=1)) if len(defined) > 1 else None
+    return float(np.mean(defined)), std, len(defined)

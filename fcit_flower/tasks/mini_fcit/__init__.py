@@ -1,10 +1,17 @@
-"""mini-FCIT: the embedded benchmark, written in the FCIT data format.
+"""mini-FCIT v2: the embedded benchmark, written in the FCIT data format.
 
-``build_mini_fcit(root)`` writes 12 tasks (see :mod:`fcit_flower.tasks.catalog`) in
-the simple FCIT layout: ``<root>/<task>/train.json`` (LLaVA conversations),
-``<root>/<task>/test.json`` (``question_id, image, text, answer``) and PNG images
-under ``<root>/images/``, paths relative to ``<root>``. Deterministic in ``seed``;
-built once (a ``.complete`` marker holds the parameters) under a file lock.
+``build_mini_fcit(root)`` writes 12 tasks (:mod:`fcit_flower.tasks.catalog`,
+generators and phrasings in :mod:`fcit_flower.tasks.mini_fcit.tasks`) in the simple
+FCIT layout: ``<root>/<task>/train.json`` (LLaVA conversations), ``val.json`` and
+``test.json`` (``question_id, image, text, answer`` plus ``phrasing``: ``train`` or
+``heldout``), PNG images under ``<root>/images/``, paths relative to ``<root>``, and
+``stats.json`` (per task: chance, majority answer and its score, answer counts).
+
+Clean splits: every image is compared by decoded pixels (:func:`pixel_hash`) with
+every image drawn before it, test first, then val, then train, and with the tiny
+base's whole pre-training corpus; a duplicate is redrawn. Test sets therefore do not
+change with ``train_size``. Deterministic in ``seed``; built once (a ``.complete``
+marker holds the parameters) under a file lock.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -21,132 +30,120 @@ import numpy as np
 from PIL import Image
 
 from fcit_flower.tasks.catalog import TASKS
-from fcit_flower.tasks.mini_fcit import procedural, sources
+from fcit_flower.tasks.metrics import score
+from fcit_flower.tasks.mini_fcit.pixels import pixel_hash
+from fcit_flower.tasks.mini_fcit.pretrain import (
+    CORPUS_SEED,
+    CORPUS_VERSION,
+    base_corpus,
+)
+from fcit_flower.tasks.mini_fcit.tasks import TASK_SPECS, instruction
 
-VERSION = 5
-SPLIT_SEED = {"train": 0, "test": 1}
+VERSION = "v2.0"
+SPLITS = ("test", "val", "train")  # build order: earlier splits keep their images
+SPLIT_SEED = {"train": 0, "test": 1, "val": 2}
+HELDOUT_SHARE = 0.5  # of val and test items phrased with held-out templates
+MAX_REDRAWS = 1000
 
 
 def _rng(seed: int, task: str, split: str) -> np.random.Generator:
-    key = [seed, SPLIT_SEED[split], *task.encode()]
-    return np.random.default_rng(key)
+    return np.random.default_rng([seed, SPLIT_SEED[split], *task.encode()])
 
 
-class _Writer:
-    """Collects one task split's records and saves its images."""
+@lru_cache(maxsize=4)
+def pretraining_hashes(seed: int, size: int) -> frozenset[str]:
+    """Pixel hashes of every image of the base's pre-training (both stages)."""
+    alignment, instructions = base_corpus(seed=seed, size=size)
+    return frozenset(pixel_hash(p) for p, _, _ in [*alignment, *instructions])
 
-    def __init__(self, root: Path, task: str, split: str) -> None:
-        self.root, self.task, self.split = root, task, split
-        self.records: list[dict[str, Any]] = []
 
-    def save_image(self, image: Image.Image, name: str) -> str:
-        relative = f"images/{name}.png"
-        path = self.root / relative
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            image.save(path, format="PNG", compress_level=6)
-        return relative
-
-    def add(self, image_path: str, question: str, answer: str) -> None:
-        index = len(self.records)
-        self.records.append(
+def _draw_split(
+    task: str, split: str, count: int, seed: int, size: int, seen: set[str]
+) -> tuple[list[dict[str, Any]], list[np.ndarray], int]:
+    """``count`` records of one split with images unseen so far; redraws counted."""
+    spec = TASK_SPECS[task]
+    rng = _rng(seed, task, split)
+    records, images, redraws = [], [], 0
+    while len(records) < count:
+        pixels, kind, fields, answer = spec.generate(rng, size, split)
+        digest = pixel_hash(pixels)
+        if digest in seen:
+            redraws += 1
+            if redraws > MAX_REDRAWS * max(1, count):
+                raise RuntimeError(f"mini-FCIT {task}/{split}: too many duplicate images")
+            continue
+        seen.add(digest)
+        phrasings = spec.phrasings[kind]
+        heldout = split != "train" and rng.random() < HELDOUT_SHARE
+        options = phrasings.heldout if heldout else phrasings.train
+        template = options[int(rng.integers(0, len(options)))]
+        records.append(
             {
-                "id": f"{self.task}-{self.split}-{index}",
-                "image": image_path,
-                "question": question,
+                "question": instruction(spec, kind, fields, template),
                 "answer": answer,
+                "phrasing": "heldout" if heldout else "train",
             }
         )
+        images.append(pixels)
+    return records, images, redraws
 
-    def write(self) -> None:
-        folder = self.root / self.task
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.split == "train":
-            payload = [
+
+def _write_split(
+    root: Path, task: str, split: str, records: list[dict[str, Any]], images: list[np.ndarray]
+) -> None:
+    folder = root / "images" / task
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = []
+    for index, (record, pixels) in enumerate(zip(records, images, strict=True)):
+        relative = f"images/{task}/{split}-{index}.png"
+        Image.fromarray(pixels).save(root / relative, format="PNG", compress_level=6)
+        key = f"{task}-{split}-{index}"
+        if split == "train":
+            payload.append(
                 {
-                    "id": r["id"],
-                    "image": r["image"],
+                    "id": key,
+                    "image": relative,
                     "conversations": [
-                        {"from": "human", "value": f"<image>\n{r['question']}"},
-                        {"from": "gpt", "value": r["answer"]},
+                        {"from": "human", "value": f"<image>\n{record['question']}"},
+                        {"from": "gpt", "value": record["answer"]},
                     ],
                 }
-                for r in self.records
-            ]
+            )
         else:
-            payload = [
+            payload.append(
                 {
-                    "question_id": r["id"],
-                    "image": r["image"],
-                    "text": r["question"],
-                    "answer": r["answer"],
+                    "question_id": key,
+                    "image": relative,
+                    "text": record["question"],
+                    "answer": record["answer"],
+                    "phrasing": record["phrasing"],
                 }
-                for r in self.records
-            ]
-        (folder / f"{self.split}.json").write_text(json.dumps(payload, indent=0))
+            )
+    (root / task).mkdir(parents=True, exist_ok=True)
+    (root / task / f"{split}.json").write_text(json.dumps(payload, indent=0))
 
 
-def _template(rng: np.random.Generator, task: str, fields: dict[str, str]) -> str:
-    options = procedural.TEMPLATES[task]
-    return options[int(rng.integers(0, len(options)))].format(**fields)
+def task_statistics(
+    task: str, train: list[dict[str, Any]], test: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Chance and majority-class rates of a task (in percent, the task's metric).
 
-
-def _build_split(root: Path, split: str, count: int, seed: int, size: int) -> None:
-    # Procedural tasks with their own images.
-    for task, generator in procedural.GENERATORS.items():
-        rng = _rng(seed, task, split)
-        writer = _Writer(root, task, split)
-        for i in range(count):
-            image, fields, answer = generator(rng, size)
-            path = writer.save_image(image, f"{task}/{split}-{i}")
-            writer.add(path, _template(rng, task, fields), answer)
-        writer.write()
-    # Dots: the same images for iconqa (count) and clevr-math (count + 1).
-    rng = _rng(seed, "dots", split)
-    count_w, plus_w = _Writer(root, "iconqa", split), _Writer(root, "clevr-math", split)
-    for i in range(count):
-        image, number = procedural.dots(rng, size)
-        path = count_w.save_image(image, f"dots/{split}-{i}")
-        count_w.add(path, _template(rng, "iconqa", {}), str(number))
-        plus_w.add(path, _template(rng, "clevr-math", {}), str(number + 1))
-    count_w.write()
-    plus_w.write()
-    # Digits: the same images for imagenet-r (label) and tabmwp (parity).
-    rng = _rng(seed, "digits", split)
-    label_w, parity_w = (
-        _Writer(root, "imagenet-r", split),
-        _Writer(root, "tabmwp", split),
-    )
-    pool = sources.digit_pool(split)
-    for index in rng.choice(pool, size=min(count, len(pool)), replace=False):
-        image, label = sources.digit_image(int(index), size)
-        path = label_w.save_image(image, f"digits/{int(index)}")
-        label_w.add(path, _template(rng, "imagenet-r", {}), str(label))
-        parity_w.add(
-            path, _template(rng, "tabmwp", {}), "even" if label % 2 == 0 else "odd"
-        )
-    label_w.write()
-    parity_w.write()
-    # easy-vqa: yes/no questions (aokvqa) and shape questions (super-clevr).
-    questions = sources.easy_vqa_questions(split)
-    for task, answers in (
-        ("aokvqa", sources.YES_NO),
-        ("super-clevr", sources.SHAPE_ANSWERS),
-    ):
-        rng = _rng(seed, task, split)
-        pool_idx = [
-            i
-            for i, (_, a, image_id) in enumerate(questions)
-            if a in answers
-            and (split == "test" or image_id < sources.EASY_VQA_BENCHMARK_IMAGES)
-        ]
-        writer = _Writer(root, task, split)
-        for i in rng.choice(pool_idx, size=min(count, len(pool_idx)), replace=False):
-            question, answer, image_id = questions[int(i)]
-            image = sources.easy_vqa_image(split, image_id, size)
-            path = writer.save_image(image, f"easyvqa/{split}-{image_id}")
-            writer.add(path, question[0].upper() + question[1:], answer)
-        writer.write()
+    The majority baseline always answers the most frequent *training* answer.
+    """
+    metric = TASKS[task].metric
+    counts = Counter(r["answer"] for r in train)
+    majority = counts.most_common(1)[0][0]
+    answers = [r["answer"] for r in test]
+    return {
+        "metric": metric,
+        "chance": round(TASK_SPECS[task].chance, 2),
+        "majority_answer": majority,
+        "majority": round(score(metric, [majority] * len(answers), answers), 2),
+        "distinct_answers": len(counts),
+        "heldout_share": round(
+            float(np.mean([r["phrasing"] == "heldout" for r in test])), 3
+        ),
+    }
 
 
 def build_mini_fcit(
@@ -154,8 +151,10 @@ def build_mini_fcit(
     *,
     seed: int = 0,
     train_size: int = 400,
+    val_size: int = 50,
     test_size: int = 50,
     image_size: int = 32,
+    exclude_pretraining: bool = True,
 ) -> Path:
     """Write (once) the 12 mini-FCIT tasks under ``root`` and return ``root``.
 
@@ -165,17 +164,22 @@ def build_mini_fcit(
         Output directory (created atomically: built aside, then renamed).
     seed : int
         Data seed; the same seed gives byte-identical files.
-    train_size, test_size : int
+    train_size, val_size, test_size : int
         Samples per task and split.
     image_size : int
         Side of the square RGB images.
+    exclude_pretraining : bool
+        Redraw any image that the default base saw in pre-training (both
+        stages); off only to build faster in tests that do not need it.
     """
     params = {
         "version": VERSION,
         "seed": seed,
         "train_size": train_size,
+        "val_size": val_size,
         "test_size": test_size,
         "image_size": image_size,
+        "pretraining": [CORPUS_SEED, CORPUS_VERSION] if exclude_pretraining else None,
     }
     marker = root / ".complete"
     if marker.exists() and json.loads(marker.read_text()) == params:
@@ -187,12 +191,7 @@ def build_mini_fcit(
             return root
         staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
         try:
-            _build_split(staging, "train", train_size, seed, image_size)
-            _build_split(staging, "test", test_size, seed, image_size)
-            missing = set(TASKS) - {p.name for p in staging.iterdir() if p.is_dir()}
-            if missing:
-                raise RuntimeError(f"mini-FCIT build lacks tasks {sorted(missing)}")
-            (staging / ".complete").write_text(json.dumps(params))
+            _build(staging, params, exclude_pretraining)
             if root.exists():
                 shutil.rmtree(root)
             os.replace(staging, root)
@@ -201,35 +200,47 @@ def build_mini_fcit(
     return root
 
 
-def vocabulary_texts() -> list[str]:
-    """Every text mini-FCIT can contain, whatever its sizes and seed.
-
-    The tiny base's tokenizer is trained on these (plus its pre-training captions),
-    so one cached base serves every mini-FCIT configuration.
-    """
-    from fcit_flower.tasks.mini_fcit.drawing import PALETTE, SHAPES
-
-    texts = {
-        "yes",
-        "no",
-        "even",
-        "odd",
-        *PALETTE,
-        *SHAPES,
-        *procedural.QUADRANTS,
-        *procedural.WORDS,
-        *(str(n) for n in range(11)),
-        "a an and",
+def _build(staging: Path, params: dict[str, Any], exclude_pretraining: bool) -> None:
+    size, seed = params["image_size"], params["seed"]
+    sizes = {s: params[f"{s}_size"] for s in SPLITS}
+    seen: set[str] = set()
+    if exclude_pretraining:
+        seen |= pretraining_hashes(CORPUS_SEED, size)
+    built: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    redraws: Counter[str] = Counter()
+    for split in SPLITS:
+        for task in TASK_SPECS:
+            records, images, extra = _draw_split(task, split, sizes[split], seed, size, seen)
+            _write_split(staging, task, split, records, images)
+            built[task, split] = records
+            redraws[task] += extra
+    missing = set(TASKS) - set(TASK_SPECS)
+    if missing:
+        raise RuntimeError(f"mini-FCIT build lacks tasks {sorted(missing)}")
+    stats = {
+        task: {
+            **task_statistics(task, built[task, "train"], built[task, "test"]),
+            "duplicates_redrawn": redraws[task],
+        }
+        for task in TASK_SPECS
     }
-    for templates in procedural.TEMPLATES.values():
-        for template in templates:
-            texts.add(
-                template.format(
-                    shape=" ".join(SHAPES), a=" ".join(PALETTE), b=" ".join(PALETTE)
-                )
-            )
-    for split in ("train", "test"):
-        for question, answer, _ in sources.easy_vqa_questions(split):
-            texts.add(question)
-            texts.add(answer)
+    (staging / "stats.json").write_text(json.dumps(stats, indent=1))
+    (staging / ".complete").write_text(json.dumps(params))
+
+
+def vocabulary_texts() -> list[str]:
+    """Words mini-FCIT and the base's pre-training use (tokenizers of test models).
+
+    The tiny base's tokenizer does not need it (byte-level BPE); word-level
+    tokenizers of offline test checkpoints are trained on it.
+    """
+    from fcit_flower.tasks.mini_fcit.drawing import COLOURS, NUMBER_WORDS, PLURALS
+    from fcit_flower.tasks.mini_fcit.pretrain import english_words
+    from fcit_flower.tasks.mini_fcit.tasks import LETTER, SHORT, TITLES
+
+    texts = {*english_words(), *COLOURS, *PLURALS, *PLURALS.values(), *TITLES}
+    texts |= {*NUMBER_WORDS, *(str(n) for n in range(20)), SHORT, LETTER}
+    for spec in TASK_SPECS.values():
+        for phrasings in spec.phrasings.values():
+            texts |= {*phrasings.train, *phrasings.heldout}
     return sorted(texts)
