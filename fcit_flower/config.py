@@ -9,13 +9,23 @@ naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from fcit_flower.config_values import (
+    IMPORT_PATH,
+    ConfigError,
+    checkpoint_dir,
+    choice,
+    coerce,
+    name_or_path,
+    positive,
+    require_cuda,
+)
+
+__all__ = ["ConfigError", "RunConfig", "require_cuda"]
 
 SCENARIOS = ("hom", "het")
 SETTINGS = ("task", "capability")
@@ -51,12 +61,6 @@ _FRACTION_KEYS = (
     "lora-dropout warmup-ratio server-momentum server-beta1 server-beta2 "
     "fault-rate max-bad-fraction"
 ).split()
-# A method or optimizer named by import path: dotted Python identifiers.
-_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-
-
-class ConfigError(ValueError):
-    """A run-config key has a bad value."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ class RunConfig:
                     f"unknown run-config key {key!r}; known keys: {sorted(known)}"
                 )
             field = known[key]
-            kwargs[field.name] = _coerce(key, value, type(getattr(cls(), field.name)))
+            kwargs[field.name] = coerce(key, value, type(getattr(cls(), field.name)))
         config = cls(**kwargs)
         config.validate()
         return config
@@ -181,17 +185,19 @@ class RunConfig:
         return self.lora_alpha / self.lora_rank
 
     def scaling(self, rank: int) -> float:
-        """Output scale of a trained adapter piece of ``rank`` (a DISCO subspace,
-        an O-/M-LoRA block, a MoE-LoRA expert, or the whole adapter).
+        """Output scale of a trained adapter piece of ``rank``.
 
-        ``subspace-scaling = "rank"``: LoRA's own ``alpha / rank`` for the piece,
+        The piece is a DISCO subspace, an O-/M-LoRA block, a MoE-LoRA expert, or
+        the whole adapter. ``subspace-scaling = "rank"``: LoRA's own ``alpha / rank`` for the piece,
         so its updates are as large as the whole adapter's at the same lr;
         ``"total"`` (the authors' code): ``alpha / lora-rank`` for every piece.
         """
-        return self.lora_alpha / (rank if self.subspace_scaling == "rank" else self.lora_rank)
+        return self.lora_alpha / (
+            rank if self.subspace_scaling == "rank" else self.lora_rank
+        )
 
     @property
-    def resolved_run_name(self) -> str:
+    def resolved_runname_or_path(self) -> str:
         """``run_name`` or one derived from the method and setting."""
         if self.run_name:
             return self.run_name
@@ -206,18 +212,18 @@ class RunConfig:
 
     def validate(self) -> None:
         """Check every value; raise :class:`ConfigError` naming the first bad key."""
-        _name("method", self.method)
-        _choice("scenario", self.scenario, SCENARIOS)
-        _choice("setting", self.setting, SETTINGS)
-        _choice("model", self.model, MODELS)
+        name_or_path("method", self.method)
+        choice("scenario", self.scenario, SCENARIOS)
+        choice("setting", self.setting, SETTINGS)
+        choice("model", self.model, MODELS)
         self._validate_server_optimizer()
-        _choice("ssa-mode", self.ssa_mode, SSA_MODES)
-        _choice("subspace-scaling", self.subspace_scaling, SUBSPACE_SCALINGS)
-        _choice("token-source", self.token_source, TOKEN_SOURCES)
-        _choice("identity-encoder", self.identity_encoder, IDENTITY_ENCODERS)
+        choice("ssa-mode", self.ssa_mode, SSA_MODES)
+        choice("subspace-scaling", self.subspace_scaling, SUBSPACE_SCALINGS)
+        choice("token-source", self.token_source, TOKEN_SOURCES)
+        choice("identity-encoder", self.identity_encoder, IDENTITY_ENCODERS)
         self._validate_benchmark()
         for key in _POSITIVE_KEYS:
-            _positive(key, getattr(self, key.replace("-", "_")))
+            positive(key, getattr(self, key.replace("-", "_")))
         for key in _FRACTION_KEYS:
             value = getattr(self, key.replace("-", "_"))
             if not 0.0 <= value < 1.0:
@@ -262,22 +268,22 @@ class RunConfig:
                 f"min-clients-per-round={self.min_clients_per_round} must lie in "
                 f"[1, clients-per-round={self.clients_per_round}]"
             )
-        _choice("fault-kind", self.fault_kind, FAULT_KINDS)
+        choice("fault-kind", self.fault_kind, FAULT_KINDS)
 
     def _validate_real_model(self) -> None:
         """Keys of the real-model path: checkpoint, quantization, device."""
-        _choice("quantization", self.quantization, QUANTIZATIONS)
-        _choice("torch-dtype", self.torch_dtype, TORCH_DTYPES)
-        _choice("device", self.device, DEVICES)
+        choice("quantization", self.quantization, QUANTIZATIONS)
+        choice("torch-dtype", self.torch_dtype, TORCH_DTYPES)
+        choice("device", self.device, DEVICES)
         if self.model != "tiny":
-            _checkpoint_dir("model-path", self.model_path, "llava", self.model)
+            checkpoint_dir("model-path", self.model_path, "llava", self.model)
         elif self.quantization != "none":
             raise ConfigError(
                 f"quantization={self.quantization!r} needs a LLaVA checkpoint "
                 "(model='llava' or 'llava-1.5-7b'); the tiny model is not quantized"
             )
         if self.identity_encoder == "clip":
-            _checkpoint_dir(
+            checkpoint_dir(
                 "identity-encoder-path", self.identity_encoder_path, None, "clip"
             )
         if self.device == "cuda":
@@ -302,13 +308,13 @@ class RunConfig:
         name = self.server_optimizer
         known = [PLAIN_AVERAGE, *SERVER_OPTIMIZER_ALIASES]
         lower_unknown = name.islower() and "." not in name
-        if name not in known and (lower_unknown or not _IMPORT_PATH.fullmatch(name)):
+        if name not in known and (lower_unknown or not IMPORT_PATH.fullmatch(name)):
             raise ConfigError(
                 f"server-optimizer={name!r} is not allowed; choose one of {known}, "
                 "a Flower strategy class (FedYogi) or the import path of a FedOpt "
                 "subclass"
             )
-        _choice(
+        choice(
             "server-optimizer-state",
             self.server_optimizer_state,
             SERVER_OPTIMIZER_STATES,
@@ -316,8 +322,8 @@ class RunConfig:
 
     def _validate_benchmark(self) -> None:
         """Schedule file, partition kind, image root."""
-        _choice("partition", self.partition, PARTITIONS)
-        _choice("eval-split", self.eval_split, EVAL_SPLITS)
+        choice("partition", self.partition, PARTITIONS)
+        choice("eval-split", self.eval_split, EVAL_SPLITS)
         if self.schedule_file:
             path = Path(self.schedule_file).expanduser()
             if path.suffix not in (".toml", ".json"):
@@ -332,84 +338,3 @@ class RunConfig:
             raise ConfigError(
                 f"image-root={self.image_root!r} is not an existing directory"
             )
-
-
-def require_cuda(what: str) -> None:
-    """Raise :class:`ConfigError` when ``what`` asks for a GPU and none is visible."""
-    import torch  # only when a GPU is asked for
-
-    if not torch.cuda.is_available():
-        raise ConfigError(
-            f"{what} asks for a GPU, but no CUDA GPU is visible "
-            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
-            "use device='cpu' and client-resources-num-gpus=0"
-        )
-
-
-def _checkpoint_dir(key: str, value: str, model_type: str | None, what: str) -> None:
-    """Check that ``value`` is a local checkpoint directory (no hub downloads)."""
-    if not value:
-        raise ConfigError(f"{key} is empty; {what!r} loads from a local directory")
-    path = Path(value).expanduser()
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise ConfigError(
-            f"{key}={value!r} is not a checkpoint directory (no config.json)"
-        )
-    if model_type is None:
-        return
-    try:
-        found = json.loads(config_file.read_text()).get("model_type")
-    except (OSError, ValueError) as error:
-        message = f"{key}={value!r}: unreadable config.json ({error})"
-        raise ConfigError(message) from None
-    if found != model_type:
-        raise ConfigError(
-            f"{key}={value!r} holds model_type={found!r}, not a "
-            f"{model_type!r} checkpoint"
-        )
-
-
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(
-            f"{key}={value!r} is not allowed; choose one of {list(allowed)}"
-        )
-
-
-def _name(key: str, value: str) -> None:
-    """A registered name or an import path (checked against the registry later)."""
-    if not _IMPORT_PATH.fullmatch(value.replace("-", "_")):
-        raise ConfigError(f"{key}={value!r} is not a name or an import path")
-
-
-def _positive(key: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"{key}={value} must be > 0")
-
-
-def _coerce(key: str, value: Any, kind: type) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ConfigError(f"{key}={value!r} must be true or false")
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ConfigError(f"{key}={value!r} must be an integer")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{key}={value!r} must be an integer") from None
-        if not number.is_integer():
-            raise ConfigError(f"{key}={value!r} must be an integer")
-        return int(number)
-    if kind is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}={value!r} must be a number") from None
-    if not isinstance(value, str):
-        raise ConfigError(f"{key}={value!r} must be a string")
-    return value

@@ -70,7 +70,9 @@ def _draw_split(
         if digest in seen:
             redraws += 1
             if redraws > MAX_REDRAWS * max(1, count):
-                raise RuntimeError(f"mini-FCIT {task}/{split}: too many duplicate images")
+                raise RuntimeError(
+                    f"mini-FCIT {task}/{split}: too many duplicate images"
+                )
             continue
         seen.add(digest)
         phrasings = spec.phrasings[kind]
@@ -89,7 +91,11 @@ def _draw_split(
 
 
 def _write_split(
-    root: Path, task: str, split: str, records: list[dict[str, Any]], images: list[np.ndarray]
+    root: Path,
+    task: str,
+    split: str,
+    records: list[dict[str, Any]],
+    images: list[np.ndarray],
 ) -> None:
     folder = root / "images" / task
     folder.mkdir(parents=True, exist_ok=True)
@@ -210,7 +216,9 @@ def _build(staging: Path, params: dict[str, Any], exclude_pretraining: bool) -> 
     redraws: Counter[str] = Counter()
     for split in SPLITS:
         for task in TASK_SPECS:
-            records, images, extra = _draw_split(task, split, sizes[split], seed, size, seen)
+            records, images, extra = _draw_split(
+                task, split, sizes[split], seed, size, seen
+            )
             _write_split(staging, task, split, records, images)
             built[task, split] = records
             redraws[task] += extra
@@ -235,8 +243,8 @@ def vocabulary_texts() -> list[str]:
     tokenizers of offline test checkpoints are trained on it.
     """
     from fcit_flower.tasks.mini_fcit.drawing import COLOURS, NUMBER_WORDS, PLURALS
-    from fcit_flower.tasks.mini_fcit.pretrain import english_words
-    from fcit_flower.tasks.mini_fcit.tasks import LETTER, SHORT, TITLES
+    from fcit_flower.tasks.mini_fcit.generators import LETTER, SHORT, TITLES
+    from fcit_flower.tasks.mini_fcit.pictures import english_words
 
     texts = {*english_words(), *COLOURS, *PLURALS, *PLURALS.values(), *TITLES}
     texts |= {*NUMBER_WORDS, *(str(n) for n in range(20)), SHORT, LETTER}

@@ -103,8 +103,6 @@ def _cell(size: int) -> int:
     return size // GRID
 
 
-
-
 def single_object(
     rng: np.random.Generator, size: int, shape: str, colour: str, scale: str
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -119,8 +117,10 @@ def single_object(
     cell = _cell(size)
     span = 1 if scale == "small" else int(rng.integers(2, 4))
     block = span * cell
-    side = int(rng.integers(block - 3, block + 1)) if span == 1 else int(
-        rng.integers(block - cell // 2, block + 1)
+    side = (
+        int(rng.integers(block - 3, block + 1))
+        if span == 1
+        else int(rng.integers(block - cell // 2, block + 1))
     )
     col, row = (int(v) for v in rng.integers(0, GRID - span + 1, size=2))
     x0 = col * cell + int(rng.integers(0, block - side + 1))
@@ -131,6 +131,7 @@ def single_object(
 
 
 # ---------------------------------------------------------------- grid scenes
+
 
 def scene(
     rng: np.random.Generator,
@@ -233,9 +234,17 @@ def text_image(
 
     ``large``: a font of half to three quarters of the canvas (single characters).
     """
-    image = background(rng, size) if paper is None else Image.new("RGB", (size, size), paper)
+    image = (
+        background(rng, size)
+        if paper is None
+        else Image.new("RGB", (size, size), paper)
+    )
     draw = ImageDraw.Draw(image)
-    low, high = (size // 2, size * 3 // 4) if large else (max(8, size * 5 // 16), size * 7 // 16)
+    low, high = (
+        (size // 2, size * 3 // 4)
+        if large
+        else (max(8, size * 5 // 16), size * 7 // 16)
+    )
     font_size = int(rng.integers(low, high + 1))
     font = _font(font_size)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
