@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
@@ -54,3 +56,42 @@ def record_rows(title: str, rows: list[str], enabled: bool = True) -> None:
 def table_header(*columns: str) -> list[str]:
     """The first two lines of a Markdown table with these column names."""
     return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def run_inprocess(values: dict[str, Any], results: Path, name: str) -> dict[str, Any]:
+    """Run the real ServerApp and ClientApp in one process; the run's metrics.json.
+
+    The same code and numbers as ``flwr run`` without Flower's runtime (the
+    identity benchmark in BENCHMARKS.md checks that), about 4x faster on 2 cores.
+    """
+    from flwr.app import Context, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fcit_flower.client_app import app as client_app
+    from fcit_flower.config import RunConfig
+    from fcit_flower.inprocess import InProcessGrid
+    from fcit_flower.server_app import main as server_main
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    config = {**values, "results-dir": str(results), "run-name": name}
+    grid = InProcessGrid(client_app, RunConfig.from_mapping(config).num_clients, config)
+    context = Context(
+        run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config
+    )
+    server_main(grid, context)
+    return dict(json.loads((results / name / "metrics.json").read_text()))
+
+
+def diagonal(metrics: dict[str, Any]) -> list[float]:
+    """Each task's score right after the stage that trained it (plasticity)."""
+    matrix = metrics["accuracy_matrix"]
+    return [
+        matrix[stage - 1][task]
+        for task, stage in enumerate(metrics["learned_at_stage"])
+        if stage - 1 < len(matrix)
+    ]
+
+
+def mean(values: list[float]) -> float:
+    """The mean of ``values`` (NaN for none)."""
+    return statistics.fmean(values) if values else float("nan")

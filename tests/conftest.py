@@ -1,6 +1,12 @@
 """Shared fixtures."""
 
+import os
+
 import pytest
+
+# The suite checks behaviour, not accuracy: it runs on the small "smoke" base
+# (about a minute to pre-train) instead of the benchmark's standard base.
+os.environ.setdefault("FCIT_TINY_BASE", "smoke")
 from flwr.supercore.task_identity import TaskIdentity
 
 

@@ -1,0 +1,93 @@
+"""Hyper-parameter choices of mini-FCIT made on its validation split, never on test.
+
+Every run here uses ``eval-split=val``: val items come from the same held-out
+images and phrasings as test items but are disjoint from both train and test.
+Runs go through the real ServerApp and ClientApp in one process
+(:func:`bench.common.run_inprocess`); Hom, task setting, beta 1, seed 0.
+
+Parts (``--part``):
+
+``budget``
+    Finetune's local learning rate and local epochs. Criterion: the mean val score
+    of each task right after its own stage (can the federation learn a task at
+    all?), not Last or Avg and not any other method's score; ties go to the
+    smaller budget. The chosen pair becomes the default for every method.
+``scaling``
+    DISCO's ``subspace-scaling`` ("total": the authors' alpha / lora-rank for
+    every subspace; "rank": LoRA's alpha / rank per subspace), measured by the same
+    plasticity criterion beside Finetune's.
+``mtl``
+    Epochs of the centralized multi-task upper bound: the val Last of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import diagonal, mean, record_rows, run_inprocess, table_header
+
+BASE: dict[str, Any] = {"eval-split": "val", "seed": 0}
+BUDGETS = [
+    {"lr": lr, "local-epochs": epochs}
+    for epochs in (1, 2, 4)
+    for lr in (1e-3, 3e-3, 1e-2)
+]
+SCALINGS = [
+    {"method": "finetune"},
+    {"method": "disco", "subspace-scaling": "total"},
+    {"method": "disco", "subspace-scaling": "rank"},
+]
+MTL_EPOCHS = [{"method": "mtl", "mtl-epochs": epochs} for epochs in (2, 4, 6, 10)]
+
+
+def _label(values: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in values.items())
+
+
+def _rows(variants: list[dict[str, Any]], common: dict[str, Any]) -> list[str]:
+    rows = table_header(
+        "variant", "after own stage (val)", "Last (val)", "Avg (val)", "wall s"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, values in enumerate(variants):
+            start = time.monotonic()
+            metrics = run_inprocess(
+                {**BASE, **common, **values}, Path(tmp), f"v{index}"
+            )
+            rows.append(
+                f"| {_label(values)} | {mean(diagonal(metrics)):.2f} | "
+                f"{metrics['last']:.2f} | {metrics['avg']:.2f} | "
+                f"{time.monotonic() - start:.0f} |"
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--part", choices=("budget", "scaling", "mtl"), required=True)
+    parser.add_argument(
+        "--run-config", default="", help="extra key=value overrides for every run"
+    )
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    common: dict[str, Any] = {}
+    for item in args.run_config.split():
+        key, _, value = item.partition("=")
+        common[key] = value
+    if args.part == "budget":
+        rows = _rows([{"method": "finetune", **b} for b in BUDGETS], common)
+    elif args.part == "scaling":
+        rows = _rows(SCALINGS, common)
+    else:
+        rows = _rows(MTL_EPOCHS, common)
+    title = f"Validation choice: {args.part} (mini-FCIT val split, seed 0)"
+    record_rows(title, rows, enabled=not args.no_record)
+
+
+if __name__ == "__main__":
+    main()
