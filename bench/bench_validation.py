@@ -33,7 +33,7 @@ from bench.common import diagonal, mean, record_rows, run_inprocess, table_heade
 BASE: dict[str, Any] = {"eval-split": "val", "seed": 0}
 BUDGETS = [
     {"lr": lr, "local-epochs": epochs}
-    for epochs in (1, 2, 4)
+    for epochs in (1, 3)
     for lr in (1e-3, 3e-3, 1e-2)
 ]
 SCALINGS = [
@@ -41,7 +41,7 @@ SCALINGS = [
     {"method": "disco", "subspace-scaling": "total"},
     {"method": "disco", "subspace-scaling": "rank"},
 ]
-MTL_EPOCHS = [{"method": "mtl", "mtl-epochs": epochs} for epochs in (2, 4, 6, 10)]
+MTL_EPOCHS = [{"method": "mtl", "mtl-epochs": epochs} for epochs in (2, 5, 10)]
 
 
 def _label(values: dict[str, Any]) -> str:

@@ -197,7 +197,7 @@ class RunConfig:
         )
 
     @property
-    def resolved_runname_or_path(self) -> str:
+    def resolved_run_name(self) -> str:
         """``run_name`` or one derived from the method and setting."""
         if self.run_name:
             return self.run_name
