@@ -274,3 +274,14 @@ def test_an_unexpected_error_is_one_line_too(monkeypatch, capsys):
     monkeypatch.delenv("FCIT_TRACEBACK", raising=False)
     last = _fails(capsys, ["report", "."], code=1)
     assert "unexpected ZeroDivisionError: boom" in last
+
+
+def test_a_guard_switched_off_is_warned_before_launch(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(cli, "run_one", lambda config, **kw: {})
+    monkeypatch.setattr(runtime, "prepare_runtime", lambda config: None)
+    root, schedule = _fcit_root(tmp_path)
+    flags = _data_flags(root, schedule, tmp_path, extra="max-update-norm=0")
+    assert cli.main(flags) == 0
+    err = capsys.readouterr().err
+    assert "fcit-flower: warning: max-update-norm=0: this upload guard is OFF" in err
+    assert "max-token-norm=0" not in err
