@@ -43,3 +43,16 @@ def test_failed_round_tells_whether_it_can_be_resumed(tmp_path, with_checkpoint)
     kept = json.loads((config.run_dir / "rejected_uploads.json").read_text())
     assert kept["rejected_uploads"] == _FailingStrategy.rejected
     assert kept["error"].startswith("stage 1 round 2")
+
+
+def test_too_few_supernodes_names_the_federation_setting():
+    from fcit_flower.server_app import discover_clients
+
+    class OneNodeGrid:
+        def get_node_ids(self):
+            return [11]
+
+    with pytest.raises(RuntimeError) as error:
+        discover_clients(OneNodeGrid(), 4, timeout=0.0)
+    assert str(error.value).startswith("only 1 of num-clients=4 clients connected")
+    assert '--federation-config "num-supernodes=4"' in str(error.value)
