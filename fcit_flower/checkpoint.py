@@ -31,17 +31,23 @@ from fcit_flower.results import atomic_write
 META_KEY = "__meta__"
 _NAME = re.compile(r"^ckpt-(\d{5})-s(\d+)-r(\d+)(-end)?\.npz$")
 
-# Run-config keys that may change between a crash and its resume: how to wait and
-# retry, and where the run directory lives (it may have been moved).
-RESUMABLE_CHANGES = frozenset(
-    {
-        "resume",
-        "round-timeout",
-        "checkpoint-keep",
-        "max-round-retries",
-        "results-dir",
-        "run-name",
-    }
+# Run-config keys that ``fcit-flower resume`` may override: how to wait and retry,
+# how many checkpoints to keep, and fault injection (switched off only). None of
+# them changes what a completed run computes.
+OPERATIONAL_KEYS = frozenset(
+    {"round-timeout", "checkpoint-keep", "max-round-retries", "fault-rate"}
+)
+# Keys that may change between a crash and its resume: the operational ones, and
+# where the run directory lives (it may have been moved).
+RESUMABLE_CHANGES = OPERATIONAL_KEYS | {"resume", "results-dir", "run-name"}
+# Run-config keys holding file or directory paths: stored absolute in checkpoints,
+# so that a run resumed from another working directory finds its data.
+PATH_KEYS = (
+    "data-root",
+    "image-root",
+    "schedule-file",
+    "model-path",
+    "identity-encoder-path",
 )
 
 
@@ -64,10 +70,27 @@ def checkpoint_name(sequence: int, stage: int, server_round: int, end: bool) -> 
     return f"ckpt-{sequence:05d}-s{stage}-r{server_round}{suffix}.npz"
 
 
+def absolute_paths(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every non-empty :data:`PATH_KEYS` value made absolute.
+
+    Relative paths are resolved against the current directory (``~`` expanded).
+    """
+    out = dict(values)
+    for key in PATH_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and value:
+            out[key] = str(Path(value).expanduser().resolve())
+    return out
+
+
 def config_differences(
     saved: Mapping[str, Any], current: Mapping[str, Any]
 ) -> list[str]:
-    """Run-config keys whose values differ, ignoring :data:`RESUMABLE_CHANGES`."""
+    """Run-config keys whose values differ, ignoring :data:`RESUMABLE_CHANGES`.
+
+    Paths are compared as absolute paths (:func:`absolute_paths`).
+    """
+    saved, current = absolute_paths(saved), absolute_paths(current)
     keys = (set(saved) | set(current)) - RESUMABLE_CHANGES
     return sorted(k for k in keys if saved.get(k) != current.get(k))
 

@@ -12,76 +12,30 @@ with plots). ``fcit-flower report DIR`` (re)builds the reports of finished runs.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from fcit_flower.checkpoint import CheckpointStore, config_differences
-from fcit_flower.config import ConfigError, RunConfig
+from fcit_flower.checkpoint import CheckpointStore
+from fcit_flower.config import RunConfig
+from fcit_flower.launch.plan import parse_overrides, plan_runs, resume_overrides
+from fcit_flower.launch.recovery import (
+    completed_metrics,
+    finished_metrics,
+    read_metrics,
+    resume_point,
+)
 from fcit_flower.paper import PAPER_TITLE, paper_table
+from fcit_flower.preflight import check_data, check_results_dir, guard_warnings
 from fcit_flower.results import atomic_write_text
 
+__all__ = ["finished_metrics", "main", "parse_overrides", "plan_runs"]
+
 APP_DIR = Path(__file__).resolve().parents[1]
-
-
-def parse_overrides(text: str) -> dict[str, Any]:
-    """Parse ``"key=value key2=value2"`` run-config overrides (TOML-ish values)."""
-    out: dict[str, Any] = {}
-    for item in text.split():
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        key, raw = item.split("=", 1)
-        out[key] = _parse_value(raw)
-    return out
-
-
-def _parse_value(raw: str) -> Any:
-    if raw.lower() in ("true", "false"):
-        return raw.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
-    return raw.strip("'\"")
-
-
-def plan_runs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
-    """Validated configs of every (combination, method, seed) run."""
-    from fcit_flower.methods.registry import get_method  # imports torch: not for --help
-
-    overrides = parse_overrides(args.run_config or "")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for method in methods:
-        try:
-            get_method(method)
-        except ConfigError as error:
-            raise ConfigError(f"--methods: {error}") from None
-    seeds = [int(s) for s in str(args.seeds).split(",")]
-    betas = [float(b) for b in str(args.beta).split(",")]
-    results = Path(args.results_dir).expanduser().resolve()
-    runs = []
-    for scenario in args.scenario.split(","):
-        for setting in args.setting.split(","):
-            for beta in betas:
-                combo = f"{scenario}-{setting}-b{beta:g}"
-                for method in methods:
-                    for seed in seeds:
-                        values = {
-                            **overrides,
-                            "method": method,
-                            "scenario": scenario,
-                            "setting": setting,
-                            "beta": beta,
-                            "seed": seed,
-                            "results-dir": str(results / combo),
-                            "run-name": f"{method}-s{seed}",
-                        }
-                        runs.append((combo, RunConfig.from_mapping(values)))
-    return runs
 
 
 def run_one(
@@ -123,18 +77,20 @@ def run_one(
     finally:
         bar.close()
     if not outcome.completed:
-        tail = "\n".join(outcome.log.splitlines()[-30:])
+        if quiet:  # otherwise the log was already streamed
+            tail = "\n".join(outcome.log.splitlines()[-30:])
+            print(f"last log lines of the run:\n{tail}", file=sys.stderr)
+        details = " ".join(str(outcome.details).split())  # one line
         raise RuntimeError(
             f"run {config.resolved_run_name} did not complete "
-            f"(Flower status {outcome.status!r}: {outcome.details}); "
-            f"last log lines:\n{tail}"
+            f"(Flower status {outcome.status!r}: {details}); {_resume_hint(config)}"
         )
     if not metrics_path.exists():
         raise RuntimeError(
             f"run {config.resolved_run_name} completed but wrote no {metrics_path}"
         )
-    metrics = json.loads(metrics_path.read_text())
-    if not metrics.get("complete"):
+    metrics = read_metrics(config.run_dir)
+    if metrics is None or not metrics.get("complete"):
         raise RuntimeError(
             f"{metrics_path} is incomplete: not every stage was evaluated"
         )
@@ -144,83 +100,75 @@ def run_one(
     return metrics
 
 
-def finished_metrics(config: RunConfig) -> dict[str, Any] | None:
-    """The metrics of a complete earlier run with the same config, else ``None``."""
-    path = config.run_dir / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not metrics.get("complete"):
-        return None
-    differing = config_differences(metrics.get("config", {}), config.to_mapping())
-    return None if differing else metrics
-
-
-def resume_config(run_dir: Path) -> RunConfig:
-    """The config of the run in ``run_dir``, set to resume from its checkpoints.
-
-    Raises
-    ------
-    ConfigError
-        If ``run_dir`` holds no usable checkpoint.
-    """
-    store = CheckpointStore(run_dir / "checkpoints")
-    checkpoint = store.latest(warn=lambda message: print(message, file=sys.stderr))
-    if checkpoint is None:
-        raise ConfigError(f"{run_dir}: no usable checkpoint in {store.directory}")
-    values = {
-        **checkpoint.meta["config"],
-        "resume": True,
-        "results-dir": str(run_dir.resolve().parent),
-        "run-name": run_dir.resolve().name,
-    }
-    return RunConfig.from_mapping(values)
+def _resume_hint(config: RunConfig) -> str:
+    """Whether the failed run can be resumed: it can only with a checkpoint."""
+    store = CheckpointStore(config.run_dir / "checkpoints")
+    if store.files():
+        return (
+            f"its last checkpoint can be resumed: fcit-flower resume {config.run_dir}"
+        )
+    return "it wrote no checkpoint, so it must be started again"
 
 
 def summary_line(metrics: dict[str, Any]) -> str:
-    """``Last x  Avg y  BWT z`` of a run's metrics (BWT may be n/a)."""
-    bwt = metrics.get("bwt")
-    return (
-        f"Last {metrics['last']:.2f}  Avg {metrics['avg']:.2f}  "
-        f"BWT {'n/a' if bwt is None else f'{bwt:.2f}'}"
-    )
+    """``Last x  Avg y  BWT z`` of a run's metrics (n/a where one is missing)."""
+
+    def cell(key: str) -> str:
+        value = metrics.get(key)
+        return f"{value:.2f}" if isinstance(value, int | float) else "n/a"
+
+    return f"Last {cell('last')}  Avg {cell('avg')}  BWT {cell('bwt')}"
 
 
 def resume(args: argparse.Namespace) -> int:
-    """The ``resume`` command: continue one run from its last good checkpoint."""
-    try:
-        config = resume_config(Path(args.run_dir).expanduser())
-    except ConfigError as error:
-        print(f"fcit-flower: error: {error}", file=sys.stderr)
-        return 2
-    try:
-        metrics = run_one(config, quiet=args.quiet, timeout_s=args.timeout)
-    except RuntimeError as error:
-        print(f"fcit-flower: error: {error}", file=sys.stderr)
-        return 1
+    """The ``resume`` command: continue one run from its last good checkpoint.
+
+    A finished run is answered without starting Flower; ``--run-config`` may change
+    operational keys only (retries, timeouts, checkpoints, fault injection off).
+    """
+    run_dir = Path(args.run_dir).expanduser()
+    overrides = resume_overrides(args.run_config or "")
+    config, checkpoint = resume_point(run_dir, overrides)
+    done = completed_metrics(run_dir, checkpoint)
+    if done is not None:
+        print(
+            f"{config.resolved_run_name}: already complete, nothing to resume: "
+            f"{summary_line(done)}  ({config.run_dir})"
+        )
+        return 0
+    _preflight([config])
+    metrics = run_one(config, quiet=args.quiet, timeout_s=args.timeout)
     print(f"{config.resolved_run_name}: {summary_line(metrics)}  ({config.run_dir})")
     return 0
 
 
+def _preflight(configs: list[RunConfig]) -> None:
+    """Results directories, data and guard warnings of ``configs``, before launch."""
+    data_checked: set[tuple[tuple[str, Any], ...]] = set()
+    for config in configs:
+        check_results_dir(config.run_dir.parent)
+        own = ("method", "run-name", "results-dir", "resume")
+        key = tuple(
+            sorted((k, v) for k, v in config.to_mapping().items() if k not in own)
+        )
+        if key not in data_checked:
+            check_data(config)
+            data_checked.add(key)
+    for warning in dict.fromkeys(w for c in configs for w in guard_warnings(c)):
+        print(f"fcit-flower: warning: {warning}", file=sys.stderr)
+
+
 def compare(args: argparse.Namespace) -> int:
     """The ``compare`` command."""
-    try:
-        runs = plan_runs(args)
-    except ConfigError as error:
-        print(f"fcit-flower: error: {error}", file=sys.stderr)
-        return 2
+    runs = plan_runs(args)
     from fcit_flower.runtime import prepare_runtime
 
     print(
-        f"Preparing data and the base model ({runs[0][1].model}) once...",
+        f"Checking the data and preparing the base model ({runs[0][1].model})...",
         file=sys.stderr,
     )
-    try:
-        prepare_runtime(runs[0][1])
-    except (ValueError, OSError) as error:
-        print(f"fcit-flower: error: {error}", file=sys.stderr)
-        return 2
+    _preflight([config for _, config in runs])
+    prepare_runtime(runs[0][1])
     from fcit_flower.report.comparison import run_summary
 
     grouped: dict[str, dict[str, dict[str, list[float | None]]]] = {}
@@ -235,16 +183,12 @@ def compare(args: argparse.Namespace) -> int:
         else:
             if args.resume and (config.run_dir / "checkpoints").is_dir():
                 config = config.replace(resume=True)
-            try:
-                metrics = run_one(
-                    config,
-                    quiet=args.quiet,
-                    timeout_s=args.timeout,
-                    progress=not args.no_progress,
-                )
-            except RuntimeError as error:
-                print(f"fcit-flower: error: {error}", file=sys.stderr)
-                return 1
+            metrics = run_one(
+                config,
+                quiet=args.quiet,
+                timeout_s=args.timeout,
+                progress=not args.no_progress,
+            )
         print(
             f"    {summary_line(metrics)}  "
             f"({metrics.get('flower_wall_seconds', '-')} s)",
@@ -285,23 +229,45 @@ def _write_compare_report(out_dir: Path) -> None:
 
 
 def report(args: argparse.Namespace) -> int:
-    """The ``report`` command: plots and reports of finished runs."""
+    """The ``report`` command: plots and reports of finished runs.
+
+    In a tree, a broken run or comparison is named and skipped; the others are
+    reported, and the command then fails naming the broken ones.
+    """
     from fcit_flower.report.comparison import write_reports
-    from fcit_flower.report.document import ReportError
 
     started = time.perf_counter()
-    try:
-        written = write_reports(Path(args.results_dir).expanduser())
-    except ReportError as error:
-        print(f"fcit-flower: error: {error}", file=sys.stderr)
-        return 2
+    broken: list[str] = []
+    written = write_reports(Path(args.results_dir).expanduser(), broken=broken)
     for path in written:
         print(path)
     print(
         f"{len(written)} report(s) in {time.perf_counter() - started:.1f} s",
         file=sys.stderr,
     )
+    for reason in broken:
+        print(f"fcit-flower: skipped: {reason}", file=sys.stderr)
+    if broken:
+        raise ReportIncomplete(
+            f"{len(broken)} result director{'y' if len(broken) == 1 else 'ies'} "
+            "could not be reported (named above)"
+        )
     return 0
+
+
+class ReportIncomplete(RuntimeError):
+    """Some results of a tree could not be reported (the others were)."""
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument(
         "--run-config", default="", help="extra 'key=value ...' overrides"
     )
-    cmp_.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
+    cmp_.add_argument(
+        "--timeout", type=_seconds, default=3600.0, help="seconds per run"
+    )
     cmp_.add_argument("--quiet", action="store_true", help="do not stream Flower logs")
     flags = {
         "--paper": "also print the FCIT paper's numbers (7B model, real data), apart",
@@ -352,22 +320,51 @@ def build_parser() -> argparse.ArgumentParser:
         "resume", help="continue an interrupted run from its last good checkpoint"
     )
     res.add_argument("run_dir", help="the run's results directory")
-    res.add_argument("--timeout", type=float, default=3600.0, help="seconds")
+    res.add_argument("--timeout", type=_seconds, default=3600.0, help="seconds")
+    res.add_argument(
+        "--run-config",
+        default="",
+        help="operational overrides only: 'max-round-retries=5 round-timeout=600 "
+        "checkpoint-keep=3 fault-rate=0'",
+    )
     res.add_argument("--quiet", action="store_true", help="do not stream Flower logs")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``fcit-flower`` console script."""
+    """Entry point of the ``fcit-flower`` console script.
+
+    Every failure ends in one line ``fcit-flower: error: ...`` and a non-zero exit:
+    2 for bad input (found before anything starts), 1 for a run that failed,
+    130 when interrupted. ``FCIT_TRACEBACK=1`` shows the traceback of an
+    unexpected error.
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    if args.command == "compare":
-        return compare(args)
-    if args.command == "resume":
-        return resume(args)
-    if args.command == "report":
-        return report(args)
-    return 2
+    commands = {"compare": compare, "resume": resume, "report": report}
+    try:
+        return commands[args.command](args)
+    except ValueError as error:  # ConfigError, DataError, ReportError, ...
+        return _error(error, 2)
+    except (RuntimeError, OSError) as error:
+        return _error(error, 1)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)
+    except Exception as error:  # a bug: still one line, the traceback on request
+        if os.environ.get("FCIT_TRACEBACK"):
+            raise
+        return _error(
+            f"unexpected {type(error).__name__}: {error} "
+            "(FCIT_TRACEBACK=1 shows the traceback)",
+            1,
+        )
+
+
+def _error(error: object, code: int) -> int:
+    """Print ``fcit-flower: error: <error>`` on one line; return ``code``."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    print(f"fcit-flower: error: {text}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ from fcit_flower.config_values import (
     checkpoint_dir,
     choice,
     coerce,
+    finite,
     name_or_path,
+    non_negative,
     positive,
     require_cuda,
 )
@@ -60,6 +62,11 @@ _POSITIVE_KEYS = (
 _FRACTION_KEYS = (
     "lora-dropout warmup-ratio server-momentum server-beta1 server-beta2 "
     "fault-rate max-bad-fraction"
+).split()
+# Keys whose values must be >= 0: seeds, and the upload guards (0 = off, with a
+# warning when the run starts; NaN and inf are refused like every float).
+_NON_NEGATIVE_KEYS = (
+    "seed data-seed fault-seed max-round-retries max-update-norm max-token-norm"
 ).split()
 
 
@@ -188,8 +195,9 @@ class RunConfig:
         """Output scale of a trained adapter piece of ``rank``.
 
         The piece is a DISCO subspace, an O-/M-LoRA block, a MoE-LoRA expert, or
-        the whole adapter. ``subspace-scaling = "rank"``: LoRA's own ``alpha / rank`` for the piece,
-        so its updates are as large as the whole adapter's at the same lr;
+        the whole adapter. ``subspace-scaling = "rank"``: LoRA's own ``alpha / rank``
+        for the piece, so its updates are as large as the whole adapter's
+        at the same lr;
         ``"total"`` (the authors' code): ``alpha / lora-rank`` for every piece.
         """
         return self.lora_alpha / (
@@ -212,6 +220,12 @@ class RunConfig:
 
     def validate(self) -> None:
         """Check every value; raise :class:`ConfigError` naming the first bad key."""
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float):
+                finite(item.name.replace("_", "-"), value)
+        for key in _NON_NEGATIVE_KEYS:
+            non_negative(key, getattr(self, key.replace("-", "_")))
         name_or_path("method", self.method)
         choice("scenario", self.scenario, SCENARIOS)
         choice("setting", self.setting, SETTINGS)
@@ -259,10 +273,6 @@ class RunConfig:
             )
 
     def _validate_reliability(self) -> None:
-        for key in ("max-round-retries", "max-update-norm", "max-token-norm"):
-            value = getattr(self, key.replace("-", "_"))
-            if value < 0:
-                raise ConfigError(f"{key}={value} must be >= 0 (0 disables)")
         if not 1 <= self.min_clients_per_round <= self.clients_per_round:
             raise ConfigError(
                 f"min-clients-per-round={self.min_clients_per_round} must lie in "

@@ -7,6 +7,7 @@ involve several keys live in :class:`fcit_flower.config.RunConfig`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -76,6 +77,18 @@ def positive(key: str, value: float) -> None:
         raise ConfigError(f"{key}={value} must be > 0")
 
 
+def finite(key: str, value: float) -> None:
+    """``value`` must be a finite number: NaN or inf would switch a check off."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={value} must be a finite number")
+
+
+def non_negative(key: str, value: float) -> None:
+    """``value`` must be >= 0 (NaN fails too)."""
+    if not value >= 0:
+        raise ConfigError(f"{key}={value} must be >= 0")
+
+
 def coerce(key: str, value: Any, kind: type) -> Any:
     """``value`` as ``kind`` (bool, int, float or str), or a :class:`ConfigError`."""
     if kind is bool:
@@ -89,16 +102,20 @@ def coerce(key: str, value: Any, kind: type) -> Any:
             raise ConfigError(f"{key}={value!r} must be an integer")
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ConfigError(f"{key}={value!r} must be an integer") from None
         if not number.is_integer():
             raise ConfigError(f"{key}={value!r} must be an integer")
         return int(number)
     if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be a number")
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{key}={value!r} must be a number") from None
+        finite(key, number)
+        return number
     if not isinstance(value, str):
         raise ConfigError(f"{key}={value!r} must be a string")
     return value

@@ -15,7 +15,11 @@ from logging import INFO, WARNING
 
 from flwr.common import log
 
-from fcit_flower.checkpoint import CheckpointStore, config_differences
+from fcit_flower.checkpoint import (
+    CheckpointStore,
+    absolute_paths,
+    config_differences,
+)
 from fcit_flower.config import ConfigError, RunConfig
 from fcit_flower.strategies.continual import ContinualFedAvg, StrategyState
 
@@ -63,7 +67,7 @@ class RunState:
     def save(self, state: StrategyState, *, end: bool) -> None:
         """Write the strategy state and the progress counters as one checkpoint."""
         meta = {
-            "config": self.config.to_mapping(),
+            "config": absolute_paths(self.config.to_mapping()),
             "progress": asdict(self.progress),
             "strategy": state.meta,
         }

@@ -19,6 +19,7 @@ from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import StageEvaluation, evaluate_state
 from fcit_flower.methods.base import Method, ServerSetup
 from fcit_flower.methods.registry import get_method
+from fcit_flower.preflight import guard_warnings
 from fcit_flower.protocol import (
     CONFIG_KEY,
     DESCRIBE,
@@ -56,7 +57,11 @@ def discover_clients(
         time.sleep(1.0)
         nodes = list(grid.get_node_ids())
     if len(nodes) < expected:
-        raise RuntimeError(f"only {len(nodes)} of {expected} clients connected")
+        raise RuntimeError(
+            f"only {len(nodes)} of num-clients={expected} clients connected after "
+            f"{timeout:.0f} s; in simulation run with --federation-config "
+            f'"num-supernodes={expected}" (or lower num-clients)'
+        )
     query = [
         Message(
             content=RecordDict({CONFIG_KEY: ConfigRecord({KIND: DESCRIBE})}),
@@ -92,8 +97,12 @@ def main(grid: Grid, context: Context) -> None:
     method = get_method(config.method)
     method.check_config(config)
     optimizer_class(config.server_optimizer)  # a bad name stops the run here
+    for warning in guard_warnings(config):
+        log(WARNING, "%s", warning)
     runtime = prepare_runtime(config)
     schedule = method.schedule(runtime.schedule)
+    # Every split read (images decoded, bad records counted) before any client runs.
+    test_sets = {t: test_samples(runtime.root, t, config) for t in schedule.tasks}
     log(
         INFO,
         "FCIT run %s: %s, %s, %s, beta=%g\n%s",
@@ -120,7 +129,6 @@ def main(grid: Grid, context: Context) -> None:
     setup = ServerSetup(config=config, runtime=runtime, federation=federation)
     strategy, arrays = method.build_server(setup)
     run.start(strategy)
-    test_sets = {t: test_samples(runtime.root, t, config) for t in schedule.tasks}
     if strategy.current:
         arrays = dict(strategy.current)
     summary: dict[str, Any] = {}
@@ -187,8 +195,21 @@ def _train_stage(
             train_config=train_config,
         )
     except RoundFailedError as error:
-        log(ERROR, "FCIT run %s stopped: %s", config.resolved_run_name, error)
-        raise
+        atomic_write_json(
+            config.run_dir / "rejected_uploads.json",
+            {"error": str(error), "rejected_uploads": strategy.rejected},
+        )
+        checkpoints = run.store.files()
+        hint = (
+            f"resume from {checkpoints[-1].name} with: fcit-flower resume "
+            f"{config.run_dir.resolve()}"
+            if checkpoints
+            else "no checkpoint was written yet, so the run must be started again"
+        )
+        log(ERROR, "FCIT run %s stopped: %s; %s", config.resolved_run_name, error, hint)
+        raise RoundFailedError(
+            f"{error} (rejections in rejected_uploads.json); {hint}"
+        ) from None
     return to_numpy(result.arrays) if len(result.arrays) else arrays
 
 

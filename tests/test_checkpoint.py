@@ -75,3 +75,33 @@ def test_config_differences_ignore_resume_only_keys():
     current = {"lr": 0.2, "seed": 0, "resume": True, "round-timeout": 99.0}
     assert config_differences(saved, current) == ["lr"]
     assert config_differences(saved, {**saved, "new-key": 1}) == ["new-key"]
+
+
+def test_checkpoints_store_absolute_data_paths(tmp_path, monkeypatch):
+    from fcit_flower.config import RunConfig
+    from fcit_flower.run_state import RunState
+    from fcit_flower.strategies.continual import StrategyState
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = RunConfig.from_mapping(
+        {"data-root": "data", "results-dir": "results", "run-name": "r"}
+    )
+    RunState(config, 0.0).save(StrategyState({"w": np.ones(2)}, {}), end=True)
+    saved = CheckpointStore(tmp_path / "results/r/checkpoints").latest().meta["config"]
+    assert saved["data-root"] == str((tmp_path / "data").resolve())
+    # the same run-config with the relative path still matches it here ...
+    assert config_differences(saved, config.to_mapping()) == []
+    # ... and from another directory the saved absolute path is what resumes
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert RunConfig.from_mapping(saved).data_root == str(tmp_path / "data")
+    assert config_differences(saved, config.to_mapping()) == ["data-root"]
+
+
+def test_fault_injection_may_be_switched_off_on_resume():
+    saved = {"fault-rate": 0.3, "max-round-retries": 2, "lr": 0.1}
+    current = {"fault-rate": 0.0, "max-round-retries": 6, "lr": 0.1}
+    assert config_differences(saved, current) == []
+    assert config_differences(saved, {**current, "lr": 0.2}) == ["lr"]

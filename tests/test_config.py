@@ -32,6 +32,17 @@ def test_defaults_match_pyproject():
         ({"server-optimizer-state": "forget"}, "server-optimizer-state"),
         ({"no-such-key": 1}, "unknown run-config key 'no-such-key'"),
         ({"train-projector": "maybe"}, "true or false"),
+        ({"max-update-norm": float("nan")}, "max-update-norm=nan must be a finite"),
+        ({"max-token-norm": "inf"}, "max-token-norm=inf must be a finite"),
+        ({"max-update-norm": -1.0}, "max-update-norm=-1.0 must be >= 0"),
+        ({"beta": float("inf")}, "beta=inf must be a finite"),
+        ({"round-timeout": "-inf"}, "round-timeout=-inf must be a finite"),
+        ({"seed": -1}, "seed=-1 must be >= 0"),
+        ({"data-seed": -3}, "data-seed=-3 must be >= 0"),
+        ({"fault-seed": -1}, "fault-seed=-1 must be >= 0"),
+        ({"lr": True}, "lr=True must be a number"),
+        ({"num-clients": 10**400}, "must be an integer"),
+        ({"num-clients": "inf"}, "must be an integer"),
     ],
 )
 def test_bad_values_name_the_key(values, fragment):
@@ -66,3 +77,25 @@ def test_parse_overrides():
     }
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides("oops")
+
+
+FLOAT_KEYS = [
+    key for key, value in RunConfig().to_mapping().items() if isinstance(value, float)
+]
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "-inf", "NaN"])
+def test_every_float_key_refuses_non_finite_values(key, value):
+    with pytest.raises(ConfigError, match=f"^{key}=.* must be a finite number$"):
+        RunConfig.from_mapping({key: value})
+
+
+def test_non_finite_value_set_in_code_is_refused_too():
+    with pytest.raises(ConfigError, match="max-update-norm=nan"):
+        RunConfig().replace(max_update_norm=float("nan"))
+
+
+def test_zero_guard_thresholds_are_allowed_as_off():
+    config = RunConfig.from_mapping({"max-update-norm": 0, "max-token-norm": 0.0})
+    assert config.max_update_norm == 0.0 and config.max_token_norm == 0.0

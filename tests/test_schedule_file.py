@@ -88,3 +88,30 @@ def test_config_rejects_missing_or_wrong_schedule_file(tmp_path):
     (tmp_path / "s.yaml").write_text("")
     with pytest.raises(ConfigError, match=r"\.toml or \.json"):
         RunConfig.from_mapping({"schedule-file": str(tmp_path / "s.yaml")})
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        (
+            "latin1.toml",
+            "[[stage]]\ntasks = ['caf\xe9']\n".encode("latin-1"),
+            "not UTF-8",
+        ),
+        ("deep.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_unreadable_schedule_file_is_named(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ScheduleFileError) as error:
+        read_schedule_file(path, 4, _resolve)
+    assert str(error.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(error.value)
+
+
+def test_non_utf8_task_declaration_is_named(tmp_path):
+    (tmp_path / "mytask").mkdir()
+    (tmp_path / "mytask/task.json").write_bytes(b'{"metric": "\xff"}')
+    with pytest.raises(ValueError, match=r"mytask/task.json: not readable JSON"):
+        get_task("mytask", tmp_path)

@@ -17,16 +17,16 @@ from typing import Any
 from fcit_flower.report import plots
 from fcit_flower.report.document import (
     PLOTS_DIR,
+    REPORT_FAILURES,
     Link,
     Report,
     ReportError,
     fmt,
-    read_json,
+    read_json_object,
 )
 from fcit_flower.report.manifest import manifest_differences
 from fcit_flower.report.run_report import write_run_report
 from fcit_flower.tasks.metrics import headroom_share, mean_and_std
-
 
 # Keys of a run's metrics.json summarised per method, and their column titles.
 SUMMARY_KEYS = ("last", "avg", "bwt", "strict_last")
@@ -84,7 +84,7 @@ def compare_table(
         mean_last = values["last"][0]
         share = (
             headroom_share(mean_last, low, high)
-            if None not in (mean_last, low, high)
+            if mean_last is not None and low is not None and high is not None
             else None
         )
         seeds = len(rows[method].get("last", []))
@@ -94,9 +94,7 @@ def compare_table(
             f"{'-' if share is None else f'{share:.2f}'} | {seeds} |\n"
         )
         numbers = [
-            "" if v is None else f"{v:.2f}"
-            for k in SUMMARY_KEYS
-            for v in values[k][:2]
+            "" if v is None else f"{v:.2f}" for k in SUMMARY_KEYS for v in values[k][:2]
         ]
         writer.writerow(
             [method, *numbers, "" if share is None else f"{share:.3f}", seeds]
@@ -127,16 +125,59 @@ def _number(text: str) -> float:
     return float(text) if text else 0.0
 
 
+# Columns of compare.csv that its report reads.
+COMPARE_COLUMNS = (
+    "method",
+    *(f"{k}_{part}" for k in SUMMARY_KEYS for part in ("mean", "std")),
+    "headroom",
+    "seeds",
+)
+
+
 def _compare_rows(combo_dir: Path) -> list[dict[str, str]]:
+    """The rows of ``compare.csv``, checked: every column, numbers that parse."""
     path = combo_dir / "compare.csv"
     try:
-        with open(path, newline="") as handle:
-            return list(csv.DictReader(handle))
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            columns = reader.fieldnames or []
     except FileNotFoundError:
         raise ReportError(f"{combo_dir}: no compare.csv") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ReportError(f"{path}: unreadable ({error})") from None
+    missing = [c for c in COMPARE_COLUMNS if c not in columns]
+    if missing:
+        raise ReportError(f"{path}: lacks the column(s) {missing}")
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        try:
+            for column in COMPARE_COLUMNS[1:-2]:
+                _optional(row[column] or "")
+            int(row["seeds"] or "")
+        except (TypeError, ValueError):
+            raise ReportError(f"{path}: line {number} holds a non-number") from None
+    return rows
 
 
-def write_compare_report(combo_dir: Path) -> Path:
+def _run_reports(run_dirs: list[Path], broken: list[str] | None) -> dict[Path, Path]:
+    """Each run's report; a failing run is raised, or added to ``broken``."""
+    reports = {}
+    for run_dir in run_dirs:
+        try:
+            reports[run_dir] = write_run_report(run_dir)
+        except REPORT_FAILURES as error:
+            if broken is None:
+                raise
+            broken.append(f"{run_dir}: {_reason(error)}")
+    return reports
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if isinstance(error, ReportError) else f"{type(error).__name__}: {text}"
+
+
+def write_compare_report(combo_dir: Path, *, broken: list[str] | None = None) -> Path:
     """Write the comparison's bar chart, ``report.md`` and ``report.html``.
 
     Also (re)writes the report of every run directory found in ``combo_dir`` and
@@ -146,6 +187,9 @@ def write_compare_report(combo_dir: Path) -> Path:
     ----------
     combo_dir : Path
         A directory holding ``compare.csv`` and the run directories.
+    broken : list of str, optional
+        When given, a run whose report fails is named here and left out;
+        otherwise its error is raised.
 
     Returns
     -------
@@ -155,8 +199,10 @@ def write_compare_report(combo_dir: Path) -> Path:
     combo_dir = Path(combo_dir)
     started = time.perf_counter()
     rows = _compare_rows(combo_dir)
-    run_dirs = sorted(p.parent for p in combo_dir.glob("*/metrics.json"))
-    run_reports = [write_run_report(d) for d in run_dirs]
+    reports = _run_reports(
+        sorted(p.parent for p in combo_dir.glob("*/metrics.json")), broken
+    )
+    run_dirs = list(reports)
     methods = [r["method"] for r in rows]
     several = any(int(r["seeds"]) > 1 for r in rows)
     chart = plots.compare_bars(
@@ -189,7 +235,9 @@ def write_compare_report(combo_dir: Path) -> Path:
     report.items(DEFINITIONS)
     report.image(chart, "Last and Avg per method")
     manifests = {
-        d.name: m for d in run_dirs if (m := read_json(d / "manifest.json")) is not None
+        d.name: m
+        for d in run_dirs
+        if (m := read_json_object(d / "manifest.json")) is not None
     }
     warnings = manifest_differences(manifests)
     missing = [d.name for d in run_dirs if d.name not in manifests]
@@ -206,8 +254,8 @@ def write_compare_report(combo_dir: Path) -> Path:
         )
     report.heading("Runs")
     table_rows = []
-    for run_dir, run_report in zip(run_dirs, run_reports, strict=True):
-        metrics = read_json(run_dir / "metrics.json")
+    for run_dir, run_report in reports.items():
+        metrics = read_json_object(run_dir / "metrics.json") or {}
         table_rows.append(
             [
                 run_dir.name,
@@ -225,19 +273,24 @@ def write_compare_report(combo_dir: Path) -> Path:
     return report.write(f"FCIT comparison {combo_dir.name}")
 
 
-def _reports_below(path: Path, depth: int) -> list[Path]:
+def _reports_below(path: Path, depth: int, broken: list[str] | None) -> list[Path]:
     written: list[Path] = []
     for child in sorted(p for p in path.iterdir() if p.is_dir()):
         if child.name.startswith(".") or child.name == PLOTS_DIR:
             continue
         if (child / "compare.csv").exists() or (child / "metrics.json").exists():
-            written += write_reports(child)
+            try:
+                written += write_reports(child, broken=broken)
+            except REPORT_FAILURES as error:
+                if broken is None:
+                    raise
+                broken.append(f"{child}: {_reason(error)}")
         elif depth > 1:
-            written += _reports_below(child, depth - 1)
+            written += _reports_below(child, depth - 1, broken)
     return written
 
 
-def write_reports(path: Path) -> list[Path]:
+def write_reports(path: Path, *, broken: list[str] | None = None) -> list[Path]:
     """Report on ``path``: a run, a comparison, or a tree of them.
 
     Parameters
@@ -245,6 +298,10 @@ def write_reports(path: Path) -> list[Path]:
     path : Path
         A run directory (``metrics.json``), a comparison directory
         (``compare.csv``), or a directory up to two levels above them.
+    broken : list of str, optional
+        When given, each run or comparison below ``path`` whose files are damaged
+        is named here (``"<dir>: <reason>"``) and the others are still reported;
+        otherwise the first failure is raised.
 
     Returns
     -------
@@ -254,19 +311,25 @@ def write_reports(path: Path) -> list[Path]:
     Raises
     ------
     ReportError
-        When ``path`` is not a directory or holds no results.
+        When ``path`` is not a directory, holds no results, or (without
+        ``broken``) holds damaged ones.
     """
     path = Path(path)
     if not path.is_dir():
         raise ReportError(f"{path} is not a directory")
     if (path / "compare.csv").exists():
-        combo = write_compare_report(path)
-        runs = sorted(p.parent / "report.md" for p in path.glob("*/metrics.json"))
+        combo = write_compare_report(path, broken=broken)
+        runs = sorted(
+            p.parent / "report.md"
+            for p in path.glob("*/metrics.json")
+            if (p.parent / "report.md").exists()
+            and not any(b.startswith(f"{p.parent}: ") for b in broken or [])
+        )
         return [combo, *runs]
     if (path / "metrics.json").exists():
         return [write_run_report(path)]
-    written = _reports_below(path, depth=2)
-    if not written:
+    written = _reports_below(path, 2, broken)
+    if not written and not broken:
         raise ReportError(
             f"{path}: no metrics.json or compare.csv in it or in its subdirectories"
         )

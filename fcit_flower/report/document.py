@@ -21,7 +21,12 @@ PLOTS_DIR = "plots"
 
 
 class ReportError(ValueError):
-    """A directory cannot be reported on (no results in it)."""
+    """A directory cannot be reported on (no results in it, or damaged ones)."""
+
+
+# What a damaged results file can raise while a report is built from it: a run
+# named with one of these is skipped when a whole tree is reported.
+REPORT_FAILURES = (ValueError, TypeError, KeyError, AttributeError, OSError)
 
 
 @dataclass(frozen=True)
@@ -163,11 +168,33 @@ def read_json(path: Path) -> Any:
         When the file is not valid JSON.
     """
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise ReportError(f"{path}: a directory, not a JSON file") from None
+    except OSError as error:
+        raise ReportError(f"{path}: cannot read ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise ReportError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except json.JSONDecodeError as error:
         raise ReportError(f"{path}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise ReportError(f"{path}: JSON nested too deeply") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """:func:`read_json` that must hold a JSON object (``None`` if absent).
+
+    Raises
+    ------
+    ReportError
+        When the file is not valid JSON or holds something other than an object.
+    """
+    value = read_json(path)
+    if value is not None and not isinstance(value, dict):
+        raise ReportError(f"{path}: holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def fmt(value: Any) -> str:

@@ -13,7 +13,49 @@ from pathlib import Path
 from typing import Any
 
 from fcit_flower.report import plots
-from fcit_flower.report.document import PLOTS_DIR, Report, ReportError, fmt, read_json
+from fcit_flower.report.document import (
+    PLOTS_DIR,
+    Report,
+    ReportError,
+    fmt,
+    read_json_object,
+)
+
+
+def checked_metrics(path: Path) -> dict[str, Any]:
+    """A run's ``metrics.json``, checked: task names and a rectangular matrix.
+
+    Raises
+    ------
+    ReportError
+        When the file is absent, not a JSON object, or its ``tasks`` and
+        ``accuracy_matrix`` do not match (the message names the file and field).
+    """
+    metrics = read_json_object(path)
+    if metrics is None:
+        raise ReportError(f"{path.parent}: no metrics.json (not a run directory)")
+    tasks, matrix = metrics.get("tasks"), metrics.get("accuracy_matrix")
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise ReportError(f"{path}: field 'tasks' is not a list of task names")
+    if not isinstance(matrix, list):
+        raise ReportError(f"{path}: field 'accuracy_matrix' is not a list of rows")
+    for number, row in enumerate(matrix, start=1):
+        if not isinstance(row, list) or len(row) != len(tasks):
+            raise ReportError(
+                f"{path}: 'accuracy_matrix' row {number} is not a list of "
+                f"{len(tasks)} scores (one per task)"
+            )
+        if not all(_is_score(v) for v in row):
+            raise ReportError(
+                f"{path}: 'accuracy_matrix' row {number} holds a non-number"
+            )
+    return metrics
+
+
+def _is_score(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, int | float) and not isinstance(value, bool)
+    )
 
 
 def _run_plots(run_dir: Path, metrics: dict, routing: dict | None) -> list[Path]:
@@ -86,12 +128,10 @@ def write_run_report(run_dir: Path) -> Path:
     """
     run_dir = Path(run_dir)
     started = time.perf_counter()
-    metrics = read_json(run_dir / "metrics.json")
-    if metrics is None:
-        raise ReportError(f"{run_dir}: no metrics.json (not a run directory)")
-    routing = read_json(run_dir / "routing.json")
-    manifest = read_json(run_dir / "manifest.json")
-    partition = read_json(run_dir / "partitions.json")
+    metrics = checked_metrics(run_dir / "metrics.json")
+    routing = read_json_object(run_dir / "routing.json")
+    manifest = read_json_object(run_dir / "manifest.json")
+    partition = read_json_object(run_dir / "partitions.json")
     images = _run_plots(run_dir, metrics, routing)
 
     report = Report(run_dir)

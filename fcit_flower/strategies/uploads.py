@@ -298,6 +298,6 @@ class UploadCheck:
             raise RoundFailedError(
                 f"stage {stage + 1} round {server_round}: {len(uploads)} valid "
                 f"uploads after {attempt} retries, min-clients-per-round="
-                f"{policy.min_clients_per_round}; the last checkpoint can be resumed"
+                f"{policy.min_clients_per_round}"
             )
         return uploads

@@ -186,8 +186,8 @@ def _declared_task(name: str, path: Path) -> TaskInfo:
     from fcit_flower.tasks.metrics import METRICS
 
     try:
-        values = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:  # not UTF-8, not JSON
         raise ValueError(f"{path}: not readable JSON ({error})") from None
     if not isinstance(values, dict) or "metric" not in values:
         raise ValueError(f"{path}: needs an object with a 'metric' field")

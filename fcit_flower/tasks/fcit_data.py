@@ -6,8 +6,11 @@
   (IconQA: ``val.json``), images relative to ``<root>/datasets``.
 
 Train records are LLaVA conversations, test records ``question_id, image, text,
-answer``; JSON lists or JSON lines. A few bad records are skipped and counted; more
-than ``max_bad_fraction`` stops with a :class:`DataError` naming file, record and field.
+answer``; JSON lists or JSON lines (UTF-8). A record is bad when its JSON line does
+not parse, a field is missing, null, not a string or longer than
+:data:`~fcit_flower.tasks.record_checks.MAX_TEXT_CHARS`, or its image is missing or
+does not decode. A few bad records are skipped and counted; more than
+``max_bad_fraction`` stops with a :class:`DataError` naming file, record and field.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fcit_flower.tasks.catalog import TASKS
+from fcit_flower.tasks.record_checks import image_problem, read_text_file, text_field
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +116,10 @@ class _BadLine:
 
 
 def _read_records(path: Path) -> list[Any]:
-    text = path.read_text()
+    try:
+        text = read_text_file(path, "data file")
+    except ValueError as error:
+        raise DataError(str(error)) from None
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -121,14 +128,18 @@ def _read_records(path: Path) -> list[Any]:
             raise DataError(
                 f"{path}: malformed JSON at line {error.lineno}: {error.msg}"
             ) from None
+        except RecursionError:
+            raise DataError(f"{path}: JSON nested too deeply") from None
         return list(data)
-    records = []
+    records: list[Any] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
                 records.append(_BadLine(f"malformed JSON line {number}: {error.msg}"))
+            except RecursionError:
+                records.append(_BadLine(f"JSON line {number} nested too deeply"))
     return records
 
 
@@ -141,9 +152,9 @@ def _parse(
         raise ValueError("record is not an object")
     if "image" not in record:
         raise ValueError("missing field 'image'")
-    image = image_root / str(record["image"])
-    if not image.exists():
-        raise ValueError(f"image file {image} does not exist")
+    name = text_field("image", record["image"])
+    if not name.strip() or "\x00" in name:
+        raise ValueError(f"field 'image' is not a file name: {name!r}")
     if split == "train":
         turns = record.get("conversations")
         if not isinstance(turns, list) or len(turns) < 2:
@@ -152,19 +163,25 @@ def _parse(
         gpt = next((t for t in turns if t.get("from") == "gpt"), None)
         if human is None or gpt is None or "value" not in human or "value" not in gpt:
             raise ValueError("'conversations' lacks a human or gpt turn with 'value'")
-        question, answer = str(human["value"]), str(gpt["value"])
+        question = text_field("conversations[human].value", human["value"])
+        answer = text_field("conversations[gpt].value", gpt["value"])
         ident = str(record.get("id", ""))
     else:
         for field in ("text", "answer"):
             if field not in record:
                 raise ValueError(f"missing field {field!r}")
-        question, answer = str(record["text"]), str(record["answer"])
+        question = text_field("text", record["text"])
+        answer = text_field("answer", record["answer"])
         ident = str(record.get("question_id", ""))
+    image = image_root / name
+    problem = image_problem(image)
+    if problem is not None:
+        raise ValueError(f"field 'image': {problem}")
     question = question.replace("<image>", "").strip()
     if not question or not answer.strip():
         raise ValueError("empty question or answer")
     phrasing = record.get("phrasing", "") if split != "train" else ""
-    phrasing = phrasing if phrasing in PHRASINGS else ""
+    phrasing = phrasing if isinstance(phrasing, str) and phrasing in PHRASINGS else ""
     return ident, image.resolve(), question, answer.strip(), phrasing
 
 
@@ -178,8 +195,9 @@ def load_split(
 ) -> list[Sample]:
     """Read one task split.
 
-    Bad records (missing image or answer, malformed JSON line) are skipped and
-    counted; more than ``max_bad_fraction`` of them stops with the first one named.
+    Bad records (missing, null or overlong fields, an image that is missing or does
+    not decode, a malformed JSON line) are skipped and counted; more than
+    ``max_bad_fraction`` of them stops with the first one named.
 
     Raises
     ------

@@ -73,13 +73,19 @@ def read_schedule_file(
 
 def _read(path: Path) -> Any:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ScheduleFileError(f"{path}: cannot read ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise ScheduleFileError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.reason})"
+        ) from None
     try:
         if path.suffix == ".toml":
             return tomllib.loads(text)
         return json.loads(text)
+    except RecursionError:
+        raise ScheduleFileError(f"{path}: nested too deeply") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
         raise ScheduleFileError(
             f"{path}: malformed {path.suffix[1:]}: {error}"

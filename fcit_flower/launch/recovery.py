@@ -1,0 +1,95 @@
+"""What an earlier run left behind: its finished metrics, its resume point.
+
+Read before anything starts, so that ``fcit-flower resume`` answers a finished run
+without starting Flower, and ``compare --resume`` reuses complete runs. Damaged or
+foreign files are treated as absent (or named in a one-line error), never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fcit_flower.checkpoint import Checkpoint, CheckpointStore, config_differences
+from fcit_flower.config import ConfigError, RunConfig
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The ``metrics.json`` of ``run_dir`` as a dict, or ``None`` (absent, damaged)."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def finished_metrics(config: RunConfig) -> dict[str, Any] | None:
+    """The metrics of a complete earlier run with the same config, else ``None``."""
+    metrics = read_metrics(config.run_dir)
+    if metrics is None or metrics.get("complete") is not True:
+        return None
+    saved = metrics.get("config")
+    if not isinstance(saved, dict):
+        return None
+    differing = config_differences(saved, config.to_mapping())
+    return None if differing else metrics
+
+
+def resume_point(
+    run_dir: Path, overrides: Mapping[str, Any] | None = None
+) -> tuple[RunConfig, Checkpoint]:
+    """The config of the run in ``run_dir`` set to resume, and its newest checkpoint.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run's results directory.
+    overrides : Mapping, optional
+        Operational run-config keys to change (already checked by the caller).
+
+    Raises
+    ------
+    ConfigError
+        If ``run_dir`` is not a directory or holds no usable checkpoint.
+    """
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is not a run directory")
+    store = CheckpointStore(run_dir / "checkpoints")
+    checkpoint = store.latest(warn=lambda message: print(message, file=sys.stderr))
+    if checkpoint is None:
+        raise ConfigError(
+            f"{run_dir}: no usable checkpoint in {store.directory}, so there is "
+            "nothing to resume; start the run again"
+        )
+    saved = checkpoint.meta.get("config")
+    if not isinstance(saved, dict):
+        raise ConfigError(f"checkpoint {checkpoint.path} holds no run-config")
+    values = {
+        **saved,
+        **(overrides or {}),
+        "resume": True,
+        "results-dir": str(run_dir.resolve().parent),
+        "run-name": run_dir.resolve().name,
+    }
+    return RunConfig.from_mapping(values), checkpoint
+
+
+def completed_metrics(run_dir: Path, checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The metrics of ``run_dir`` when ``checkpoint`` is the end of its last stage.
+
+    ``None`` when anything is left to do: the newest checkpoint is a round one,
+    ``metrics.json`` is missing or incomplete, or the two disagree on the stages.
+    """
+    if not checkpoint.path.name.endswith("-end.npz"):
+        return None
+    metrics = read_metrics(run_dir)
+    if metrics is None or metrics.get("complete") is not True:
+        return None
+    progress = checkpoint.meta.get("progress")
+    rows = metrics.get("accuracy_matrix")
+    if not isinstance(progress, dict) or not isinstance(rows, list):
+        return None
+    return metrics if progress.get("stages_done") == len(rows) else None

@@ -1,0 +1,58 @@
+"""A failed round says truthfully whether a checkpoint exists, and keeps its reasons."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fcit_flower.config import RunConfig
+from fcit_flower.run_state import RunState
+from fcit_flower.server_app import _train_stage
+from fcit_flower.strategies.continual import StrategyState
+from fcit_flower.strategies.uploads import RoundFailedError
+
+
+class _FailingStrategy:
+    """Stands in for a strategy whose round gets too few valid uploads."""
+
+    rejected = [{"client": 3, "kind": "invalid", "reason": "norm 1e9 > 10 x global"}]
+
+    def start(self, grid, **kwargs):
+        raise RoundFailedError("stage 1 round 2: 0 valid uploads after 2 retries")
+
+
+@pytest.mark.parametrize("with_checkpoint", [False, True])
+def test_failed_round_tells_whether_it_can_be_resumed(tmp_path, with_checkpoint):
+    config = RunConfig.from_mapping({"results-dir": str(tmp_path), "run-name": "r"})
+    run = RunState(config, 0.0)
+    if with_checkpoint:
+        run.save(StrategyState({"w": np.ones(2)}, {}), end=False)
+    with pytest.raises(RoundFailedError) as error:
+        _train_stage(_FailingStrategy(), None, {}, config, run)
+    message = str(error.value)
+    assert message.startswith("stage 1 round 2: 0 valid uploads after 2 retries")
+    assert "\n" not in message
+    if with_checkpoint:
+        assert "resume from ckpt-00000-s0-r0.npz with: fcit-flower resume" in message
+        assert "no checkpoint" not in message
+    else:
+        assert "no checkpoint was written yet, so the run must be started again" in (
+            message
+        )
+        assert "fcit-flower resume" not in message
+    kept = json.loads((config.run_dir / "rejected_uploads.json").read_text())
+    assert kept["rejected_uploads"] == _FailingStrategy.rejected
+    assert kept["error"].startswith("stage 1 round 2")
+
+
+def test_too_few_supernodes_names_the_federation_setting():
+    from fcit_flower.server_app import discover_clients
+
+    class OneNodeGrid:
+        def get_node_ids(self):
+            return [11]
+
+    with pytest.raises(RuntimeError) as error:
+        discover_clients(OneNodeGrid(), 4, timeout=0.0)
+    assert str(error.value).startswith("only 1 of num-clients=4 clients connected")
+    assert '--federation-config "num-supernodes=4"' in str(error.value)
