@@ -250,7 +250,7 @@ def test_compare_paper_flag_prints_the_papers_numbers_apart(
     assert cli.main([*argv, "--results-dir", str(tmp_path), "--paper"]) == 0
     out = capsys.readouterr().out
     ours, paper = out.split("Paper's numbers")
-    assert "| moelora | 10.00 | 20.00 | -5.00 | 1 |" in ours
+    assert "| moelora | 10.00 | 20.00 | -5.00 | n/a | - | 1 |" in ours
     assert "47.20" not in ours and "| finetune | 47.20 | 68.79 |" in paper
     assert "LLaVA-1.5-7B" in paper
     combo = tmp_path / "hom-task-b1"

@@ -4,7 +4,8 @@
   LoRA trained in the ServerApp process itself, without any client, on the pooled
   training data of every task of the schedule for ``mtl-epochs`` epochs (a cosine
   schedule over all of them), then evaluated once. Its epoch count is chosen on
-  the validation split (``bench/bench_mtl_epochs.py``), never on test scores.
+  the validation split (``python -m bench.bench_validation --part mtl``), never on
+  test scores.
 - ``mtl-fed`` (a federated pooled run, for reference): every stage, every client
   learns every task; the pooled data is split over the clients once and each stage
   trains on the next ``1 / num_stages`` of every client's share
@@ -24,8 +25,8 @@ from flwr.common import log
 from fcit_flower.config import RunConfig
 from fcit_flower.methods.finetune import Finetune, peft_model, peft_update
 from fcit_flower.methods.registry import register
-from fcit_flower.models.adapters import trainable_param_groups
-from fcit_flower.protocol import Arrays
+from fcit_flower.models.adapters import load_projector_state, trainable_param_groups
+from fcit_flower.protocol import Arrays, split_projector
 from fcit_flower.runtime import Runtime
 from fcit_flower.tasks.data import config_load_task, pooled_client_samples
 from fcit_flower.tasks.fcit_data import Sample
@@ -75,6 +76,10 @@ class MultiTask(Finetune):
             config.mtl_epochs,
         )
         model = peft_model(config, runtime, config.lora_rank, arrays)
+        # The projector travels in the arrays only when it is trained (as Finetune).
+        projector = split_projector(arrays)[1]
+        if projector:
+            load_projector_state(model, projector)
         bundle = runtime.bundle
         loss = train_local(
             model,
@@ -86,7 +91,7 @@ class MultiTask(Finetune):
                 model,
                 lr=config.lr,
                 projector_lr=config.projector_lr,
-                train_projector=False,
+                train_projector=bool(projector),
             ),
             epochs=config.mtl_epochs,
             batch_size=config.batch_size,
@@ -96,7 +101,7 @@ class MultiTask(Finetune):
             image_std=bundle.image_std,
         )
         log(INFO, "centralized multi-task training: mean loss %.4f", loss)
-        return peft_update(model, {})
+        return peft_update(model, projector)
 
 
 register(FederatedMultiTask())
