@@ -1,100 +1,99 @@
-"""DISCO ablations and variants on mini-FCIT (task setting, Hom, beta = 1, seed 0).
+"""DISCO ablations and variants on mini-FCIT (Hom, task setting, beta = 1, seed 0).
 
-Runs the real ServerApp and ClientApp in one process (``fcit_flower.inprocess``):
-the same code and the same numbers as ``flwr run`` (checked: seed 0 of the default
-comparison gives identical matrices), about 4x faster on 2 cores. Rows: SSA modes,
-identity-token sources, server optimizers, the Het scenario, projector training.
+Runs the real ServerApp and ClientApp in one process
+(:func:`bench.common.run_inprocess`); runs already made by ``bench.bench_mini_fcit``
+with the same config are reused. Rows: the subspace scale, SSA modes,
+identity-token sources, server optimizers, Het scenario, capability setting, the
+reference configuration (projector trained at lr / 10) and one round per stage,
+each for DISCO and, where it applies to both, for Finetune.
+
+Columns: Last / Avg / BWT on test; "own stage": the mean test score of each task
+right after its own stage (plasticity); DISCO's test-time routing accuracy on
+held-out phrasings (share of items whose most-activated subspace is their task's).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
-from flwr.app import Context, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
+from bench.common import (
+    diagonal,
+    mean,
+    record_rows,
+    run_cached,
+    run_name,
+    table_header,
+)
 
-from bench.common import record_rows
-from fcit_flower.client_app import app as client_app
-from fcit_flower.config import RunConfig
-from fcit_flower.inprocess import InProcessGrid
-from fcit_flower.server_app import main as server_main
-
-VARIANTS: list[tuple[str, dict]] = [
+VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("finetune", {"method": "finetune"}),
-    ("disco (ssa softmax, text tokens)", {"method": "disco"}),
-    ("disco ssa-mode=concat", {"method": "disco", "ssa-mode": "concat"}),
-    ("disco ssa-mode=cosine", {"method": "disco", "ssa-mode": "cosine"}),
-    ("disco ssa-mode=argmax", {"method": "disco", "ssa-mode": "argmax"}),
-    ("disco token-source=image", {"method": "disco", "token-source": "image"}),
-    (
-        "disco token-source=text+image",
-        {"method": "disco", "token-source": "text+image"},
-    ),
+    ("disco", {"method": "disco"}),
+    ("disco subspace-scaling=total (authors')", {"subspace-scaling": "total"}),
+    ("disco ssa-mode=concat", {"ssa-mode": "concat"}),
+    ("disco ssa-mode=cosine", {"ssa-mode": "cosine"}),
+    ("disco ssa-mode=argmax", {"ssa-mode": "argmax"}),
+    ("disco token-source=image", {"token-source": "image"}),
+    ("disco token-source=text+image", {"token-source": "text+image"}),
     (
         "disco server-optimizer=fedadam (lr 0.01)",
-        {"method": "disco", "server-optimizer": "fedadam", "server-lr": 0.01},
-    ),
-    (
-        "disco server-optimizer=fedyogi (lr 0.01)",
-        {"method": "disco", "server-optimizer": "fedyogi", "server-lr": 0.01},
+        {"server-optimizer": "fedadam", "server-lr": 0.01},
     ),
     (
         "finetune server-optimizer=fedadam (lr 0.01)",
         {"method": "finetune", "server-optimizer": "fedadam", "server-lr": 0.01},
     ),
     ("finetune scenario=het", {"method": "finetune", "scenario": "het"}),
-    ("disco scenario=het", {"method": "disco", "scenario": "het"}),
+    ("disco scenario=het", {"scenario": "het"}),
+    ("finetune setting=capability", {"method": "finetune", "setting": "capability"}),
+    ("disco setting=capability", {"setting": "capability"}),
     ("finetune train-projector=true", {"method": "finetune", "train-projector": True}),
-    ("disco train-projector=true", {"method": "disco", "train-projector": True}),
+    ("disco train-projector=true", {"train-projector": True}),
+    ("finetune rounds-per-stage=1", {"method": "finetune", "rounds-per-stage": 1}),
+    ("disco rounds-per-stage=1", {"rounds-per-stage": 1}),
 ]
 
+TITLE = "Ablations and variants (mini-FCIT v2, Hom, beta 1, seed 0, test split)"
 
-TITLE = "Ablations and variants (mini-FCIT, task setting, beta=1, seed 0)"
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
-def run(values: dict, results: Path, name: str) -> dict:
-    config = {**values, "results-dir": str(results), "run-name": name}
-    grid = InProcessGrid(client_app, RunConfig.from_mapping(config).num_clients, config)
-    context = Context(
-        run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config
-    )
-    server_main(grid, context)
-    return json.loads((results / name / "metrics.json").read_text())
+def _heldout_routing(run_dir: Path) -> str:
+    path = run_dir / "routing.json"
+    if not path.exists():
+        return "-"
+    routing = json.loads(path.read_text()).get("test_routing_accuracy", {})
+    values = [v["heldout"] for v in routing.values() if "heldout" in v]
+    return f"{100 * mean(values):.1f}" if values else "-"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default="", help="comma-separated row numbers")
+    parser.add_argument("--results-dir", default="results/bench-mini-fcit")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
     chosen = {int(i) for i in args.only.split(",") if i} or set(range(len(VARIANTS)))
-    rows = [
-        "| variant | Last | Avg | BWT | routing acc. | wall s |",
-        "|---|---|---|---|---|---|",
-    ]
-    with tempfile.TemporaryDirectory() as tmp:
-        for index, (label, values) in enumerate(VARIANTS):
-            if index not in chosen:
-                continue
-            start = time.monotonic()
-            metrics = run(values, Path(tmp), f"v{index}")
-            routing = Path(tmp) / f"v{index}" / "routing.json"
-            accuracy = (
-                f"{json.loads(routing.read_text())['routing_accuracy']:.2f}"
-                if routing.exists()
-                else "-"
-            )
-            rows.append(
-                f"| {label} | {metrics['last']:.2f} | {metrics['avg']:.2f} | "
-                f"{metrics['bwt']:.2f} | {accuracy} | "
-                f"{time.monotonic() - start:.0f} |"
-            )
-            print(rows[-1], flush=True)
+    results = Path(args.results_dir)
+    rows = table_header(
+        "variant", "Last", "Avg", "BWT", "own stage", "routing (held-out)", "wall s"
+    )
+    for index, (label, overrides) in enumerate(VARIANTS):
+        if index not in chosen:
+            continue
+        values = {"method": "disco", "seed": 0, **overrides}
+        metrics = run_cached(values, results)
+        rows.append(
+            f"| {label} | {_cell(metrics['last'])} | {_cell(metrics['avg'])} | "
+            f"{_cell(metrics['bwt'])} | {mean(diagonal(metrics)):.2f} | "
+            f"{_heldout_routing(results / run_name(values))} | "
+            f"{metrics['wall_seconds']:.0f} |"
+        )
+        print(rows[-1], flush=True)
     record_rows(TITLE, rows, enabled=not args.no_record)
 
 

@@ -23,24 +23,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import diagonal, mean, record, run_inprocess, table_header
+from bench.common import (
+    diagonal,
+    mean,
+    parse_overrides,
+    record,
+    run_cached,
+    run_name,
+    table_header,
+)
 from fcit_flower.config import RunConfig
 from fcit_flower.report.comparison import DEFINITIONS, compare_table, run_summary
 from fcit_flower.tasks.data import data_root
 
 METHODS = "zeroshot,finetune,ewc,olora,mlora,moelora,disco,mtl"
-
-
-def _run(values: dict[str, Any], results: Path, name: str) -> dict[str, Any]:
-    """A finished run's metrics, reused when its config is unchanged."""
-    path = results / name / "metrics.json"
-    if path.exists():
-        metrics = dict(json.loads(path.read_text()))
-        wanted = RunConfig.from_mapping(values).to_mapping()
-        same = all(metrics["config"].get(k) == wanted[k] for k in values)
-        if metrics.get("complete") and same:
-            return metrics
-    return run_inprocess(values, results, name)
 
 
 def _stats(data_root: Path) -> dict[str, Any]:
@@ -103,20 +99,15 @@ def main() -> None:
     parser.add_argument("--title", default="mini-FCIT v2 comparison")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    common: dict[str, Any] = {}
-    for item in args.run_config.split():
-        key, _, value = item.partition("=")
-        common[key] = value
+    common = parse_overrides(args.run_config)
     results = Path(args.results_dir)
     runs: dict[str, list[dict[str, Any]]] = {}
     routings: list[dict[str, Any]] = []
     for method in args.methods.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            values = {**common, "method": method, "seed": seed}
-            name = "-".join(
-                [method, f"s{seed}", *(f"{k}{v}" for k, v in common.items())]
-            )
-            metrics = _run(values, results, name)
+            values = {"method": method, "seed": seed, **common}
+            name = run_name(values)
+            metrics = run_cached(values, results)
             runs.setdefault(method, []).append(metrics)
             summary = run_summary(metrics)
             print(method, seed, {k: v for k, v in summary.items()}, flush=True)

@@ -28,20 +28,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import diagonal, mean, record_rows, run_inprocess, table_header
+from bench.common import (
+    diagonal,
+    mean,
+    parse_overrides,
+    record_rows,
+    run_inprocess,
+    table_header,
+)
 
 BASE: dict[str, Any] = {"eval-split": "val", "seed": 0}
 BUDGETS = [
-    {"lr": lr, "local-epochs": epochs}
-    for epochs in (1, 3)
-    for lr in (1e-3, 3e-3, 1e-2)
+    {"lr": lr, "local-epochs": epochs} for epochs in (1, 3) for lr in (1e-3, 3e-3, 1e-2)
 ]
 SCALINGS = [
     {"method": "finetune"},
     {"method": "disco", "subspace-scaling": "total"},
     {"method": "disco", "subspace-scaling": "rank"},
 ]
-MTL_EPOCHS = [{"method": "mtl", "mtl-epochs": epochs} for epochs in (2, 5, 10)]
+MTL_EPOCHS = [{"method": "mtl", "mtl-epochs": epochs} for epochs in (2, 5)]
 
 
 def _label(values: dict[str, Any]) -> str:
@@ -75,10 +80,7 @@ def main() -> None:
     )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    common: dict[str, Any] = {}
-    for item in args.run_config.split():
-        key, _, value = item.partition("=")
-        common[key] = value
+    common = parse_overrides(args.run_config)
     if args.part == "budget":
         rows = _rows([{"method": "finetune", **b} for b in BUDGETS], common)
     elif args.part == "scaling":

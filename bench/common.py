@@ -95,3 +95,34 @@ def diagonal(metrics: dict[str, Any]) -> list[float]:
 def mean(values: list[float]) -> float:
     """The mean of ``values`` (NaN for none)."""
     return statistics.fmean(values) if values else float("nan")
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """``"key=value key=value"`` as a run-config mapping (values coerced later)."""
+    overrides: dict[str, Any] = {}
+    for item in text.split():
+        key, _, value = item.partition("=")
+        overrides[key] = value
+    return overrides
+
+
+def run_name(values: dict[str, Any]) -> str:
+    """The results folder of a benchmark run: method, seed, then the other keys."""
+    rest = {k: v for k, v in values.items() if k not in ("method", "seed")}
+    parts = [str(values["method"]), f"s{values.get('seed', 0)}"]
+    return "-".join([*parts, *(f"{k}{v}" for k, v in rest.items())])
+
+
+def run_cached(values: dict[str, Any], results: Path) -> dict[str, Any]:
+    """:func:`run_inprocess`, reusing a finished run of the same config."""
+    from fcit_flower.config import RunConfig
+
+    name = run_name(values)
+    path = results / name / "metrics.json"
+    if path.exists():
+        metrics = dict(json.loads(path.read_text()))
+        wanted = RunConfig.from_mapping(values).to_mapping()
+        same = all(metrics["config"].get(k) == wanted[k] for k in values)
+        if metrics.get("complete") and same:
+            return metrics
+    return run_inprocess(values, results, name)

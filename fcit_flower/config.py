@@ -94,7 +94,7 @@ class RunConfig:
     num_subspaces: int = 8
     tau: float = 0.9
     ssa_mode: str = "softmax"
-    subspace_scaling: str = "total"
+    subspace_scaling: str = "rank"
     ssa_eps: float = 0.05
     token_source: str = "text"
     identity_encoder: str = "minilm"
@@ -141,7 +141,7 @@ class RunConfig:
     olora_lambda_l2: float = 0.0
     moelora_experts: int = 8
     moelora_top_k: int = 2
-    mtl_epochs: int = 6
+    mtl_epochs: int = 2
     # Benchmark options: schedule file, label skew, image root, bad records.
     schedule_file: str = ""
     partition: str = "quantity"

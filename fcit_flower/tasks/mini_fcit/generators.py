@@ -119,12 +119,19 @@ def aokvqa(rng: np.random.Generator, size: int, split: str) -> Item:
 # ------------------------------------------------------------------ Chart
 
 
-def arxivqa(rng: np.random.Generator, size: int, split: str) -> Item:
-    """Multiple choice: the tallest or the shortest of 3-4 bars."""
-    count = int(rng.integers(3, 5))
+def _bars(
+    rng: np.random.Generator, size: int, low: int, high: int
+) -> tuple[np.ndarray, list[str], list[int]]:
+    """A chart of ``low``-``high`` bars of distinct colours and heights."""
+    count = int(rng.integers(low, high + 1))
     colours = pick_distinct(rng, COLOURS, count)
     heights = distinct_heights(rng, count, size)
-    pixels = bar_chart(rng, size, colours, heights)
+    return bar_chart(rng, size, colours, heights), colours, heights
+
+
+def arxivqa(rng: np.random.Generator, size: int, split: str) -> Item:
+    """Multiple choice: the tallest or the shortest of 3-4 bars."""
+    pixels, colours, heights = _bars(rng, size, 3, 4)
     tallest = rng.random() < 0.5
     index = int(np.argmax(heights) if tallest else np.argmin(heights))
     options, letter = multiple_choice(rng, colours[index], COLOURS)
@@ -138,10 +145,8 @@ def arxivqa(rng: np.random.Generator, size: int, split: str) -> Item:
 
 def figureqa(rng: np.random.Generator, size: int, split: str) -> Item:
     """Yes/no: is a named bar the maximum, the minimum, or above another one."""
-    count = int(rng.integers(2, 5))
-    colours = pick_distinct(rng, COLOURS, count)
-    heights = distinct_heights(rng, count, size)
-    pixels = bar_chart(rng, size, colours, heights)
+    pixels, colours, heights = _bars(rng, size, 2, 4)
+    count = len(colours)
     want_yes = rng.random() < 0.5
     kind = pick(rng, ("maximum", "minimum", "greater"))
     order = np.argsort(heights)
