@@ -14,14 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flwr.app import Context, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
-
-from bench.common import record_rows
-from fcit_flower.client_app import app as client_app
-from fcit_flower.config import RunConfig
-from fcit_flower.inprocess import InProcessGrid
-from fcit_flower.server_app import main as server_main
+from bench.common import record_rows, run_inprocess, table_header
 
 VARIANTS: list[tuple[str, dict]] = [
     ("finetune", {"method": "finetune"}),
@@ -56,14 +49,12 @@ VARIANTS: list[tuple[str, dict]] = [
 TITLE = "Ablations and variants (mini-FCIT, task setting, beta=1, seed 0)"
 
 
-def run(values: dict, results: Path, name: str) -> dict:
-    config = {**values, "results-dir": str(results), "run-name": name}
-    grid = InProcessGrid(client_app, RunConfig.from_mapping(config).num_clients, config)
-    context = Context(
-        run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config
-    )
-    server_main(grid, context)
-    return json.loads((results / name / "metrics.json").read_text())
+def routing_accuracy(run_dir: Path) -> str:
+    """DISCO's routing accuracy of a finished run, formatted; ``-`` without one."""
+    routing = run_dir / "routing.json"
+    if not routing.exists():
+        return "-"
+    return f"{json.loads(routing.read_text())['routing_accuracy']:.2f}"
 
 
 def main() -> None:
@@ -71,29 +62,18 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated row numbers")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
     chosen = {int(i) for i in args.only.split(",") if i} or set(range(len(VARIANTS)))
-    rows = [
-        "| variant | Last | Avg | BWT | routing acc. | wall s |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = table_header("variant", "Last", "Avg", "BWT", "routing acc.", "wall s")
     with tempfile.TemporaryDirectory() as tmp:
         for index, (label, values) in enumerate(VARIANTS):
             if index not in chosen:
                 continue
             start = time.monotonic()
-            metrics = run(values, Path(tmp), f"v{index}")
-            routing = Path(tmp) / f"v{index}" / "routing.json"
-            accuracy = (
-                f"{json.loads(routing.read_text())['routing_accuracy']:.2f}"
-                if routing.exists()
-                else "-"
-            )
-            rows.append(
-                f"| {label} | {metrics['last']:.2f} | {metrics['avg']:.2f} | "
-                f"{metrics['bwt']:.2f} | {accuracy} | "
-                f"{time.monotonic() - start:.0f} |"
-            )
+            metrics = run_inprocess(values, Path(tmp), f"v{index}")
+            scores = " | ".join(f"{metrics[k]:.2f}" for k in ("last", "avg", "bwt"))
+            accuracy = routing_accuracy(Path(tmp) / f"v{index}")
+            seconds = time.monotonic() - start
+            rows.append(f"| {label} | {scores} | {accuracy} | {seconds:.0f} |")
             print(rows[-1], flush=True)
     record_rows(TITLE, rows, enabled=not args.no_record)
 
