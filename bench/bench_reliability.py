@@ -24,17 +24,12 @@ import numpy as np
 from bench.common import record
 from fcit_flower import faults
 from fcit_flower.checkpoint import CheckpointStore
-from fcit_flower.inprocess import run_inprocess
+from fcit_flower.inprocess import run_inprocess, small_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGET = {
-    "num-clients": 6,
-    "clients-per-round": 3,
-    "rounds-per-stage": 2,
-    "num-stages": 3,
-    "train-size": 60,
-    "test-size": 8,
-}
+BUDGET = small_run_config(
+    clients=6, per_round=3, train_size=60, test_size=8, num_stages=3
+)
 
 
 def data_lost(run_dir: Path, stages: int) -> list[str]:

@@ -292,13 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--beta", default="1.0", help="Dirichlet beta(s), comma-separated"
     )
     cmp_.add_argument("--results-dir", default="results")
-    cmp_.add_argument(
-        "--run-config", default="", help="extra 'key=value ...' overrides"
+    _add_run_options(
+        cmp_,
+        overrides="extra 'key=value ...' overrides",
+        timeout="seconds per run",
     )
-    cmp_.add_argument(
-        "--timeout", type=_seconds, default=3600.0, help="seconds per run"
-    )
-    cmp_.add_argument("--quiet", action="store_true", help="do not stream Flower logs")
     flags = {
         "--paper": "also print the FCIT paper's numbers (7B model, real data), apart",
         "--no-progress": "no progress bar (there is none anyway when stderr is not "
@@ -320,15 +318,32 @@ def build_parser() -> argparse.ArgumentParser:
         "resume", help="continue an interrupted run from its last good checkpoint"
     )
     res.add_argument("run_dir", help="the run's results directory")
-    res.add_argument("--timeout", type=_seconds, default=3600.0, help="seconds")
-    res.add_argument(
-        "--run-config",
-        default="",
-        help="operational overrides only: 'max-round-retries=5 round-timeout=600 "
-        "checkpoint-keep=3 fault-rate=0'",
+    _add_run_options(
+        res,
+        overrides="operational overrides only: 'max-round-retries=5 "
+        "round-timeout=600 checkpoint-keep=3 fault-rate=0'",
+        timeout="seconds",
     )
-    res.add_argument("--quiet", action="store_true", help="do not stream Flower logs")
     return parser
+
+
+def _add_run_options(
+    command: argparse.ArgumentParser, *, overrides: str, timeout: str
+) -> None:
+    """Add ``--run-config``, ``--timeout`` and ``--quiet`` to a command that runs.
+
+    Parameters
+    ----------
+    command : argparse.ArgumentParser
+        The sub-command's parser.
+    overrides, timeout : str
+        Help texts of ``--run-config`` and ``--timeout``.
+    """
+    command.add_argument("--run-config", default="", help=overrides)
+    command.add_argument("--timeout", type=_seconds, default=3600.0, help=timeout)
+    command.add_argument(
+        "--quiet", action="store_true", help="do not stream Flower logs"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,6 +100,46 @@ class InProcessGrid(Grid):
         raise NotImplementedError
 
 
+def small_run_config(
+    *,
+    clients: int,
+    per_round: int,
+    train_size: int,
+    test_size: int,
+    num_stages: int = 2,
+    min_client_size: int | None = None,
+) -> dict[str, int]:
+    """The run-config keys that size a small run (tests, benchmarks), 2 rounds a stage.
+
+    Parameters
+    ----------
+    clients, per_round : int
+        ``num-clients`` and ``clients-per-round``.
+    train_size, test_size : int
+        Mini-FCIT samples per task.
+    num_stages : int
+        Stages to run.
+    min_client_size : int, optional
+        ``min-client-size``; the default when not given.
+
+    Returns
+    -------
+    dict
+        Kebab-case run-config keys.
+    """
+    config = {
+        "num-clients": clients,
+        "clients-per-round": per_round,
+        "rounds-per-stage": 2,
+        "num-stages": num_stages,
+        "train-size": train_size,
+        "test-size": test_size,
+    }
+    if min_client_size is not None:
+        config["min-client-size"] = min_client_size
+    return config
+
+
 def run_inprocess(run_config: Mapping[str, Any]) -> None:
     """Run the ServerApp's main on an :class:`InProcessGrid` of the config's size."""
     # Imported here: the apps import torch and transformers.

@@ -74,7 +74,7 @@ def check_data(config: RunConfig) -> Path:
         client_samples,
         config_load_task,
         data_root,
-        missing_tasks,
+        require_task_files,
     )
     from fcit_flower.tasks.fcit_data import DataError
     from fcit_flower.tasks.schedule import make_schedule
@@ -87,12 +87,7 @@ def check_data(config: RunConfig) -> Path:
         raise DataError(str(error)) from None
     root = data_root(config)
     if config.data_root:
-        missing = missing_tasks(root, schedule.tasks)
-        if missing:
-            raise DataError(
-                f"data-root {root} lacks train/test files of {missing}, needed by "
-                f"the schedule (a folder per dataset, e.g. {root / 'ImageNet-R'})"
-            )
+        require_task_files(root, schedule.tasks)
     for task in schedule.tasks:
         for split in dict.fromkeys(("train", config.eval_split)):
             config_load_task(config, root, task, split)

@@ -19,8 +19,8 @@ from fcit_flower.models.adapters import BaseBundle, load_base, register_base
 from fcit_flower.models.identity import combine_features, get_encoder, image_features
 from fcit_flower.models.llava import LoadOptions
 from fcit_flower.models.tiny import ensure_tiny_base
-from fcit_flower.tasks.data import data_root, missing_tasks
-from fcit_flower.tasks.fcit_data import DataError, Sample
+from fcit_flower.tasks.data import data_root, require_task_files
+from fcit_flower.tasks.fcit_data import Sample
 from fcit_flower.tasks.schedule import Schedule, make_schedule
 from fcit_flower.training import load_pixels
 
@@ -54,13 +54,7 @@ def prepare_runtime(config: RunConfig) -> Runtime:
     root = data_root(config)
     schedule = make_schedule(config)
     if config.data_root:
-        # Name every dataset the schedule needs but the data root lacks.
-        missing = missing_tasks(root, schedule.tasks)
-        if missing:
-            raise DataError(
-                f"data-root {root} lacks train/test files of {missing}, needed by "
-                f"the schedule (a folder per dataset, e.g. {root / 'ImageNet-R'})"
-            )
+        require_task_files(root, schedule.tasks)
     base_path = base_model_path(config)
     register_base(base_path, LoadOptions.from_config(config))
     return Runtime(root, schedule, base_path, load_base(base_path))

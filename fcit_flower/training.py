@@ -209,6 +209,7 @@ def train_adapter(
     projector: dict[str, np.ndarray],
     *,
     seed: int,
+    epochs: int | None = None,
     loss_hook: Callable[[], torch.Tensor] | None = None,
 ) -> float:
     """Local training of an adapted model; returns the mean loss.
@@ -216,7 +217,7 @@ def train_adapter(
     Trainable: every parameter named ``lora_*`` and, when it travelled in the
     message (``projector`` not empty) and ``train-projector`` is set, the projector;
     otherwise the base's projector is loaded. Images are normalised with the base's
-    pixel statistics.
+    pixel statistics. ``epochs`` defaults to ``local-epochs``.
     """
     load_projector_state(model, projector or projector_state(bundle.model))
     groups = trainable_param_groups(
@@ -232,7 +233,7 @@ def train_adapter(
         image_size=bundle.image_size,
         num_image_tokens=bundle.num_image_tokens,
         param_groups=groups,
-        epochs=config.local_epochs,
+        epochs=config.local_epochs if epochs is None else epochs,
         batch_size=config.batch_size,
         warmup_ratio=config.warmup_ratio,
         seed=seed,

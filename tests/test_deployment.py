@@ -12,18 +12,13 @@ import pytest
 import yaml
 
 from fcit_flower.client_app import client_position, site_data_root
+from fcit_flower.inprocess import small_run_config
 from fcit_flower.launch.deployment import CERTS_SCRIPT, LoopbackDeployment
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "num-clients": 2,
-    "clients-per-round": 2,
-    "rounds-per-stage": 2,
-    "num-stages": 2,
-    "train-size": 12,
-    "test-size": 4,
-    "min-client-size": 2,
-}
+TINY = small_run_config(
+    clients=2, per_round=2, train_size=12, test_size=4, min_client_size=2
+)
 
 
 def _context(**node):

@@ -6,18 +6,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fcit_flower.inprocess import small_run_config
 from fcit_flower.launch.simulation import run_simulation_app
 
 APP = Path(__file__).resolve().parents[1]
-TINY = {
-    "num-clients": 3,
-    "clients-per-round": 2,
-    "rounds-per-stage": 2,
-    "num-stages": 2,
-    "train-size": 30,
-    "test-size": 6,
-    "min-client-size": 2,
-}
+TINY = small_run_config(
+    clients=3, per_round=2, train_size=30, test_size=6, min_client_size=2
+)
 
 pytestmark = pytest.mark.flower
 

@@ -15,8 +15,7 @@ Federated like Finetune: experts *and* router are averaged with FedAvg every rou
 
 from __future__ import annotations
 
-import copy
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,8 +27,7 @@ from fcit_flower.evaluation import EvaluationModel
 from fcit_flower.methods.base import ClientSetup, ClientUpdate, Method, ServerSetup
 from fcit_flower.methods.registry import register
 from fcit_flower.models.adapters import (
-    LORA_TARGETS,
-    load_base,
+    injected_copy,
     load_projector_state,
     projector_state,
 )
@@ -44,18 +42,15 @@ if TYPE_CHECKING:
 def _build(
     path: str, experts: int, rank: int, top_k: int, scaling: float, dropout: float
 ) -> nn.Module:
-    model = copy.deepcopy(load_base(path).model)
-    inject_moe_lora(
-        model,
-        LORA_TARGETS,
+    inject = partial(
+        inject_moe_lora,
         num_experts=experts,
         rank=rank,
         top_k=top_k,
         scaling=scaling,
         dropout=dropout,
     )
-    model.eval()
-    return model
+    return injected_copy(path, inject)
 
 
 def moe_model(config: RunConfig, path: str) -> nn.Module:

@@ -25,13 +25,12 @@ from flwr.common import log
 from fcit_flower.config import RunConfig
 from fcit_flower.methods.finetune import Finetune, peft_model, peft_update
 from fcit_flower.methods.registry import register
-from fcit_flower.models.adapters import load_projector_state, trainable_param_groups
 from fcit_flower.protocol import Arrays, split_projector
 from fcit_flower.runtime import Runtime
 from fcit_flower.tasks.data import config_load_task, pooled_client_samples
 from fcit_flower.tasks.fcit_data import Sample
 from fcit_flower.tasks.schedule import Schedule, mtl_schedule
-from fcit_flower.training import train_local
+from fcit_flower.training import train_adapter
 
 
 class FederatedMultiTask(Finetune):
@@ -78,27 +77,14 @@ class MultiTask(Finetune):
         model = peft_model(config, runtime, config.lora_rank, arrays)
         # The projector travels in the arrays only when it is trained (as Finetune).
         projector = split_projector(arrays)[1]
-        if projector:
-            load_projector_state(model, projector)
-        bundle = runtime.bundle
-        loss = train_local(
+        loss = train_adapter(
             model,
-            bundle.tokenizer,
+            config,
+            runtime.bundle,
             pool,
-            image_size=bundle.image_size,
-            num_image_tokens=bundle.num_image_tokens,
-            param_groups=trainable_param_groups(
-                model,
-                lr=config.lr,
-                projector_lr=config.projector_lr,
-                train_projector=bool(projector),
-            ),
-            epochs=config.mtl_epochs,
-            batch_size=config.batch_size,
-            warmup_ratio=config.warmup_ratio,
+            projector,
             seed=config.seed,
-            image_mean=bundle.image_mean,
-            image_std=bundle.image_std,
+            epochs=config.mtl_epochs,
         )
         log(INFO, "centralized multi-task training: mean loss %.4f", loss)
         return peft_update(model, projector)

@@ -9,8 +9,9 @@ model, e.g. ``model.language_model.layers.0.mlp.gate_proj.lora_A.weight`` and
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -127,15 +128,36 @@ def subspace_model(
     DISCO's inference model and O-LoRA / M-LoRA's blocks. Callers overwrite every
     subspace (:func:`~fcit_flower.models.subspace_lora.load_slots`) before each use.
     """
-    model = copy.deepcopy(load_base(path).model)
-    inject_subspace_lora(
-        model,
-        LORA_TARGETS,
+    inject = partial(
+        inject_subspace_lora,
         num_subspaces=capacity,
         rank=rank,
         scaling=scaling,
         dropout=dropout,
     )
+    return injected_copy(path, inject)
+
+
+def injected_copy(
+    path: str, inject: Callable[[nn.Module, tuple[str, ...]], object]
+) -> nn.Module:
+    """An eval-mode copy of the base at ``path``, adapted in place by ``inject``.
+
+    Parameters
+    ----------
+    path : str
+        The base model (:func:`load_base`).
+    inject : callable
+        ``inject(model, targets)`` wraps the layers named ``targets``
+        (:data:`LORA_TARGETS`), e.g. a partial :func:`inject_subspace_lora`.
+
+    Returns
+    -------
+    nn.Module
+        The copy; the base itself is never modified.
+    """
+    model = copy.deepcopy(load_base(path).model)
+    inject(model, LORA_TARGETS)
     model.eval()
     return model
 

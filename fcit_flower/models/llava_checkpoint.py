@@ -10,7 +10,6 @@ memory checks), saved with a ``LlavaProcessor`` (a word-level tokenizer trained 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,38 +17,19 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from torch import nn
 from transformers import (
     CLIPImageProcessor,
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
 
+from fcit_flower.models.llava_shape import LlavaShape, TokenIds, llava_config
+
+__all__ = ["LlavaShape", "word_tokenizer", "write_llava_checkpoint"]
+
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 #: CLIP's pixel statistics (the processor of LLaVA-1.5).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class LlavaShape:
-    """Layer shapes of a LLaVA checkpoint (defaults: tiny, for CPU tests).
-
-    LLaVA-1.5-7B: ``text_hidden=4096, text_intermediate=11008, text_layers=32,
-    text_heads=32, vision_hidden=1024, vision_layers=24, image_size=336,
-    patch_size=14``.
-    """
-
-    text_hidden: int = 64
-    text_intermediate: int = 128
-    text_layers: int = 2
-    text_heads: int = 4
-    vision_hidden: int = 32
-    vision_layers: int = 1
-    vision_heads: int = 4
-    image_size: int = 32
-    patch_size: int = 8
 
 
 def word_tokenizer(texts: Sequence[str]) -> PreTrainedTokenizerFast:
@@ -101,36 +81,13 @@ def write_llava_checkpoint(
     shape = shape or LlavaShape()
     tokenizer = word_tokenizer(texts)
     image_id = int(tokenizer.convert_tokens_to_ids("<image>"))  # type: ignore[arg-type]
-    vision = CLIPVisionConfig(
-        hidden_size=shape.vision_hidden,
-        intermediate_size=4 * shape.vision_hidden,
-        num_hidden_layers=shape.vision_layers,
-        num_attention_heads=shape.vision_heads,
-        image_size=shape.image_size,
-        patch_size=shape.patch_size,
-        projection_dim=shape.vision_hidden,
+    ids = TokenIds(
+        int(tokenizer.pad_token_id),  # type: ignore[arg-type]
+        int(tokenizer.bos_token_id),  # type: ignore[arg-type]
+        int(tokenizer.eos_token_id),  # type: ignore[arg-type]
+        image_id,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=shape.text_hidden,
-        intermediate_size=shape.text_intermediate,
-        num_hidden_layers=shape.text_layers,
-        num_attention_heads=shape.text_heads,
-        num_key_value_heads=shape.text_heads,
-        max_position_embeddings=2048,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=image_id,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,  # LLaVA-1.5: the penultimate layer
-        projector_hidden_act="gelu",
-    )
+    config = llava_config(shape, vocab_size=len(tokenizer), token_ids=ids)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
     nn.Module.to(model, dtype)

@@ -33,14 +33,10 @@ from tokenizers import (
     pre_tokenizers,
     trainers,
 )
-from transformers import (
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-)
+from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from fcit_flower.cache import default_cache_dir
+from fcit_flower.models.llava_shape import LlavaShape, TokenIds, llava_config
 from fcit_flower.prompting import encode_for_training
 from fcit_flower.tasks.mini_fcit.pretrain import (
     ALIGNMENT_EXAMPLES,
@@ -208,38 +204,33 @@ class BpeTokenizer:
 
 
 def build_config(spec: TinyModelSpec, vocab_size: int) -> LlavaConfig:
-    """Return the ``LlavaConfig`` of the tiny model."""
-    vision = CLIPVisionConfig(
-        hidden_size=spec.vision_hidden,
-        intermediate_size=2 * spec.vision_hidden,
-        num_hidden_layers=spec.vision_layers,
-        num_attention_heads=spec.heads,
+    """Return the ``LlavaConfig`` of the tiny model.
+
+    Unlike LLaVA-1.5: a vision MLP twice (not 4x) as wide, 512 positions, and the
+    last vision layer's features.
+    """
+    shape = LlavaShape(
+        text_hidden=spec.text_hidden,
+        text_intermediate=spec.text_intermediate,
+        text_layers=spec.text_layers,
+        text_heads=spec.heads,
+        vision_hidden=spec.vision_hidden,
+        vision_layers=spec.vision_layers,
+        vision_heads=spec.heads,
         image_size=spec.image_size,
         patch_size=spec.patch_size,
-        projection_dim=spec.vision_hidden,
     )
-    text = LlamaConfig(
+    ids = TokenIds(*(SPECIAL_TOKENS.index(t) for t in (PAD, BOS, EOS, IMAGE)))
+    config = llava_config(
+        shape,
         vocab_size=vocab_size,
-        hidden_size=spec.text_hidden,
-        intermediate_size=spec.text_intermediate,
-        num_hidden_layers=spec.text_layers,
-        num_attention_heads=spec.heads,
-        num_key_value_heads=spec.heads,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-    )
-    return LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=SPECIAL_TOKENS.index(IMAGE),
-        vision_feature_select_strategy="default",
+        token_ids=ids,
+        vision_mlp_ratio=2,
+        max_positions=512,
         vision_feature_layer=-1,
-        projector_hidden_act="gelu",
-        pad_token_id=0,  # type: ignore[call-arg]  # accepted by transformers
     )
+    config.pad_token_id = ids.pad
+    return config
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -32,6 +32,11 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
+def _stage_by_task(matrix: Sequence[Sequence[float]], num_tasks: int) -> np.ndarray:
+    """An accuracy matrix as a float array of one row per stage, one column per task."""
+    return np.asarray(matrix, dtype=float).reshape(len(matrix), num_tasks)
+
+
 def _annotated_heatmap(
     values: np.ndarray,
     *,
@@ -98,7 +103,7 @@ def accuracy_heatmap(
     Path
         ``path``.
     """
-    values = np.asarray(matrix, dtype=float).reshape(len(matrix), len(tasks))
+    values = _stage_by_task(matrix, len(tasks))
     figure = _annotated_heatmap(
         values,
         rows=[f"after {s}" for s in range(1, len(matrix) + 1)],
@@ -141,7 +146,7 @@ def forgetting_curves(
     Path
         ``path``.
     """
-    values = np.asarray(matrix, dtype=float).reshape(len(matrix), len(tasks))
+    values = _stage_by_task(matrix, len(tasks))
     stages = np.arange(1, len(matrix) + 1)
     figure, axes = plt.subplots(figsize=(7.5, 4.2))
     colors = plt.get_cmap("tab20")

@@ -88,6 +88,22 @@ def missing_tasks(root: Path, tasks: Sequence[str]) -> list[str]:
     return missing
 
 
+def require_task_files(root: Path, tasks: Sequence[str]) -> None:
+    """Check that ``root`` holds the train and test files of every task of ``tasks``.
+
+    Raises
+    ------
+    DataError
+        Naming every task whose files are missing, and the folder layout expected.
+    """
+    missing = missing_tasks(root, tasks)
+    if missing:
+        raise DataError(
+            f"data-root {root} lacks train/test files of {missing}, needed by "
+            f"the schedule (a folder per dataset, e.g. {root / 'ImageNet-R'})"
+        )
+
+
 def client_samples(
     config: RunConfig, schedule: Schedule, root: Path, stage: int, client: int
 ) -> list[Sample]:
@@ -162,8 +178,11 @@ def _split(
 def test_samples(
     root: Path, task: str, config: RunConfig | None = None
 ) -> list[Sample]:
-    """The fixed evaluation set of ``task``: its test split, or its validation
-    split with ``eval-split = "val"`` (for choosing hyper-parameters)."""
+    """The fixed evaluation set of ``task``.
+
+    Its test split, or its validation split with ``eval-split = "val"`` (for
+    choosing hyper-parameters).
+    """
     if config is None:
         return list(load_task(str(root), task, "test"))
     return list(config_load_task(config, root, task, config.eval_split))

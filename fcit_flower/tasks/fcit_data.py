@@ -26,20 +26,17 @@ from fcit_flower.tasks.record_checks import image_problem, read_text_file, text_
 
 log = logging.getLogger(__name__)
 
-# canonical task -> (released folder, train file, test file)
-RELEASED: dict[str, tuple[str, str, str]] = {
-    "aokvqa": ("AOKVQA", "train.json", "test.json"),
-    "iconqa": ("IconQA", "train.json", "val.json"),
-    "grounding": ("Grounding", "train_11w.json", "test.json"),
-    "imagenet-r": ("ImageNet-R", "train.json", "test.json"),
-    "arxivqa": ("ArxivQA", "train_4w.json", "test.json"),
-    "figureqa": ("FigureQA", "train.json", "test.json"),
-    "dvqa": ("DVQA", "train.json", "test.json"),
-    "clevr-math": ("CLEVR-Math", "train_4w.json", "test.json"),
-    "super-clevr": ("super-CLEVR", "train.json", "test.json"),
-    "tabmwp": ("TabMWP", "train.json", "test.json"),
-    "flickr30k": ("Flickr30k-cap", "train_brief_4w.json", "test.json"),
-    "ocr-vqa": ("OCRVQA", "train_10w.json", "test.json"),
+# The released layout, instructions/<folder>/<file>: the folder is the catalog's
+# FCIT name of the task and the files are train.json / test.json, except where
+# named here.
+_RELEASED_FOLDERS = {"flickr30k": "Flickr30k-cap", "ocr-vqa": "OCRVQA"}
+_RELEASED_FILES = {
+    ("grounding", "train"): "train_11w.json",
+    ("arxivqa", "train"): "train_4w.json",
+    ("clevr-math", "train"): "train_4w.json",
+    ("flickr30k", "train"): "train_brief_4w.json",
+    ("ocr-vqa", "train"): "train_10w.json",
+    ("iconqa", "test"): "val.json",
 }
 
 
@@ -92,20 +89,28 @@ def locate(root: Path, task: str, split: Split) -> tuple[Path, Path]:
         named = root / TASKS[task].fcit_name / f"{split}.json"
         if named.exists():
             return named, root
-    if task in RELEASED and split != "val":
-        folder, train_file, test_file = RELEASED[task]
-        released = (
-            root
-            / "instructions"
-            / folder
-            / (train_file if split == "train" else test_file)
-        )
-        if released.exists():
-            return released, root / "datasets"
-    expected = [str(simple)]
-    if task in RELEASED and split != "val":
-        expected.append(str(released))
+    released = released_file(root, task, split)
+    if released is not None and released.exists():
+        return released, root / "datasets"
+    expected = [str(p) for p in (simple, released) if p is not None]
     raise DataError(f"{task}: no {split} file; looked for {' and '.join(expected)}")
+
+
+def released_file(root: Path, task: str, split: Split) -> Path | None:
+    """Where the released FCIT layout keeps ``task``'s ``split``.
+
+    Returns
+    -------
+    Path or None
+        The JSON file under ``root / "instructions"`` (it may not exist), or None
+        for a task outside the catalog and for the ``val`` split, which the
+        released layout does not have.
+    """
+    if task not in TASKS or split == "val":
+        return None
+    folder = _RELEASED_FOLDERS.get(task, TASKS[task].fcit_name)
+    name = _RELEASED_FILES.get((task, split), f"{split}.json")
+    return root / "instructions" / folder / name
 
 
 class _BadLine:
