@@ -194,8 +194,11 @@ class Method(ABC):
     def central_training(
         self, config: RunConfig, runtime: Runtime, arrays: Arrays, stage: int
     ) -> Arrays | None:
-        """Train a stage without clients (a centralized reference) and return the
-        new global arrays; ``None`` (the default): the stage is federated."""
+        """Train a stage without clients (a centralized reference).
+
+        Returns the new global arrays; ``None`` (the default): the stage is
+        federated.
+        """
         return None
 
     def answer_query(self, setup: ClientSetup) -> RecordDict:

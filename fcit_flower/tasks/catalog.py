@@ -3,8 +3,8 @@
 Each mini task stands in for one FCIT dataset and keeps its capability group, its
 answer style and its metric; the data are real (easy-vqa, scikit-learn digits) or
 procedurally drawn, small enough for a CPU. The tasks are scaled-down stand-ins
-named after the datasets they imitate, not those datasets. Real FCIT data use the same names via
-:mod:`fcit_flower.tasks.fcit_data`.
+named after the datasets they imitate, not those datasets. Real FCIT data use the
+same names via :mod:`fcit_flower.tasks.fcit_data`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,13 @@ TASKS: dict[str, TaskInfo] = {
             "choice",
             "multiple choice (letter) on the colour or shape in a real easy-vqa image",
         ),
-        TaskInfo("iconqa", "IconQA", "general", "choice", "count the icons of one shape among other icons"),
+        TaskInfo(
+            "iconqa",
+            "IconQA",
+            "general",
+            "choice",
+            "count the icons of one shape among other icons",
+        ),
         TaskInfo(
             "grounding",
             "Grounding",
@@ -83,7 +89,11 @@ TASKS: dict[str, TaskInfo] = {
             "yes/no: is a named bar the maximum, the minimum, above another",
         ),
         TaskInfo(
-            "dvqa", "DVQA", "chart", "substring", "value (1-5) of a named bar against five gridlines"
+            "dvqa",
+            "DVQA",
+            "chart",
+            "substring",
+            "value (1-5) of a named bar against five gridlines",
         ),
         TaskInfo(
             "clevr-math",
@@ -115,7 +125,11 @@ TASKS: dict[str, TaskInfo] = {
             ("bleu-4", "meteor", "rouge-l", "cider"),
         ),
         TaskInfo(
-            "ocr-vqa", "OCR-VQA", "other", "exact", "the title printed on a plain book cover"
+            "ocr-vqa",
+            "OCR-VQA",
+            "other",
+            "exact",
+            "the title printed on a plain book cover",
         ),
     )
 }

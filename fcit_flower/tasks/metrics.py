@@ -263,19 +263,20 @@ def summarize(
     }
 
 
-def headroom_share(
-    method: float, zero_shot: float, upper_bound: float
-) -> float | None:
-    """``(method - zero-shot) / (upper bound - zero-shot)``: the share of the gap
-    between the untrained base and the multi-task upper bound that a method
-    closes (the paper's Finetune: (47.20 - 29.08) / (66.60 - 29.08) = 0.48).
-    ``None`` when the upper bound does not exceed zero-shot.
+def headroom_share(method: float, zero_shot: float, upper_bound: float) -> float | None:
+    """``(method - zero-shot) / (upper bound - zero-shot)``.
+
+    The share of the gap between the untrained base and the multi-task upper bound
+    that a method closes (the paper's Finetune: (47.20 - 29.08) / (66.60 - 29.08)
+    = 0.48). ``None`` when the upper bound does not exceed zero-shot.
     """
     gap = upper_bound - zero_shot
     return (method - zero_shot) / gap if gap > 0 else None
 
 
-def mean_and_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+def mean_and_std(
+    values: Sequence[float | None],
+) -> tuple[float | None, float | None, int]:
     """Mean, sample standard deviation (n - 1) and count of the defined values.
 
     The std is ``None`` for fewer than two values; the mean is ``None`` for none.

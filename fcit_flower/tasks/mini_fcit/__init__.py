@@ -63,7 +63,9 @@ def _draw_split(
     """``count`` records of one split with images unseen so far; redraws counted."""
     spec = TASK_SPECS[task]
     rng = _rng(seed, task, split)
-    records, images, redraws = [], [], 0
+    records: list[dict[str, Any]] = []
+    images: list[np.ndarray] = []
+    redraws = 0
     while len(records) < count:
         pixels, kind, fields, answer = spec.generate(rng, size, split)
         digest = pixel_hash(pixels)
