@@ -94,6 +94,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--first-seed-only",
+        default="",
+        help="comma-separated methods run on the first seed only (to save time; "
+        "the table's seeds column says so)",
+    )
     parser.add_argument("--run-config", default="", help="key=value overrides")
     parser.add_argument("--results-dir", default="results/bench-mini-fcit")
     parser.add_argument("--title", default="mini-FCIT v2 comparison")
@@ -104,7 +110,10 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {}
     routings: list[dict[str, Any]] = []
     for method in args.methods.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
+        seeds = [int(s) for s in args.seeds.split(",")]
+        if method in args.first_seed_only.split(","):
+            seeds = seeds[:1]
+        for seed in seeds:
             values = {"method": method, "seed": seed, **common}
             name = run_name(values)
             metrics = run_cached(values, results)

@@ -9,6 +9,7 @@ from flwr.app import Context, RecordDict
 from fcit_flower.client_app import app as client_app
 from fcit_flower.config import RunConfig
 from fcit_flower.inprocess import InProcessGrid
+from fcit_flower.preflight import check_data
 from fcit_flower.runtime import prepare_runtime
 from fcit_flower.server_app import main
 from fcit_flower.tasks.data import (
@@ -137,7 +138,7 @@ def test_fcit_directory_end_to_end(tmp_path):
     assert sum(c["samples"] for c in stats["stages"][0]["clients"]) == 24
     with pytest.raises(DataError, match=r"lacks train/test files of \['iconqa'\]"):
         prepare_runtime(RunConfig.from_mapping({**SMALL, **extra, "num-stages": 3}))
+    # The pre-flight check reads every split before launch (the BPE base needs no
+    # pass over the data, so loading the runtime does not).
     with pytest.raises(DataError, match="record 24.*max-bad-fraction=0.01"):
-        prepare_runtime(
-            RunConfig.from_mapping({**SMALL, **extra, "max-bad-fraction": 0.01})
-        )
+        check_data(RunConfig.from_mapping({**SMALL, **extra, "max-bad-fraction": 0.01}))
