@@ -71,6 +71,12 @@ def _heldout_routing(run_dir: Path) -> str:
     return f"{100 * mean(values):.1f}" if values else "-"
 
 
+def _row(label: str, metrics: dict[str, Any], run_dir: Path) -> str:
+    cells = [_cell(metrics[key]) for key in ("last", "avg", "bwt")]
+    cells += [f"{mean(diagonal(metrics)):.2f}", _heldout_routing(run_dir)]
+    return f"| {label} | {' | '.join(cells)} | {metrics['wall_seconds']:.0f} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default="", help="comma-separated row numbers")
@@ -86,12 +92,8 @@ def main() -> None:
         if index not in chosen:
             continue
         values = {"method": "disco", "seed": 0, **overrides}
-        metrics = run_cached(values, results)
         rows.append(
-            f"| {label} | {_cell(metrics['last'])} | {_cell(metrics['avg'])} | "
-            f"{_cell(metrics['bwt'])} | {mean(diagonal(metrics)):.2f} | "
-            f"{_heldout_routing(results / run_name(values))} | "
-            f"{metrics['wall_seconds']:.0f} |"
+            _row(label, run_cached(values, results), results / run_name(values))
         )
         print(rows[-1], flush=True)
     record_rows(TITLE, rows, enabled=not args.no_record)

@@ -92,18 +92,15 @@ def routing_table(routings: list[dict[str, Any]]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--methods", default=METHODS)
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument(
-        "--first-seed-only",
-        default="",
-        help="comma-separated methods run on the first seed only (to save time; "
-        "the table's seeds column says so)",
-    )
-    parser.add_argument("--run-config", default="", help="key=value overrides")
-    parser.add_argument("--results-dir", default="results/bench-mini-fcit")
-    parser.add_argument("--title", default="mini-FCIT v2 comparison")
-    parser.add_argument("--no-record", action="store_true")
+    add = parser.add_argument
+    add("--methods", default=METHODS)
+    add("--seeds", default="0,1,2")
+    # Methods run on the first seed only, to save time (the seeds column says so).
+    add("--first-seed-only", default="", help="comma-separated methods")
+    add("--run-config", default="", help="key=value overrides")
+    add("--results-dir", default="results/bench-mini-fcit")
+    add("--title", default="mini-FCIT v2 comparison")
+    add("--no-record", action="store_true")
     args = parser.parse_args()
     common = parse_overrides(args.run_config)
     results = Path(args.results_dir)
