@@ -48,18 +48,31 @@ app = ServerApp()
 
 
 def discover_clients(
-    grid: Grid, expected: int, timeout: float = 300.0
+    grid: Grid, expected: int, timeout: float = 300.0, settle: float = 30.0
 ) -> dict[int, int]:
-    """Ask every connected node for its client position; node id -> position."""
-    deadline = time.monotonic() + timeout
+    """Ask every connected node for its client position; node id -> position.
+
+    Waits for ``expected`` nodes: up to ``timeout`` seconds while nodes keep
+    joining, and gives up once no new node has joined for ``settle`` seconds (a
+    simulation registers all its SuperNodes at once, so a short federation fails
+    fast instead of waiting out the timeout).
+    """
+    start = last_change = time.monotonic()
     nodes = list(grid.get_node_ids())
-    while len(nodes) < expected and time.monotonic() < deadline:
+    while len(nodes) < expected:
+        now = time.monotonic()
+        if now - start >= timeout or now - last_change >= settle:
+            break
         time.sleep(1.0)
-        nodes = list(grid.get_node_ids())
+        current = list(grid.get_node_ids())
+        if len(current) != len(nodes):
+            last_change = time.monotonic()
+        nodes = current
     if len(nodes) < expected:
+        waited = time.monotonic() - start
         raise RuntimeError(
             f"only {len(nodes)} of num-clients={expected} clients connected after "
-            f"{timeout:.0f} s; in simulation run with --federation-config "
+            f"{waited:.0f} s; in simulation run with --federation-config "
             f'"num-supernodes={expected}" (or lower num-clients)'
         )
     query = [

@@ -56,3 +56,34 @@ def test_too_few_supernodes_names_the_federation_setting():
         discover_clients(OneNodeGrid(), 4, timeout=0.0)
     assert str(error.value).startswith("only 1 of num-clients=4 clients connected")
     assert '--federation-config "num-supernodes=4"' in str(error.value)
+
+
+def test_node_discovery_gives_up_when_no_node_joins_but_waits_while_they_do(
+    monkeypatch,
+):
+    import fcit_flower.server_app as server_app
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(server_app.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(
+        server_app.time, "sleep", lambda s: clock.__setitem__("now", clock["now"] + s)
+    )
+
+    class StuckGrid:  # two of four nodes, and no more ever join
+        def get_node_ids(self):
+            return [1, 2]
+
+    with pytest.raises(RuntimeError, match="only 2 of num-clients=4"):
+        server_app.discover_clients(StuckGrid(), 4, timeout=300.0, settle=30.0)
+    assert clock["now"] == pytest.approx(30.0)  # the settle time, not the timeout
+
+    class TricklingGrid:  # a node joins every 20 s: each join restarts the wait
+        def get_node_ids(self):
+            return list(range(1 + int(clock["now"] // 20)))
+
+        def send_and_receive(self, messages, *, timeout=None):
+            return []
+
+    clock["now"] = 0.0
+    server_app.discover_clients(TricklingGrid(), 4, timeout=300.0, settle=30.0)
+    assert clock["now"] == pytest.approx(60.0)  # waited past 30 s for the 4th node
