@@ -24,6 +24,7 @@ from fcit_flower.checkpoint import CheckpointStore
 from fcit_flower.config import RunConfig
 from fcit_flower.launch.plan import parse_overrides, plan_runs, resume_overrides
 from fcit_flower.launch.recovery import (
+    check_resumable,
     completed_metrics,
     finished_metrics,
     read_metrics,
@@ -168,6 +169,8 @@ def compare(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     _preflight([config for _, config in runs])
+    for _, config in runs if args.resume else ():
+        check_resumable(config)
     prepare_runtime(runs[0][1])
     from fcit_flower.report.comparison import run_summary
 

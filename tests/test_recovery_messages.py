@@ -87,3 +87,26 @@ def test_node_discovery_gives_up_when_no_node_joins_but_waits_while_they_do(
     clock["now"] = 0.0
     server_app.discover_clients(TricklingGrid(), 4, timeout=300.0, settle=30.0)
     assert clock["now"] == pytest.approx(60.0)  # waited past 30 s for the 4th node
+
+
+def test_compare_resume_refuses_a_checkpoint_of_another_config_before_launch(
+    tmp_path,
+):
+    import numpy as np
+
+    from fcit_flower.checkpoint import CheckpointStore
+    from fcit_flower.config import ConfigError, RunConfig
+    from fcit_flower.launch.recovery import check_resumable
+
+    saved = RunConfig(results_dir=str(tmp_path), lr=1e-3)
+    CheckpointStore(saved.run_dir / "checkpoints").save(
+        {"w": np.ones(2)},
+        {"config": saved.to_mapping()},
+        stage=0,
+        server_round=1,
+        end=False,
+    )
+    check_resumable(saved.replace(resume=True, max_round_retries=5))  # operational
+    with pytest.raises(ConfigError, match=r"lr: 0.001 -> 0.003"):
+        check_resumable(saved.replace(lr=3e-3))
+    check_resumable(RunConfig(results_dir=str(tmp_path / "none")))  # no checkpoint

@@ -93,3 +93,27 @@ def completed_metrics(run_dir: Path, checkpoint: Checkpoint) -> dict[str, Any] |
     if not isinstance(progress, dict) or not isinstance(rows, list):
         return None
     return metrics if progress.get("stages_done") == len(rows) else None
+
+
+def check_resumable(config: RunConfig) -> None:
+    """Before launch: refuse to resume ``config`` from a checkpoint of another config.
+
+    Raises
+    ------
+    ConfigError
+        The latest usable checkpoint of the run was written with other values of
+        keys that change results (named with both values).
+    """
+    checkpoint = CheckpointStore(config.run_dir / "checkpoints").latest()
+    if checkpoint is None or finished_metrics(config) is not None:
+        return
+    saved, current = checkpoint.meta["config"], config.to_mapping()
+    differing = config_differences(saved, current)
+    if differing:
+        details = ", ".join(
+            f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differing
+        )
+        raise ConfigError(
+            f"cannot resume {config.run_dir}: its checkpoint {checkpoint.path.name} "
+            f"has another run-config ({details}); use another --results-dir"
+        )
