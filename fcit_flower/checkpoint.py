@@ -95,6 +95,14 @@ def config_differences(
     return sorted(k for k in keys if saved.get(k) != current.get(k))
 
 
+def difference_details(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """The keys of :func:`config_differences` as ``"key: saved -> current, ..."``."""
+    return ", ".join(
+        f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
+        for k in config_differences(saved, current)
+    )
+
+
 class CheckpointStore:
     """The checkpoints of one run directory.
 

@@ -18,7 +18,7 @@ from flwr.common import log
 from fcit_flower.checkpoint import (
     CheckpointStore,
     absolute_paths,
-    config_differences,
+    difference_details,
 )
 from fcit_flower.config import ConfigError, RunConfig
 from fcit_flower.strategies.continual import ContinualFedAvg, StrategyState
@@ -125,12 +125,10 @@ class RunState:
                 self.store.directory,
             )
             return
-        saved, current = checkpoint.meta["config"], self.config.to_mapping()
-        differing = config_differences(saved, current)
-        if differing:
-            details = ", ".join(
-                f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differing
-            )
+        details = difference_details(
+            checkpoint.meta["config"], self.config.to_mapping()
+        )
+        if details:
             raise ConfigError(
                 f"cannot resume from {checkpoint.path}: run-config differs ({details})"
             )

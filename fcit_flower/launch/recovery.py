@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fcit_flower.checkpoint import Checkpoint, CheckpointStore, config_differences
+from fcit_flower.checkpoint import (
+    Checkpoint,
+    CheckpointStore,
+    config_differences,
+    difference_details,
+)
 from fcit_flower.config import ConfigError, RunConfig
 
 
@@ -107,12 +112,8 @@ def check_resumable(config: RunConfig) -> None:
     checkpoint = CheckpointStore(config.run_dir / "checkpoints").latest()
     if checkpoint is None or finished_metrics(config) is not None:
         return
-    saved, current = checkpoint.meta["config"], config.to_mapping()
-    differing = config_differences(saved, current)
-    if differing:
-        details = ", ".join(
-            f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differing
-        )
+    details = difference_details(checkpoint.meta["config"], config.to_mapping())
+    if details:
         raise ConfigError(
             f"cannot resume {config.run_dir}: its checkpoint {checkpoint.path.name} "
             f"has another run-config ({details}); use another --results-dir"
