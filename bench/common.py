@@ -114,15 +114,13 @@ def run_name(values: dict[str, Any]) -> str:
 
 
 def run_cached(values: dict[str, Any], results: Path) -> dict[str, Any]:
-    """:func:`run_inprocess`, reusing a finished run of the same config."""
+    """:func:`run_inprocess`, reusing a finished run of the same full config."""
     from fcit_flower.config import RunConfig
+    from fcit_flower.launch.recovery import finished_metrics
 
     name = run_name(values)
-    path = results / name / "metrics.json"
-    if path.exists():
-        metrics = dict(json.loads(path.read_text()))
-        wanted = RunConfig.from_mapping(values).to_mapping()
-        same = all(metrics["config"].get(k) == wanted[k] for k in values)
-        if metrics.get("complete") and same:
-            return metrics
+    where = {"results-dir": str(results), "run-name": name}
+    metrics = finished_metrics(RunConfig.from_mapping({**values, **where}))
+    if metrics is not None:
+        return metrics
     return run_inprocess(values, results, name)
