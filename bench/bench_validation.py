@@ -78,11 +78,18 @@ def main() -> None:
     parser.add_argument(
         "--run-config", default="", help="extra key=value overrides for every run"
     )
+    parser.add_argument(
+        "--local-epochs",
+        default="1,3",
+        help="budget part: the local-epoch values to try (comma-separated)",
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     common = parse_overrides(args.run_config)
     if args.part == "budget":
-        rows = _rows([{"method": "finetune", **b} for b in BUDGETS], common)
+        epochs = {int(e) for e in args.local_epochs.split(",")}
+        budgets = [b for b in BUDGETS if b["local-epochs"] in epochs]
+        rows = _rows([{"method": "finetune", **b} for b in budgets], common)
     elif args.part == "scaling":
         rows = _rows(SCALINGS, common)
     else:

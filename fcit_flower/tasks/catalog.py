@@ -72,21 +72,21 @@ TASKS: dict[str, TaskInfo] = {
             "ImageNet-R",
             "general",
             "exact",
-            "classify a handwritten digit drawn in a random style (rendition)",
+            "name the object (a shape) drawn in a random rendition style",
         ),
         TaskInfo(
             "arxivqa",
             "ArxivQA",
             "chart",
             "choice",
-            "multiple choice (letter): the tallest or shortest of 3-4 bars",
+            "colour (a word) of the tallest or shortest of 2-3 bars",
         ),
         TaskInfo(
             "figureqa",
             "FigureQA",
             "chart",
             "substring",
-            "yes/no: is a named bar the maximum, the minimum, above another",
+            "yes/no: is a named bar above the middle gridline",
         ),
         TaskInfo(
             "dvqa",
@@ -107,7 +107,7 @@ TASKS: dict[str, TaskInfo] = {
             "super-CLEVR",
             "math",
             "exact",
-            "colour of the named shape, or shape of the named colour, in a scene",
+            "colour of the named shape, or shape of the named colour, of 2-3 objects",
         ),
         TaskInfo(
             "tabmwp",
@@ -129,7 +129,7 @@ TASKS: dict[str, TaskInfo] = {
             "OCR-VQA",
             "other",
             "exact",
-            "the title printed on a plain book cover",
+            "colour of the title printed on a book cover",
         ),
     )
 }

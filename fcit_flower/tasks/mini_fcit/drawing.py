@@ -130,6 +130,54 @@ def single_object(
     return to_array(image), box
 
 
+RENDITIONS = ("filled", "outline", "striped", "dotted")
+
+
+def _inner(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` whose four neighbours are in it too (one-pixel erosion)."""
+    inner = np.zeros_like(mask)
+    inner[1:-1, 1:-1] = (
+        mask[1:-1, 1:-1]
+        & mask[:-2, 1:-1]
+        & mask[2:, 1:-1]
+        & mask[1:-1, :-2]
+        & mask[1:-1, 2:]
+    )
+    return inner
+
+
+def rendition(
+    rng: np.random.Generator, size: int, shape: str, colour: str
+) -> np.ndarray:
+    """One large ``shape`` in a random rendition style, with pixel noise.
+
+    The style (:data:`RENDITIONS`) changes the object's appearance but not its
+    class, as ImageNet-R's renditions (art, sketches, toys) do for its objects.
+    """
+    side = int(rng.integers(size // 2, size - 2))
+    x0, y0 = (int(v) for v in rng.integers(0, size - side, size=2))
+    mask_image = Image.new("L", (size, size), 0)
+    draw_shape(
+        ImageDraw.Draw(mask_image),
+        shape,
+        (x0, y0, x0 + side - 1, y0 + side - 1),
+        255,  # type: ignore[arg-type]
+    )
+    mask = np.asarray(mask_image) > 0
+    rows, cols = np.mgrid[0:size, 0:size]
+    style = pick(rng, RENDITIONS)
+    if style == "outline":
+        mask &= ~_inner(_inner(mask))
+    elif style == "striped":
+        mask &= (rows // 2) % 2 == 0
+    elif style == "dotted":
+        mask &= (rows + cols) % 3 != 0
+    pixels = to_array(background(rng, size)).astype(np.int16)
+    pixels[mask] = PALETTE[colour]
+    pixels += rng.integers(-12, 13, size=pixels.shape, dtype=np.int16)
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
 # ---------------------------------------------------------------- grid scenes
 
 
@@ -206,7 +254,11 @@ def bar_chart(
 def distinct_heights(
     rng: np.random.Generator, count: int, size: int, gap: int = 4
 ) -> list[int]:
-    """``count`` bar heights at least ``gap`` pixels apart, in random order."""
+    """``count`` bar heights on distinct levels ``gap`` pixels apart, in random order.
+
+    Each is jittered upwards by less than ``gap - 2`` pixels, so two heights
+    differ by at least 3 pixels (``gap`` >= 4).
+    """
     levels = np.arange(4, size - 3, gap)
     chosen = rng.choice(levels, count, replace=False)
     jitter = rng.integers(0, max(1, gap - 2), size=count)

@@ -20,7 +20,6 @@ from fcit_flower.tasks.mini_fcit.drawing import COLOURS, SHAPES
 from fcit_flower.tasks.mini_fcit.generators import (
     LETTER,
     SHORT,
-    TITLES,
     Item,
     aokvqa,
     arxivqa,
@@ -73,22 +72,22 @@ TASK_SPECS: dict[str, TaskSpec] = {
     "imagenet-r": TaskSpec(
         imagenet_r,
         {
-            "digit": Phrasings(
+            "object": Phrasings(
                 (
-                    "What digit is shown in the image?",
-                    "Which digit does this picture show?",
-                    "What number is drawn here?",
-                    "Identify the digit in the image.",
-                    "What is the handwritten digit?",
+                    "What object is shown in the image?",
+                    "Which object does this picture show?",
+                    "What is drawn here?",
+                    "Identify the object in the image.",
+                    "What kind of object is depicted?",
                 ),
                 (
-                    "Tell me which digit appears in this picture.",
-                    "What numeral is depicted?",
-                    "Which single digit is written in the image?",
+                    "Tell me which object appears in this picture.",
+                    "Name the object in this rendition.",
+                    "What is this a drawing of?",
                 ),
             )
         },
-        chance=10.0,
+        chance=100 / len(SHAPES),
     ),
     "iconqa": TaskSpec(
         iconqa,
@@ -181,61 +180,36 @@ TASK_SPECS: dict[str, TaskSpec] = {
         arxivqa,
         {
             "extreme": Phrasings(
-                tuple(
-                    _options(q)
-                    for q in (
-                        "Which bar is the {extreme} in the chart?",
-                        "Which color is the {extreme} bar?",
-                        "In the chart, which bar is the {extreme}?",
-                        "Identify the {extreme} bar in the figure.",
-                        "What is the color of the {extreme} bar shown?",
-                    )
+                (
+                    "Which bar is the {extreme} in the chart?",
+                    "Which color is the {extreme} bar?",
+                    "In the chart, which bar is the {extreme}?",
+                    "Identify the {extreme} bar in the figure.",
+                    "What is the color of the {extreme} bar shown?",
                 ),
-                tuple(
-                    _options(q)
-                    for q in (
-                        "Which bar in the figure reaches the {level} value?",
-                        "Looking at the plot, which series has the {level} value?",
-                        "According to the graph, which bar is at the {level} level?",
-                    )
+                (
+                    "Which bar in the figure reaches the {level} value?",
+                    "Looking at the plot, which series has the {level} value?",
+                    "According to the graph, which bar is at the {level} level?",
                 ),
-                suffix=LETTER,
             )
         },
-        chance=25.0,
+        chance=100 / len(COLOURS),
     ),
     "figureqa": TaskSpec(
         figureqa,
         {
-            "maximum": Phrasings(
+            "above-middle": Phrasings(
                 (
-                    "Is {a} the maximum?",
-                    "Does {a} have the highest value?",
-                    "Is the {a} bar the tallest one?",
+                    "Is the {a} bar above the middle line?",
+                    "Does the {a} bar cross the middle gridline?",
+                    "Is {a} higher than the middle gridline?",
+                    "Does {a} reach above the middle of the chart?",
                 ),
                 (
-                    "Is {a} higher than every other bar?",
-                    "Does {a} reach the top value?",
+                    "Does the {a} bar extend past the middle line?",
+                    "Is {a} greater than the value at the middle gridline?",
                 ),
-            ),
-            "minimum": Phrasings(
-                (
-                    "Is {a} the minimum?",
-                    "Does {a} have the lowest value?",
-                    "Is the {a} bar the shortest one?",
-                ),
-                (
-                    "Is {a} lower than every other bar?",
-                    "Does {a} show the least value?",
-                ),
-            ),
-            "greater": Phrasings(
-                (
-                    "Is {a} greater than {b}?",
-                    "Is the {a} bar taller than the {b} bar?",
-                    "Does {a} have a higher value than {b}?",
-                ),
-                ("Is {a} above {b} in this chart?", "Does {a} exceed {b}?"),
             ),
         },
         chance=50.0,
@@ -349,22 +323,22 @@ TASK_SPECS: dict[str, TaskSpec] = {
     "ocr-vqa": TaskSpec(
         ocr_vqa,
         {
-            "title": Phrasings(
+            "title-colour": Phrasings(
                 (
-                    "What is the title of this book?",
-                    "What is the name of this book?",
-                    "Which title is printed on this cover?",
-                    "What does the book cover say?",
-                    "Read the title of this book.",
+                    "What color is the title of this book?",
+                    "In which color is the title printed?",
+                    "What is the color of the text on this cover?",
+                    "Which color is the book's title written in?",
+                    "What color are the letters of the title?",
                 ),
                 (
-                    "What book is this?",
-                    "Tell me the title written on the cover.",
-                    "Which word forms the title of this book?",
+                    "Tell me the color of the title on this cover.",
+                    "The title of this book is printed in which color?",
+                    "Which ink color was used for the book's title?",
                 ),
             )
         },
-        chance=100 / len(TITLES),
+        chance=100 / len(COLOURS),
     ),
 }
 
