@@ -55,7 +55,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("disco rounds-per-stage=1", {"rounds-per-stage": 1}),
 ]
 
-TITLE = "Ablations and variants (mini-FCIT v2, Hom, beta 1, seed 0, test split)"
+TITLE = "Ablations and variants (mini-FCIT v2.1, Hom, beta 1, seed 0, test split)"
 
 
 def _cell(value: float | None) -> str:

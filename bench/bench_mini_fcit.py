@@ -99,7 +99,7 @@ def main() -> None:
     add("--first-seed-only", default="", help="comma-separated methods")
     add("--run-config", default="", help="key=value overrides")
     add("--results-dir", default="results/bench-mini-fcit")
-    add("--title", default="mini-FCIT v2 comparison")
+    add("--title", default="mini-FCIT v2.1 comparison")
     add("--no-record", action="store_true")
     args = parser.parse_args()
     common = parse_overrides(args.run_config)

@@ -46,7 +46,7 @@ SCALINGS = [
     {"method": "disco", "subspace-scaling": "total"},
     {"method": "disco", "subspace-scaling": "rank"},
 ]
-MTL_EPOCHS = [{"method": "mtl", "mtl-epochs": epochs} for epochs in (2, 5)]
+MTL_EPOCHS = [{"method": "mtl", "mtl-epochs": epochs} for epochs in (2, 3, 4, 5)]
 
 
 def _label(values: dict[str, Any]) -> str:
@@ -83,6 +83,11 @@ def main() -> None:
         default="1,3",
         help="budget part: the local-epoch values to try (comma-separated)",
     )
+    parser.add_argument(
+        "--mtl-epochs",
+        default="2,3,4,5",
+        help="mtl part: the epoch counts to try (comma-separated)",
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     common = parse_overrides(args.run_config)
@@ -93,7 +98,8 @@ def main() -> None:
     elif args.part == "scaling":
         rows = _rows(SCALINGS, common)
     else:
-        rows = _rows(MTL_EPOCHS, common)
+        wanted = {int(e) for e in args.mtl_epochs.split(",")}
+        rows = _rows([m for m in MTL_EPOCHS if m["mtl-epochs"] in wanted], common)
     title = f"Validation choice: {args.part} (mini-FCIT val split, seed 0)"
     record_rows(title, rows, enabled=not args.no_record)
 
