@@ -300,8 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flags = {
         "--paper": "also print the FCIT paper's numbers (7B model, real data), apart",
-        "--no-progress": "no progress bar (there is none anyway when stderr is not "
-        "a terminal)",
+        "--no-progress": "no progress bar on a terminal, no progress lines elsewhere",
         "--resume": "reuse complete runs with the same config; resume interrupted ones",
     }
     for flag, text in flags.items():
@@ -348,7 +347,7 @@ def _add_run_options(
         "--quiet", action="store_true", help="do not stream Flower logs"
     )
     command.add_argument(
-        "--verbose", action="store_true", help="show third-party warnings too"
+        "--verbose", action="store_true", help="show harmless third-party noise too"
     )
 
 

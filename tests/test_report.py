@@ -302,7 +302,9 @@ def test_run_report_names_each_tasks_metric_and_defines_its_figures(tmp_path):
     metrics["tasks"] = ["imagenet-r", "flickr30k", "my-own-set"]
     (run / "metrics.json").write_text(json.dumps(metrics))
     text = write_run_report(run).read_text()
-    header = "| after stage | imagenet-r (accuracy %) | flickr30k (ROUGE-L) | my-own-set |"
+    header = (
+        "| after stage | imagenet-r (accuracy %) | flickr30k (ROUGE-L) | my-own-set |"
+    )
     assert header in text
     for figure in ("Last: ", "Avg: ", "BWT: "):
         assert f"- {figure}" in text
