@@ -56,7 +56,7 @@ def run_one(
     """
     from fcit_flower.launch.simulation import run_simulation_app
     from fcit_flower.report.manifest import fill_git_commit
-    from fcit_flower.report.progress import ProgressStream, RunProgress
+    from fcit_flower.report.progress import ProgressStream, RunProgress, is_terminal
 
     metrics_path = config.run_dir / "metrics.json"
     if not config.resume:
@@ -69,7 +69,7 @@ def run_one(
         enabled=None if progress else False,
         heartbeat_s=30.0 if progress else 0.0,
     )
-    shown = None if verbose else LogNoise()
+    shown = None if verbose else LogNoise(plain=not is_terminal(sys.stderr))
     stream = cast(TextIO, ProgressStream(bar, echo=not quiet, shown=shown))
     try:
         outcome = run_simulation_app(

@@ -79,17 +79,23 @@ def test_without_a_terminal_a_run_prints_a_line_at_least_every_30_s():
     assert pipe.getvalue() == (
         "disco s0: starting Flower: 31 s elapsed, ETA unknown yet\n"
     )
-    for line in LOG:
+    progress.feed(LOG[0])  # the ServerApp has started: it prepares
+    clock.now += 30.0
+    progress.tick()
+    assert pipe.getvalue().splitlines()[-1] == (
+        "disco s0: preparing data and model: 1 min 01 s elapsed, ETA unknown yet"
+    )
+    for line in LOG[1:]:
         progress.feed(line)
     clock.now += 29.0
     progress.tick()
-    assert pipe.getvalue().count("\n") == 1  # 29 s since the last line
+    assert pipe.getvalue().count("\n") == 2  # 29 s since the last line
     clock.now += 1.0
     progress.tick()
     last = pipe.getvalue().splitlines()[-1]
-    # 3 of 9 units (3 stages x (2 rounds + evaluation)) in 61 s: 122 s left
+    # 3 of 9 units (3 stages x (2 rounds + evaluation)) in 91 s: 182 s left
     assert (
-        last == "disco s0: stage 2/3 round 1/2: 3/9, 1 min 01 s elapsed, ETA 2 min 02 s"
+        last == "disco s0: stage 2/3 round 1/2: 3/9, 1 min 31 s elapsed, ETA 3 min 02 s"
     )
     progress.close()
 

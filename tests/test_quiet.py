@@ -18,6 +18,9 @@ ACTOR = "\x1b[36m(ClientAppActor pid=582)\x1b[0m "
 SITE = "/venv/lib/python3.11/site-packages"
 # Lines of a real `flwr run` log (Flower 1.42, torch 2.13, transformers 5, Ray 2).
 NOISE = [
+    "Using SuperLink: fcit (127.0.0.1:52899)",
+    f"{E}Starting logstream for run_id `8540478004301028638`",
+    "Successfully installed fcit-flower to /tmp/fcit-flwr-98b3b581/apps/fcit-flower.",
     f"{W}Since flwr 1.32, default simulated SuperNodes changed from 10 to 2.",
     f"{E}To change federation size, use the following command:",
     f"{E}\tflwr federation simulation-config @none/default <superlink> "
@@ -57,6 +60,13 @@ def test_known_noise_is_left_out_and_everything_else_kept():
     noise = LogNoise()
     assert [line for line in NOISE if noise(line) is not None] == []
     assert [noise(line) for line in KEPT] == KEPT
+
+
+def test_in_a_file_the_colour_codes_go_too():
+    assert LogNoise(plain=True)(f"{E}[ROUND 1/1]") == "INFO :      [ROUND 1/1]"
+    assert LogNoise(plain=True)(f"{E}Final results:") == (
+        "INFO :      Flower's summary of this stage (the run goes on):"
+    )
 
 
 def test_flowers_per_stage_summary_does_not_read_like_the_end():

@@ -47,6 +47,10 @@ HARMLESS_MESSAGES: tuple[str, ...] = (
     "fraction_evaluate is set to 0.0. Federated evaluation will be skipped.",
     "├── ConfigRecord (evaluate): (empty!)",
     "Manually terminating ClientAppActor",
+    # `flwr log` and the SuperExec: where the log comes from, how the app got there
+    "Using SuperLink: ",
+    "Starting logstream for run_id",
+    "Successfully installed fcit-flower to ",
     # transformers' progress bar while it loads the (tiny) base, once per process
     "Loading weights:",
 )
@@ -75,9 +79,15 @@ class LogNoise:
     """Edit a Flower run's log line by line: drop known noise, relabel summaries.
 
     A dropped Python warning takes the source line printed under it along.
+
+    Parameters
+    ----------
+    plain : bool
+        Also remove the terminal colour codes (for a file or a pipe).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, plain: bool = False) -> None:
+        self.plain = plain
         self._source_line_next = False
 
     def __call__(self, line: str) -> str | None:
@@ -94,6 +104,8 @@ class LogNoise:
         message = _LEVEL.sub("", plain).strip()
         if any(message.startswith(text) for text in HARMLESS_MESSAGES):
             return None
+        if self.plain:
+            line = _ANSI.sub("", line)
         for old, new in RELABELLED:
             if message.startswith(old):
                 return line.replace(old, new, 1)

@@ -33,6 +33,7 @@ STAGE_LINE = re.compile(r"stage (\d+)/(\d+): (training|evaluating)(?:, (\d+) rou
 ROUND_LINE = re.compile(r"\[ROUND (\d+)/(\d+)\]")
 AFTER_LINE = re.compile(r"after stage (\d+):")
 DONE_LINE = re.compile(r"FCIT run \S+ done")
+START_LINE = re.compile(r"FCIT run \S+: ")
 
 
 def is_terminal(stream: Any) -> bool:
@@ -134,6 +135,9 @@ class RunProgress:
             self._move(self.rounds + 1, f"stage {self.stage}/{self.stages} done")
         elif DONE_LINE.search(line):
             self._set(self.bar.total, "done")
+        elif START_LINE.search(line):  # the ServerApp loads data and base model
+            with self._lock:
+                self.where = "preparing data and model"
 
     def _move(self, offset: int, text: str) -> None:
         per_stage = self.rounds + 1
