@@ -90,6 +90,8 @@ def test_this_process_filters_exact_messages_only(monkeypatch):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             quiet_this_process()
+            quiet_this_process()  # a second command in the same process
+            assert len(handler.filters) == 1
             for category, text in HARMLESS_WARNINGS:
                 warnings.warn(text + " (details)", category, stacklevel=2)
             warnings.warn(

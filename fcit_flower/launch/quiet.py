@@ -132,5 +132,6 @@ def quiet_this_process() -> None:
     for category, text in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=re.escape(text), category=category)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_HarmlessRecords())
+        if not any(isinstance(f, _HarmlessRecords) for f in handler.filters):
+            handler.addFilter(_HarmlessRecords())  # once, however often it is called
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
