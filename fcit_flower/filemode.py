@@ -19,6 +19,11 @@ def current_umask() -> int:
 
     Linux reports it in ``/proc/self/status``; elsewhere it is set and restored
     at once.
+
+    Returns
+    -------
+    int
+        The umask (``0o022`` usually).
     """
     try:
         with open("/proc/self/status", encoding="ascii") as status:

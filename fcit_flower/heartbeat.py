@@ -16,7 +16,18 @@ Clock = Callable[[], float]
 
 
 def duration(seconds: float) -> str:
-    """``"42 s"``, ``"3 min 05 s"`` or ``"1 h 02 min"`` for a number of seconds."""
+    """A duration as a person says it.
+
+    Parameters
+    ----------
+    seconds : float
+        The duration (negative counts as 0).
+
+    Returns
+    -------
+    str
+        ``"42 s"``, ``"3 min 05 s"`` or ``"1 h 02 min"``.
+    """
     whole = max(int(round(seconds)), 0)
     if whole < 60:
         return f"{whole} s"
@@ -46,7 +57,13 @@ class Heartbeat:
         self.total = 0
 
     def advance(self, *, done: int, total: int) -> None:
-        """Record that ``done`` of ``total`` units are finished."""
+        """Record how far the job is.
+
+        Parameters
+        ----------
+        done, total : int
+            Units finished, and units in all (0: not known yet).
+        """
         self.done, self.total = done, total
 
     @property

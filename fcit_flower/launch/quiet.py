@@ -91,7 +91,19 @@ class LogNoise:
         self._source_line_next = False
 
     def __call__(self, line: str) -> str | None:
-        """The line to show (possibly relabelled), or None to leave it out."""
+        """What to show of one log line.
+
+        Parameters
+        ----------
+        line : str
+            A line of the run's log, as ``flwr log`` streams it.
+
+        Returns
+        -------
+        str or None
+            The line (relabelled, or without colour codes where asked), or None
+            to leave it out.
+        """
         plain = _RAY_ACTOR.sub("", _ANSI.sub("", line.rstrip("\n")))
         if self._source_line_next:
             self._source_line_next = False
