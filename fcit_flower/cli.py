@@ -192,7 +192,8 @@ def compare(args: argparse.Namespace) -> int:
             )
         print(
             f"    {summary_line(metrics)}  "
-            f"({metrics.get('flower_wall_seconds', '-')} s)",
+            f"({metrics.get('flower_wall_seconds', '-')} s through flwr run, "
+            f"{metrics.get('wall_seconds', '-')} s in the ServerApp)",
             file=sys.stderr,
         )
         row = grouped.setdefault(combo, {}).setdefault(config.method, {})

@@ -144,3 +144,21 @@ def test_help_is_plain_text_with_defaults(capsys):
     assert "(default: results)" in text and "(default: 3600.0)" in text
     assert "--verbose" in text
     assert parser.parse_args(["resume", "r", "--verbose"]).verbose
+
+
+def test_compare_says_which_run_it_is_on_and_what_its_time_counts(
+    tmp_path, monkeypatch, capsys
+):
+    import fcit_flower.cli as cli
+    import fcit_flower.runtime as runtime
+
+    fake = {"last": 1.0, "avg": 2.0, "bwt": 0.0, "flower_wall_seconds": 98.3}
+    fake["wall_seconds"] = 54.5
+    monkeypatch.setattr(cli, "run_one", lambda config, **kwargs: dict(fake))
+    monkeypatch.setattr(runtime, "prepare_runtime", lambda config: None)
+    argv = ["compare", "--methods", "finetune,disco", "--results-dir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "run 1/2: finetune seed 0 (hom-task-b1)" in err
+    assert "run 2/2: disco seed 0 (hom-task-b1)" in err
+    assert "(98.3 s through flwr run, 54.5 s in the ServerApp)" in err

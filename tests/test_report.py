@@ -184,6 +184,7 @@ def test_compare_report_links_runs_and_has_bars(tmp_path):
     assert "plots/compare.png" in text
     _assert_real_plot(combo / "plots" / "compare.png")
     assert "[report](disco-s0/report.md)" in text
+    assert "| ServerApp s |" in text and "| 6.50 |" in text  # its own time, named
     assert '<a href="disco-s0/report.html">' in (combo / "report.html").read_text()
     assert "WARNING" not in text  # only method and seed differ
 

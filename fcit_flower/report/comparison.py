@@ -263,15 +263,15 @@ def write_compare_report(combo_dir: Path, *, broken: list[str] | None = None) ->
             [
                 run_dir.name,
                 *(fmt(metrics.get(k)) for k in ("last", "avg", "bwt")),
-                fmt(metrics.get("flower_wall_seconds", metrics.get("wall_seconds"))),
+                fmt(metrics.get("wall_seconds")),
                 Link("report", run_report.relative_to(combo_dir).as_posix()),
             ]
         )
-    report.table(["run", "Last", "Avg", "BWT", "wall s", "report"], table_rows)
+    report.table(["run", "Last", "Avg", "BWT", "ServerApp s", "report"], table_rows)
     report.text(
-        "wall s: seconds of the run's `flwr run` as the console printed them "
-        "(SuperLink and Ray start-up included); a run's report adds the "
-        "ServerApp's own time."
+        "ServerApp s: seconds the ServerApp ran (training and evaluation). The time "
+        "the console prints per run is longer: it also counts `flwr run` starting "
+        "the SuperLink, the SuperExec and Ray."
     )
     for run_dir in run_dirs:
         heatmap = run_dir / PLOTS_DIR / "accuracy_matrix.png"
