@@ -2,6 +2,9 @@
 # and MTL as references, on mini-FCIT;
 # prints the Last/Avg table) and `make test`. Both create .venv on first use.
 PYTHON ?= python3
+# Empty: torch from pip's configured indexes. On plain PyPI Linux gets the CUDA build;
+# `make TORCH_INDEX=https://download.pytorch.org/whl/cpu` fetches the CPU build.
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
@@ -16,7 +19,7 @@ $(BIN)/fcit-flower: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch first, so nothing pulls a CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 

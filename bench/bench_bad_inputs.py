@@ -3,7 +3,7 @@
 Every case runs ``fcit-flower`` as a user would (a subprocess, a fresh results
 directory) and records: the exit code, whether the last line of stderr is one
 ``fcit-flower: error:`` line, whether any traceback was printed, whether a Flower
-run was started (the CLI prints ``[1/N]`` when it launches one) and the seconds
+run was started (the CLI prints ``run 1/N`` when it launches one) and the seconds
 until the command returned.
 """
 
@@ -103,7 +103,7 @@ def main() -> None:
             lines = done.stderr.strip().splitlines()
             one_line = bool(lines) and lines[-1].startswith("fcit-flower: error:")
             traceback = "Traceback" in done.stderr + done.stdout
-            started = "[1/" in done.stdout + done.stderr
+            started = "run 1/" in done.stdout + done.stderr
             rows.append(
                 f"| {label} | {done.returncode} | {'yes' if one_line else 'NO'} | "
                 f"{'YES' if traceback else 'no'} | {'YES' if started else 'no'} | "

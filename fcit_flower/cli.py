@@ -20,14 +20,15 @@ import time
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from fcit_flower.checkpoint import CheckpointStore
 from fcit_flower.config import RunConfig
 from fcit_flower.launch.plan import parse_overrides, plan_runs, resume_overrides
+from fcit_flower.launch.quiet import LogNoise, quiet_this_process
 from fcit_flower.launch.recovery import (
     check_resumable,
     completed_metrics,
     finished_metrics,
     read_metrics,
+    resume_hint,
     resume_point,
 )
 from fcit_flower.paper import PAPER_TITLE, paper_table
@@ -40,16 +41,22 @@ APP_DIR = Path(__file__).resolve().parents[1]
 
 
 def run_one(
-    config: RunConfig, *, quiet: bool, timeout_s: float, progress: bool = True
+    config: RunConfig,
+    *,
+    quiet: bool,
+    timeout_s: float,
+    progress: bool = True,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Run one config through Flower; return its metrics or raise RuntimeError.
 
-    With ``progress`` and a terminal on stderr, a bar (stage k/n, round r/R, ETA)
-    follows the run's log; the log itself is printed above it unless ``quiet``.
+    With ``progress``, a bar (stage k/n, round r/R, ETA) follows the run's log on a
+    terminal, a progress line every 30 s elsewhere; the log itself is printed
+    unless ``quiet``, without known harmless noise unless ``verbose``.
     """
     from fcit_flower.launch.simulation import run_simulation_app
     from fcit_flower.report.manifest import fill_git_commit
-    from fcit_flower.report.progress import ProgressStream, RunProgress
+    from fcit_flower.report.progress import ProgressStream, RunProgress, is_terminal
 
     metrics_path = config.run_dir / "metrics.json"
     if not config.resume:
@@ -60,12 +67,10 @@ def run_one(
         f"{config.method} s{config.seed}",
         sys.stderr,
         enabled=None if progress else False,
+        heartbeat_s=30.0 if progress else 0.0,
     )
-    stream = (
-        cast(TextIO, ProgressStream(bar, echo=not quiet))
-        if bar.enabled
-        else (None if quiet else sys.stderr)
-    )
+    shown = None if verbose else LogNoise(plain=not is_terminal(sys.stderr))
+    stream = cast(TextIO, ProgressStream(bar, echo=not quiet, shown=shown))
     try:
         outcome = run_simulation_app(
             APP_DIR,
@@ -84,7 +89,7 @@ def run_one(
         details = " ".join(str(outcome.details).split())  # one line
         raise RuntimeError(
             f"run {config.resolved_run_name} did not complete "
-            f"(Flower status {outcome.status!r}: {details}); {_resume_hint(config)}"
+            f"(Flower status {outcome.status!r}: {details}); {resume_hint(config)}"
         )
     if not metrics_path.exists():
         raise RuntimeError(
@@ -99,16 +104,6 @@ def run_one(
     metrics["flower_run_id"] = outcome.run_id
     metrics["flower_wall_seconds"] = round(time.monotonic() - started, 1)
     return metrics
-
-
-def _resume_hint(config: RunConfig) -> str:
-    """Whether the failed run can be resumed: it can only with a checkpoint."""
-    store = CheckpointStore(config.run_dir / "checkpoints")
-    if store.files():
-        return (
-            f"its last checkpoint can be resumed: fcit-flower resume {config.run_dir}"
-        )
-    return "it wrote no checkpoint, so it must be started again"
 
 
 def summary_line(metrics: dict[str, Any]) -> str:
@@ -138,7 +133,9 @@ def resume(args: argparse.Namespace) -> int:
         )
         return 0
     _preflight([config])
-    metrics = run_one(config, quiet=args.quiet, timeout_s=args.timeout)
+    metrics = run_one(
+        config, quiet=args.quiet, timeout_s=args.timeout, verbose=args.verbose
+    )
     print(f"{config.resolved_run_name}: {summary_line(metrics)}  ({config.run_dir})")
     return 0
 
@@ -177,7 +174,7 @@ def compare(args: argparse.Namespace) -> int:
     grouped: dict[str, dict[str, dict[str, list[float | None]]]] = {}
     for index, (combo, config) in enumerate(runs, start=1):
         print(
-            f"[{index}/{len(runs)}] {combo}: {config.method} seed {config.seed}",
+            f"run {index}/{len(runs)}: {config.method} seed {config.seed} ({combo})",
             file=sys.stderr,
         )
         metrics = finished_metrics(config) if args.resume else None
@@ -191,10 +188,12 @@ def compare(args: argparse.Namespace) -> int:
                 quiet=args.quiet,
                 timeout_s=args.timeout,
                 progress=not args.no_progress,
+                verbose=args.verbose,
             )
         print(
             f"    {summary_line(metrics)}  "
-            f"({metrics.get('flower_wall_seconds', '-')} s)",
+            f"({metrics.get('flower_wall_seconds', '-')} s through flwr run, "
+            f"{metrics.get('wall_seconds', '-')} s in the ServerApp)",
             file=sys.stderr,
         )
         row = grouped.setdefault(combo, {}).setdefault(config.method, {})
@@ -276,7 +275,7 @@ def _seconds(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(
-        prog="fcit-flower", description=__doc__.splitlines()[0]
+        prog="fcit-flower", description=__doc__.splitlines()[0].replace("``", "")
     )
     sub = parser.add_subparsers(dest="command", required=True)
     cmp_ = sub.add_parser(
@@ -294,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument(
         "--beta", default="1.0", help="Dirichlet beta(s), comma-separated"
     )
-    cmp_.add_argument("--results-dir", default="results")
+    cmp_.add_argument("--results-dir", default="results", help="where results go")
     _add_run_options(
         cmp_,
         overrides="extra 'key=value ...' overrides",
@@ -302,8 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flags = {
         "--paper": "also print the FCIT paper's numbers (7B model, real data), apart",
-        "--no-progress": "no progress bar (there is none anyway when stderr is not "
-        "a terminal)",
+        "--no-progress": "no progress bar on a terminal, no progress lines elsewhere",
         "--resume": "reuse complete runs with the same config; resume interrupted ones",
     }
     for flag, text in flags.items():
@@ -327,13 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
         "round-timeout=600 checkpoint-keep=3 fault-rate=0'",
         timeout="seconds",
     )
+    for command in (cmp_, rep_, res):  # "(default: ...)" in every --help
+        command.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     return parser
 
 
 def _add_run_options(
     command: argparse.ArgumentParser, *, overrides: str, timeout: str
 ) -> None:
-    """Add ``--run-config``, ``--timeout`` and ``--quiet`` to a command that runs.
+    """Add ``--run-config``, ``--timeout``, ``--quiet``, ``--verbose`` to a command.
 
     Parameters
     ----------
@@ -347,6 +347,9 @@ def _add_run_options(
     command.add_argument(
         "--quiet", action="store_true", help="do not stream Flower logs"
     )
+    command.add_argument(
+        "--verbose", action="store_true", help="show harmless third-party noise too"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
+    if not getattr(args, "verbose", False):
+        quiet_this_process()  # known harmless third-party warnings only
     commands = {"compare": compare, "resume": resume, "report": report}
     try:
         return commands[args.command](args)

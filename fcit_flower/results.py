@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from fcit_flower.filemode import follow_umask
 from fcit_flower.tasks.metrics import summarize
 from fcit_flower.tasks.schedule import Schedule
 
@@ -25,6 +26,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        follow_umask(fd)  # mkstemp's 0600 would make every result private
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

@@ -257,13 +257,11 @@ def test_resume_without_checkpoint_says_so(monkeypatch, capsys, tmp_path, what):
 
 def test_resume_hint_says_whether_a_checkpoint_exists(tmp_path):
     config = RunConfig.from_mapping({"results-dir": str(tmp_path), "run-name": "r"})
-    assert "wrote no checkpoint, so it must be started again" in cli._resume_hint(
-        config
-    )
+    assert "wrote no checkpoint, so it must be started again" in cli.resume_hint(config)
     CheckpointStore(config.run_dir / "checkpoints").save(
         {"w": np.ones(1)}, {}, stage=0, server_round=1, end=False
     )
-    assert "fcit-flower resume" in cli._resume_hint(config)
+    assert "fcit-flower resume" in cli.resume_hint(config)
 
 
 def test_an_unexpected_error_is_one_line_too(monkeypatch, capsys):

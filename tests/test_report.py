@@ -120,7 +120,7 @@ def test_run_report_has_resolving_plots_and_sections(tmp_path):
     for image in images:
         _assert_real_plot(run / image)
     for section in (
-        "Accuracy matrix",
+        "Score matrix",
         "Routing diagnostics",
         "Wall times",
         "Environment",
@@ -184,6 +184,7 @@ def test_compare_report_links_runs_and_has_bars(tmp_path):
     assert "plots/compare.png" in text
     _assert_real_plot(combo / "plots" / "compare.png")
     assert "[report](disco-s0/report.md)" in text
+    assert "| ServerApp s |" in text and "| 6.50 |" in text  # its own time, named
     assert '<a href="disco-s0/report.html">' in (combo / "report.html").read_text()
     assert "WARNING" not in text  # only method and seed differ
 
@@ -284,12 +285,43 @@ def test_partition_section_summarises_partitions_json():
     report = Report(base=Path("."))
     partition = {
         "stages": [
-            {"stage": 1, "size_gini": 0.25, "clients": [{"samples": 3}, {"samples": 9}]}
+            {
+                "stage": 1,
+                "size_gini": 0.29599999999999993,
+                "clients": [{"samples": 3}, {"samples": 9}],
+            }
         ]
     }
     _partition_section(report, partition)
     text = report.markdown()
-    assert "| 1 | 2 | 3 | 9 | 6.0 | 0.25 |" in text
+    assert "| 1 | 2 | 3 | 9 | 6.0 | 0.30 |" in text
+
+
+def test_run_report_names_each_tasks_metric_and_defines_its_figures(tmp_path):
+    run = _run_dir(tmp_path, "finetune-s0", method="finetune")
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["tasks"] = ["imagenet-r", "flickr30k", "my-own-set"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    text = write_run_report(run).read_text()
+    header = (
+        "| after stage | imagenet-r (accuracy %) | flickr30k (ROUGE-L) | my-own-set |"
+    )
+    assert header in text
+    for figure in ("Last: ", "Avg: ", "BWT: "):
+        assert f"- {figure}" in text
+    assert "scaled-down stand-in" in text  # no data-root: mini-FCIT
+
+
+def test_reports_on_a_users_data_carry_no_mini_fcit_note(tmp_path):
+    manifest = _manifest("finetune", 0, **{"data-root": "/data/FCIT"})
+    run = _run_dir(tmp_path, "finetune-s0", method="finetune", manifest=manifest)
+    assert "stand-in" not in write_run_report(run).read_text()
+    compare_dir = run.parent
+    markdown, csv_text = compare_table({"finetune": {"last": [1.0], "avg": [2.0]}})
+    (compare_dir / "compare.csv").write_text(csv_text)
+    text = write_compare_report(compare_dir).read_text()
+    assert "stand-in" not in text and "- Last: " in text
+    assert "| finetune | 1.00 | 2.00 |" in text and "1.00 ±" not in text  # one seed
 
 
 def test_fill_git_commit_only_when_missing(tmp_path):

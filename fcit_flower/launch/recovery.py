@@ -31,6 +31,16 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     return metrics if isinstance(metrics, dict) else None
 
 
+def resume_hint(config: RunConfig) -> str:
+    """Whether the failed run can be resumed: it can only with a checkpoint."""
+    store = CheckpointStore(config.run_dir / "checkpoints")
+    if store.files():
+        return (
+            f"its last checkpoint can be resumed: fcit-flower resume {config.run_dir}"
+        )
+    return "it wrote no checkpoint, so it must be started again"
+
+
 def finished_metrics(config: RunConfig) -> dict[str, Any] | None:
     """The metrics of a complete earlier run with the same config, else ``None``."""
     metrics = read_metrics(config.run_dir)

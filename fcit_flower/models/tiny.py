@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,8 @@ from tokenizers import (
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from fcit_flower.cache import default_cache_dir
+from fcit_flower.filemode import follow_umask
+from fcit_flower.heartbeat import Clock, Heartbeat
 from fcit_flower.models.llava_shape import LlavaShape, TokenIds, llava_config
 from fcit_flower.prompting import encode_for_training
 from fcit_flower.tasks.mini_fcit.pretrain import (
@@ -279,8 +280,9 @@ def ensure_tiny_base(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "tokenizer.json").exists():
             return target
-        log.info("Pre-training the tiny base once (cached at %s)", target)
+        log.info("pre-training the base (once, cached in %s)", target)
         staging = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
+        follow_umask(staging)  # mkdtemp makes it 0700; the cache is shared
         try:
             model, tokenizer = pretrain_base(spec)
             model.save_pretrained(staging)
@@ -332,27 +334,17 @@ def pretrain_base(
 
 
 class _Progress:
-    """Logs done/total, loss, elapsed and ETA at most every 20 s."""
+    """Logs done/total steps, loss, elapsed and ETA at least every 20 s."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, *, clock: Clock | None = None) -> None:
         self.total, self.done = total, 0
-        self.started = self.last = time.monotonic()
+        self.beat = Heartbeat(interval_s=20.0, clock=clock)
 
     def step(self, loss: float) -> None:
         self.done += 1
-        now = time.monotonic()
-        if now - self.last >= 20 or self.done == self.total:
-            self.last = now
-            elapsed = now - self.started
-            eta = elapsed / self.done * (self.total - self.done)
-            log.info(
-                "base pre-training: step %d/%d, loss %.3f, %.0f s elapsed, ETA %.0f s",
-                self.done,
-                self.total,
-                loss,
-                elapsed,
-                eta,
-            )
+        self.beat.advance(done=self.done, total=self.total)
+        if self.beat.due() or self.done == self.total:
+            log.info("%s, loss %.3f", self.beat.line("base pre-training steps"), loss)
 
 
 def _train_stage(

@@ -25,7 +25,12 @@ from fcit_flower.report.document import (
     read_json_object,
 )
 from fcit_flower.report.manifest import manifest_differences
-from fcit_flower.report.run_report import write_run_report
+from fcit_flower.report.run_report import (
+    RUN_DEFINITIONS,
+    STAND_IN_NOTE,
+    is_mini_fcit,
+    write_run_report,
+)
 from fcit_flower.tasks.metrics import headroom_share, mean_and_std
 
 # Keys of a run's metrics.json summarised per method, and their column titles.
@@ -103,10 +108,7 @@ def compare_table(
 
 
 DEFINITIONS = [
-    "Last: mean score over all tasks after the final stage.",
-    "Avg: mean over stages of the mean score on the tasks seen so far.",
-    "BWT: mean change of each task's score from right after its stage to the end "
-    "(negative = forgetting; n/a when no task finished before the last stage).",
+    *RUN_DEFINITIONS,
     "Last (strict): Last with the reference's string comparison instead of the "
     "normalized one (case-insensitive equality; numbers, articles and punctuation "
     "not normalized).",
@@ -232,13 +234,14 @@ def write_compare_report(combo_dir: Path, *, broken: list[str] | None = None) ->
             for r in rows
         ],
     )
-    report.items(DEFINITIONS)
-    report.image(chart, "Last and Avg per method")
     manifests = {
         d.name: m
         for d in run_dirs
         if (m := read_json_object(d / "manifest.json")) is not None
     }
+    mini = any(is_mini_fcit(m.get("config")) for m in manifests.values())
+    report.items(DEFINITIONS + ([STAND_IN_NOTE] if mini else []))
+    report.image(chart, "Last and Avg per method")
     warnings = manifest_differences(manifests)
     missing = [d.name for d in run_dirs if d.name not in manifests]
     if missing:
@@ -260,11 +263,16 @@ def write_compare_report(combo_dir: Path, *, broken: list[str] | None = None) ->
             [
                 run_dir.name,
                 *(fmt(metrics.get(k)) for k in ("last", "avg", "bwt")),
-                fmt(metrics.get("flower_wall_seconds", metrics.get("wall_seconds"))),
+                fmt(metrics.get("wall_seconds")),
                 Link("report", run_report.relative_to(combo_dir).as_posix()),
             ]
         )
-    report.table(["run", "Last", "Avg", "BWT", "wall s", "report"], table_rows)
+    report.table(["run", "Last", "Avg", "BWT", "ServerApp s", "report"], table_rows)
+    report.text(
+        "ServerApp s: seconds the ServerApp ran (training and evaluation). The time "
+        "the console prints per run is longer: it also counts `flwr run` starting "
+        "the SuperLink, the SuperExec and Ray."
+    )
     for run_dir in run_dirs:
         heatmap = run_dir / PLOTS_DIR / "accuracy_matrix.png"
         if heatmap.exists():

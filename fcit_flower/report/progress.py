@@ -8,8 +8,9 @@ an estimate of the time left in the run. The same parser serves both paths:
 - ``fcit-flower compare`` follows each ``flwr run`` log (:class:`ProgressStream`);
 - an in-process run attaches :func:`attach_log_progress` to Flower's logger.
 
-The bar is drawn only on a terminal: with a non-TTY stream (CI, files, pipes) the
-progress prints nothing, so logs stay clean.
+The bar is drawn only on a terminal. With a non-TTY stream (CI, files, pipes) a run
+prints a plain line instead, at least every 30 s: where it is, done/total units,
+elapsed time and ETA (:class:`fcit_flower.heartbeat.Heartbeat`).
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ import logging
 import os
 import re
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from fcit_flower.heartbeat import Clock, Heartbeat
+
 STAGE_LINE = re.compile(r"stage (\d+)/(\d+): (training|evaluating)(?:, (\d+) rounds)?")
 ROUND_LINE = re.compile(r"\[ROUND (\d+)/(\d+)\]")
 AFTER_LINE = re.compile(r"after stage (\d+):")
 DONE_LINE = re.compile(r"FCIT run \S+ done")
+START_LINE = re.compile(r"FCIT run \S+: ")
 
 
 def is_terminal(stream: Any) -> bool:
@@ -62,9 +68,25 @@ class RunProgress:
         Where the bar is drawn.
     enabled : bool, optional
         Draw the bar; default: only when ``stream`` is a terminal.
+    heartbeat_s : float
+        Without a bar, print a progress line at least this often (0: never).
+    clock : callable, optional
+        Monotonic seconds; tests pass a fake one.
+    ticking : bool
+        Check every second from a background thread whether a line is due, so
+        a long round without log lines is not a silence (tests call :meth:`tick`).
     """
 
-    def __init__(self, label: str, stream: TextIO, enabled: bool | None = None):
+    def __init__(
+        self,
+        label: str,
+        stream: TextIO,
+        enabled: bool | None = None,
+        *,
+        heartbeat_s: float = 30.0,
+        clock: Clock | None = None,
+        ticking: bool = True,
+    ):
         self.enabled = is_terminal(stream) if enabled is None else enabled
         columns, lines = terminal_size(stream)
         self.bar = tqdm(
@@ -77,11 +99,18 @@ class RunProgress:
             leave=True,
             bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
         )
+        self.stream = stream
         self.label = label
         self.stages = 0
         self.rounds = 0
         self.stage = 0
-        self.position = 0
+        self.where = "starting Flower"
+        self.beat = Heartbeat(interval_s=heartbeat_s, clock=clock)
+        self.lines = not self.enabled and heartbeat_s > 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if self.lines and ticking:
+            threading.Thread(target=self._tick_until_closed, daemon=True).start()
 
     def feed(self, line: str) -> None:
         """Advance the bar if ``line`` marks a stage, round or evaluation."""
@@ -106,6 +135,9 @@ class RunProgress:
             self._move(self.rounds + 1, f"stage {self.stage}/{self.stages} done")
         elif DONE_LINE.search(line):
             self._set(self.bar.total, "done")
+        elif START_LINE.search(line):  # the ServerApp loads data and base model
+            with self._lock:
+                self.where = "preparing data and model"
 
     def _move(self, offset: int, text: str) -> None:
         per_stage = self.rounds + 1
@@ -116,13 +148,34 @@ class RunProgress:
         self.bar.set_description_str(f"{self.label}: {text}", refresh=False)
         self.bar.update(max(position - self.bar.n, 0))
         self.bar.refresh()
+        with self._lock:
+            self.where = text
+            self.beat.advance(done=position, total=int(self.bar.total or 0))
+        self.tick()
+
+    def tick(self) -> None:
+        """Without a bar: print a progress line if none was printed for a while."""
+        with self._lock:
+            if not (self.lines and self.beat.due()):
+                return
+            line = self.beat.line(f"{self.label}: {self.where}")
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def _tick_until_closed(self) -> None:
+        while not self._stop.wait(1.0):
+            self.tick()
 
     def write(self, line: str) -> None:
         """Print a log line above the bar (or plainly when there is no bar)."""
-        self.bar.write(line.rstrip("\n"), file=self.bar.fp)
+        if self.enabled:
+            self.bar.write(line.rstrip("\n"), file=self.bar.fp)
+        else:
+            self.stream.write(line.rstrip("\n") + "\n")
 
     def close(self) -> None:
-        """Leave the bar as it is on the screen."""
+        """Leave the bar as it is on the screen; stop the progress lines."""
+        self._stop.set()
         self.bar.close()
 
 
@@ -135,11 +188,21 @@ class ProgressStream:
         The bar to advance.
     echo : bool
         Also print every log line (above the bar).
+    shown : callable, optional
+        What to print of a log line: the line, another text, or None to leave it
+        out (known harmless noise); every line still drives the progress.
     """
 
-    def __init__(self, progress: RunProgress, echo: bool):
+    def __init__(
+        self,
+        progress: RunProgress,
+        echo: bool,
+        *,
+        shown: Callable[[str], str | None] | None = None,
+    ):
         self.progress = progress
         self.echo = echo
+        self.shown = shown
         self._pending = ""
 
     def write(self, text: str) -> int:
@@ -148,8 +211,9 @@ class ProgressStream:
         *lines, self._pending = self._pending.split("\n")
         for line in lines:
             self.progress.feed(line)
-            if self.echo:
-                self.progress.write(line)
+            shown = line if self.shown is None else self.shown(line)
+            if self.echo and shown is not None:
+                self.progress.write(shown)
         return len(text)
 
     def flush(self) -> None:

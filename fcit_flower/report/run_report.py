@@ -20,6 +20,36 @@ from fcit_flower.report.document import (
     fmt,
     read_json_object,
 )
+from fcit_flower.tasks.catalog import get_task
+
+# One line per figure a run report shows (the comparison report adds its own).
+RUN_DEFINITIONS = [
+    "Last: mean score over all tasks after the final stage.",
+    "Avg: mean over stages of the mean score on the tasks seen so far.",
+    "BWT: mean change of each task's score from right after its stage to the end "
+    "(negative = forgetting; n/a when no task finished before the last stage).",
+]
+STAND_IN_NOTE = (
+    "mini-FCIT: each task is a scaled-down stand-in (32 x 32 drawings, a few "
+    "hundred items) named after the FCIT dataset it imitates, not that dataset; "
+    "its scores are not comparable with the paper's."
+)
+# Matrix scores that are not accuracy in percent.
+METRIC_NAMES = {"rouge-l": "ROUGE-L", "cider": "CIDEr-D", "bleu-4": "BLEU-4"}
+
+
+def metric_label(task: str) -> str:
+    """``task (accuracy %)``, ``flickr30k (ROUGE-L)``; the bare name if unknown."""
+    try:
+        metric = get_task(task).metric
+    except ValueError:  # a user's dataset: its task.json is not at hand here
+        return task
+    return f"{task} ({METRIC_NAMES.get(metric, 'accuracy %')})"
+
+
+def is_mini_fcit(config: Any) -> bool:
+    """Whether a run's config used the embedded mini-FCIT (no ``data-root``)."""
+    return isinstance(config, dict) and not config.get("data-root")
 
 
 def checked_metrics(path: Path) -> dict[str, Any]:
@@ -146,9 +176,12 @@ def write_run_report(run_dir: Path) -> Path:
         ["Last", "Avg", "BWT"],
         [[fmt(metrics.get(k)) for k in ("last", "avg", "bwt")]],
     )
-    report.heading("Accuracy matrix")
+    config = (manifest or {}).get("config") or metrics.get("config")
+    report.items(RUN_DEFINITIONS + ([STAND_IN_NOTE] if is_mini_fcit(config) else []))
+    report.heading("Score matrix")
+    report.text("Each task's test score (column) after each stage (row).")
     report.table(
-        ["after stage", *metrics["tasks"]],
+        ["after stage", *(metric_label(t) for t in metrics["tasks"])],
         [
             [s, *(fmt(v) for v in row)]
             for s, row in enumerate(metrics["accuracy_matrix"], 1)
@@ -163,7 +196,7 @@ def write_run_report(run_dir: Path) -> Path:
         _partition_section(report, partition)
     _times_section(report, metrics)
     _examples_section(report, metrics.get("examples") or {})
-    _config_section(report, (manifest or {}).get("config") or metrics.get("config"))
+    _config_section(report, config)
     _environment_section(report, manifest)
     report.text(f"Report written in {time.perf_counter() - started:.2f} s.")
     return report.write(f"FCIT run {run_dir.name}")
@@ -206,7 +239,7 @@ def _partition_section(report: Report, partition: Any) -> None:
                     int(min(sizes)),
                     int(max(sizes)),
                     f"{sum(sizes) / len(sizes):.1f}",
-                    stage.get("size_gini", ""),
+                    fmt(stage.get("size_gini")),
                 ]
             )
     report.table(["stage", "clients", "min", "max", "mean", "size Gini"], rows)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fcit_flower.filemode import follow_umask
 from fcit_flower.tasks.catalog import TASKS
 from fcit_flower.tasks.metrics import score
 from fcit_flower.tasks.mini_fcit.pixels import pixel_hash
@@ -38,6 +40,8 @@ from fcit_flower.tasks.mini_fcit.pretrain import (
     base_corpus,
 )
 from fcit_flower.tasks.mini_fcit.tasks import TASK_SPECS, instruction
+
+log = logging.getLogger(__name__)
 
 VERSION = "v2.1"
 SPLITS = ("test", "val", "train")  # build order: earlier splits keep their images
@@ -197,7 +201,9 @@ def build_mini_fcit(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists() and json.loads(marker.read_text()) == params:
             return root
+        log.info("building mini-FCIT (once, cached in %s)", root)
         staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
+        follow_umask(staging)  # mkdtemp makes it 0700; the cache is shared
         try:
             _build(staging, params, exclude_pretraining)
             if root.exists():
