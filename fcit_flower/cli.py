@@ -22,6 +22,7 @@ from typing import Any, TextIO, cast
 
 from fcit_flower.checkpoint import CheckpointStore
 from fcit_flower.config import RunConfig
+from fcit_flower.export.commands import add_commands
 from fcit_flower.launch.plan import parse_overrides, plan_runs, resume_overrides
 from fcit_flower.launch.recovery import (
     check_resumable,
@@ -327,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         "round-timeout=600 checkpoint-keep=3 fault-rate=0'",
         timeout="seconds",
     )
+    parser.set_defaults(use_commands=add_commands(sub))
     return parser
 
 
@@ -360,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     commands = {"compare": compare, "resume": resume, "report": report}
+    commands.update(args.use_commands)
     try:
         return commands[args.command](args)
     except ValueError as error:  # ConfigError, DataError, ReportError, ...
