@@ -19,6 +19,7 @@ import numpy as np
 import safetensors.numpy
 import safetensors.torch
 import torch
+from transformers import LlavaForConditionalGeneration
 
 from fcit_flower.export.layout import ExportError, read_json, write_json
 from fcit_flower.models.adapters import PEFT_PREFIX, lora_config
@@ -64,7 +65,14 @@ def save_peft_adapter(
     if projector:
         config.modules_to_save = [PROJECTOR_MODULE]
     folder.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(str(folder))
+    # What PeftModel.save_pretrained adds for a config without task type: the
+    # base class, for PEFT's AutoPeftModel.
+    base_class = LlavaForConditionalGeneration
+    auto_mapping = {
+        "base_model_class": base_class.__name__,
+        "parent_library": base_class.__module__,
+    }
+    config.save_pretrained(str(folder), auto_mapping_dict=auto_mapping)
     tensors = {
         PEFT_PREFIX + key: torch.from_numpy(np.ascontiguousarray(value))
         for key, value in sorted({**lora, **projector}.items())
