@@ -300,6 +300,8 @@ class Disco(Method):
                 arrays[slot_prefix(int(slot)) + key] = value
         for slot, token in enumerate(tokens):
             arrays[token_key(slot)] = token
+        for slot, mass in enumerate(router.get("token_sample_mass", [])):
+            arrays[token_weight_key(slot)] = np.array([mass], dtype=np.float64)
         if (folder / f"{PROJECTOR_FILE}.safetensors").is_file():
             arrays.update(read_arrays(folder, name=PROJECTOR_FILE))
         return arrays
