@@ -7,6 +7,7 @@ prints and writes a Last / Avg / BWT table and a report (``report.md``/``.html``
 with plots). ``fcit-flower report DIR`` (re)builds the reports of finished runs.
 ``--resume`` keeps what an interrupted comparison already computed;
 ``fcit-flower resume <run-dir>`` continues one run from its last good checkpoint.
+``predict`` and ``evaluate`` use a run's exported model (:mod:`fcit_flower.export`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, TextIO, cast
 
 from fcit_flower.checkpoint import CheckpointStore
 from fcit_flower.config import RunConfig
-from fcit_flower.export.commands import add_commands
+from fcit_flower.export.commands import COMMANDS, add_commands
 from fcit_flower.launch.plan import parse_overrides, plan_runs, resume_overrides
 from fcit_flower.launch.recovery import (
     check_resumable,
@@ -328,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         "round-timeout=600 checkpoint-keep=3 fault-rate=0'",
         timeout="seconds",
     )
-    parser.set_defaults(use_commands=add_commands(sub))
+    add_commands(sub)
     return parser
 
 
@@ -361,8 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    commands = {"compare": compare, "resume": resume, "report": report}
-    commands.update(args.use_commands)
+    commands = {"compare": compare, "resume": resume, "report": report, **COMMANDS}
     try:
         return commands[args.command](args)
     except ValueError as error:  # ConfigError, DataError, ReportError, ...

@@ -20,7 +20,7 @@ from fcit_flower.checkpoint import CheckpointStore
 from fcit_flower.cli import main as cli_main
 from fcit_flower.inprocess import run_inprocess
 from fcit_flower.tasks.catalog import get_task
-from fcit_flower.tasks.data import test_samples
+from fcit_flower.tasks.data import test_samples as load_test_set
 from fcit_flower.tasks.metrics import score
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_every_stage_is_exported_with_its_card(runs):
 def test_finetune_adapter_loads_with_stock_peft_and_reproduces_the_rows(runs, tmp_path):
     run_dir = runs["finetune"]
     metrics, root = _metrics(run_dir), _data_root(run_dir)
-    samples = {t: test_samples(root, t) for t in metrics["tasks"]}
+    samples = {t: load_test_set(root, t) for t in metrics["tasks"]}
     questions = {
         t: [{"image": str(s.image), "question": s.question} for s in items]
         for t, items in samples.items()
@@ -120,23 +120,24 @@ def test_finetune_adapter_loads_with_stock_peft_and_reproduces_the_rows(runs, tm
         assert row == metrics["accuracy_matrix"][stage - 1]
 
 
+def _in_process(capsys, *args):
+    """``fcit-flower ARGS`` in this process: its stdout lines."""
+    assert cli_main([str(a) for a in args]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
 @pytest.mark.parametrize("method", ["finetune", "disco"])
-def test_evaluate_and_predict_give_the_runs_answers(runs, method, tmp_path):
+def test_evaluate_and_predict_give_the_runs_answers(runs, method, tmp_path, capsys):
     run_dir = runs[method]
     metrics, root = _metrics(run_dir), _data_root(run_dir)
-    for stage in (1, 2):
+    for stage in (1, 2):  # the last one in a fresh process
+        command = ("evaluate", "--run", run_dir, "--stage", stage)
         out = tmp_path / f"eval-{stage}"
-        _cli(
-            "evaluate",
-            "--run",
-            run_dir,
-            "--stage",
-            stage,
-            "--data-root",
-            root,
-            "--out",
-            out,
-        )
+        options = ("--data-root", root, "--out", out)
+        if stage == 2:
+            _cli(*command, *options)
+        else:
+            _in_process(capsys, *command, *options)
         scored = _metrics(out)
         assert scored["tasks"] == metrics["tasks"]
         assert scored["accuracy_matrix"][0] == metrics["accuracy_matrix"][stage - 1]
@@ -148,11 +149,11 @@ def test_evaluate_and_predict_give_the_runs_answers(runs, method, tmp_path):
     ]
     expected = [r["prediction"] for r in records if r["task"] == task]
     assert expected[:3] == [e[1] for e in metrics["examples"][task]]
+    samples = load_test_set(root, task)
     batch = tmp_path / "questions.jsonl"
     batch.write_text(
         "\n".join(
-            json.dumps({"image": str(s.image), "question": s.question})
-            for s in test_samples(root, task)
+            json.dumps({"image": str(s.image), "question": s.question}) for s in samples
         )
     )
     lines = _cli("predict", "--run", run_dir, "--batch", batch).stdout.splitlines()
@@ -162,27 +163,20 @@ def test_evaluate_and_predict_give_the_runs_answers(runs, method, tmp_path):
         assert all(abs(sum(p["subspace_weights"]) - 1) < 1e-3 for p in predicted)
     else:
         assert all("subspace_weights" not in p for p in predicted)
-    first = test_samples(root, task)[0]
-    single = _cli(
+    single = _in_process(
+        capsys,
         "predict",
         "--run",
         run_dir,
         "--image",
-        first.image,
+        samples[0].image,
         "--question",
-        first.question,
-    ).stdout.splitlines()
-    assert single[0] == expected[0]
-    assert single[1:] == (
-        [
-            "subspace weights: "
-            + "  ".join(
-                f"{k}: {w:.4f}" for k, w in enumerate(predicted[0]["subspace_weights"])
-            )
-        ]
-        if method == "disco"
-        else []
+        samples[0].question,
     )
+    assert single[0] == expected[0]
+    weights = predicted[0].get("subspace_weights", [])
+    shown = "  ".join(f"{k}: {w:.4f}" for k, w in enumerate(weights))
+    assert single[1:] == ([f"subspace weights: {shown}"] if weights else [])
 
 
 def test_disco_router_holds_tokens_and_settings(runs):
@@ -244,10 +238,45 @@ def test_resumed_run_exports_the_same_bytes(runs, tmp_path):
     ],
 )
 def test_bad_input_is_one_line(runs, tmp_path, capsys, args, message):
-    image = test_samples(_data_root(runs["finetune"]), "imagenet-r")[0].image
+    image = load_test_set(_data_root(runs["finetune"]), "imagenet-r")[0].image
     filled = args.format(tmp=tmp_path, run=runs["finetune"], img=image).split()
     code = cli_main(["predict", *filled])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("fcit-flower: error: ")
     assert message in err[0]
+
+
+def test_llava_export_names_its_base_and_scores_as_the_run(tmp_path):
+    from fcit_flower.export.use import evaluate, load_export
+    from fcit_flower.models.llava_checkpoint import write_llava_checkpoint
+    from fcit_flower.tasks.mini_fcit import vocabulary_texts
+
+    checkpoint = write_llava_checkpoint(tmp_path / "ckpt", vocabulary_texts())
+    run_inprocess(
+        {
+            "method": "finetune",
+            "model": "llava",
+            "model-path": str(checkpoint),
+            "num-clients": 2,
+            "clients-per-round": 2,
+            "rounds-per-stage": 1,
+            "num-stages": 1,
+            "train-size": 8,
+            "test-size": 2,
+            "max-new-tokens": 2,
+            "lora-rank": 8,
+            "num-subspaces": 4,
+            "batch-size": 4,
+            "results-dir": str(tmp_path),
+            "run-name": "llava",
+        }
+    )
+    run_dir = tmp_path / "llava"
+    folder = run_dir / "adapters" / "stage-1"
+    assert not (folder / "base").exists()  # a checkpoint is named, not copied
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(Path(checkpoint).resolve())
+    loaded = load_export(run_dir, data_root=_data_root(run_dir))
+    scored = evaluate(loaded, tmp_path / "eval")
+    assert scored["accuracy_matrix"] == _metrics(run_dir)["accuracy_matrix"]

@@ -24,8 +24,8 @@ from fcit_flower.export.layout import ExportError
 Command = Callable[[argparse.Namespace], int]
 
 
-def add_commands(sub: Any) -> dict[str, Command]:
-    """Add ``predict`` and ``evaluate`` to the CLI's sub-parsers; their handlers."""
+def add_commands(sub: Any) -> None:
+    """Add ``predict`` and ``evaluate`` to the CLI's sub-parsers (see COMMANDS)."""
     pre = sub.add_parser("predict", help="answer questions with an exported model")
     _add_export_options(pre)
     pre.add_argument("--image", help="the image file")
@@ -41,7 +41,6 @@ def add_commands(sub: Any) -> dict[str, Command]:
     ev_.add_argument(
         "--out", default="", help="output directory (default: DIR/evaluations/...)"
     )
-    return {"predict": predict_command, "evaluate": evaluate_command}
 
 
 def _add_export_options(command: argparse.ArgumentParser) -> None:
@@ -141,3 +140,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
         print(f"{task}: {value:.2f}")
     print(f"mean {sum(row) / len(row):.2f}  ({out})")
     return 0
+
+
+# The handlers of the commands :func:`add_commands` adds.
+COMMANDS: dict[str, Command] = {
+    "predict": predict_command,
+    "evaluate": evaluate_command,
+}

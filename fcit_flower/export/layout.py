@@ -120,6 +120,8 @@ def write_folder(target: Path, fill: Callable[[Path], None]) -> None:
     removed after the rename.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*"):  # left by a crash
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     old = target.parent / f".{target.name}.old"
     try:
@@ -202,6 +204,7 @@ def model_card(info: Mapping[str, Any], config: Mapping[str, Any]) -> str:
 def _loading_lines(info: Mapping[str, Any]) -> Sequence[str]:
     kind = info["format"]["kind"]
     base = info["base"]["name"]
+    base = "<this folder>/base" if base == BASE_DIR else base
     if kind == "peft":
         return [
             "A stock PEFT LoRA adapter (no fcit-flower needed):",

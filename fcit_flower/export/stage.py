@@ -6,6 +6,7 @@ times, no dates), so a resumed run writes the same bytes again.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,7 +116,7 @@ def export_stage(
                 "image_std": list(bundle.image_std),
                 "max_new_tokens": config.max_new_tokens,
             },
-            "data_fingerprints": data_fingerprints(runtime.root, schedule.tasks),
+            "data_fingerprints": _fingerprints(config, runtime, schedule.tasks),
             "versions": package_versions(),
         }
         write_json(folder / EXPORT_JSON, info)
@@ -125,6 +126,17 @@ def export_stage(
     target = stage_dir(config.run_dir, stage + 1)
     write_folder(target, fill)
     return target
+
+
+def _fingerprints(
+    config: RunConfig, runtime: Runtime, tasks: Sequence[str]
+) -> dict[str, Any]:
+    """The data fingerprints of the run's manifest (hashed once, at the start)."""
+    try:
+        manifest = json.loads((config.run_dir / "manifest.json").read_text())
+        return dict(manifest["data_fingerprints"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return data_fingerprints(runtime.root, tasks)
 
 
 def copy_base(source: Path, target: Path) -> None:
