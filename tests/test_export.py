@@ -18,6 +18,7 @@ import safetensors.numpy
 
 from fcit_flower.checkpoint import CheckpointStore
 from fcit_flower.cli import main as cli_main
+from fcit_flower.export.layout import exported_stages
 from fcit_flower.inprocess import run_inprocess
 from fcit_flower.tasks.catalog import get_task
 from fcit_flower.tasks.data import test_samples as load_test_set
@@ -280,3 +281,18 @@ def test_llava_export_names_its_base_and_scores_as_the_run(tmp_path):
     loaded = load_export(run_dir, data_root=_data_root(run_dir))
     scored = evaluate(loaded, tmp_path / "eval")
     assert scored["accuracy_matrix"] == _metrics(run_dir)["accuracy_matrix"]
+
+
+@pytest.mark.parametrize(("mode", "stages"), [("final", [2]), ("off", [])])
+def test_export_mode_chooses_the_stages(tmp_path, mode, stages):
+    run_inprocess(
+        {
+            **SHORT,
+            "rounds-per-stage": 1,
+            "method": "finetune",
+            "export": mode,
+            "results-dir": str(tmp_path),
+            "run-name": mode,
+        }
+    )
+    assert exported_stages(tmp_path / mode) == stages
