@@ -93,7 +93,7 @@ def export_stage(
             "accuracy_row": dict(zip(schedule.tasks, row, strict=True)),
             "format": layout,
             "base": {
-                "kind": "tiny (in base/)" if tiny else config.model,
+                "kind": "tiny, copied into this folder" if tiny else config.model,
                 "name": base_name,
             },
             "prompt": {

@@ -6,7 +6,9 @@ methods only through this interface:
 
 - server: :meth:`Method.build_server` (the Flower strategy and the initial global
   arrays), :meth:`Method.evaluation_model` (the inference model of a global state,
-  with an optional per-batch hook), :meth:`Method.stage_files` (extra result files);
+  with an optional per-batch hook), :meth:`Method.stage_files` (extra result files),
+  :meth:`Method.export_arrays` / :meth:`Method.import_arrays` (the files of an
+  export, ``adapters/stage-<k>/``, and reading them back);
 - client: :meth:`Method.train_client` (one local training step on a TRAIN message)
   and :meth:`Method.answer_query` (QUERY messages other than ``describe``);
 - both: :meth:`Method.schedule` and :meth:`Method.client_samples` (which tasks and
