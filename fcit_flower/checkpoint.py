@@ -33,9 +33,9 @@ _NAME = re.compile(r"^ckpt-(\d{5})-s(\d+)-r(\d+)(-end)?\.npz$")
 
 # Run-config keys that ``fcit-flower resume`` may override: how to wait and retry,
 # how many checkpoints to keep, and fault injection (switched off only). None of
-# them changes what a completed run computes.
+# them changes what a completed run computes (``export`` only adds files).
 OPERATIONAL_KEYS = frozenset(
-    {"round-timeout", "checkpoint-keep", "max-round-retries", "fault-rate"}
+    {"round-timeout", "checkpoint-keep", "max-round-retries", "fault-rate", "export"}
 )
 # Keys that may change between a crash and its resume: the operational ones, and
 # where the run directory lives (it may have been moved).

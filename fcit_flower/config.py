@@ -52,6 +52,7 @@ TORCH_DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda")
 PARTITIONS = ("quantity", "label")
 EVAL_SPLITS = ("test", "val")
+EXPORTS = ("every-stage", "final", "off")
 # Keys whose values must be > 0, and keys whose values must lie in [0, 1).
 _POSITIVE_KEYS = (
     "beta lr projector-lr lora-alpha ssa-eps server-lr server-eps num-clients "
@@ -148,6 +149,8 @@ class RunConfig:
     eval_split: str = "test"
     image_root: str = ""
     max_bad_fraction: float = 0.05
+    # What is written for use outside the run: adapters/stage-<k>/.
+    export: str = "every-stage"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -334,6 +337,7 @@ class RunConfig:
         """Schedule file, partition kind, image root."""
         choice("partition", self.partition, PARTITIONS)
         choice("eval-split", self.eval_split, EVAL_SPLITS)
+        choice("export", self.export, EXPORTS)
         if self.schedule_file:
             path = Path(self.schedule_file).expanduser()
             if path.suffix not in (".toml", ".json"):

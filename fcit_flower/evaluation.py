@@ -66,6 +66,8 @@ class StageEvaluation:
         Task -> a few (question, prediction, answer) triples for inspection.
     details : dict
         Task -> further scores of tasks with ``extra_metrics`` (captioning).
+    predictions : dict
+        Task -> every decoded answer, in test-set order.
     """
 
     scores: dict[str, float] = field(default_factory=dict)
@@ -75,6 +77,7 @@ class StageEvaluation:
     mean_activation: dict[str, list[float]] = field(default_factory=dict)
     examples: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
     details: dict[str, dict[str, float]] = field(default_factory=dict)
+    predictions: dict[str, list[str]] = field(default_factory=dict)
 
 
 def evaluate_state(
@@ -109,6 +112,7 @@ def evaluate_state(
             image_std=bundle.image_std,
         )
         answers = [s.answer for s in samples]
+        result.predictions[task] = predictions
         info = get_task(task, runtime.root)
         result.scores[task] = score(info.metric, predictions, answers)
         result.strict_scores[task] = score(

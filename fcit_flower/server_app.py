@@ -17,6 +17,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import StageEvaluation, evaluate_state
+from fcit_flower.export.layout import folder_bytes, should_export
+from fcit_flower.export.stage import export_stage
 from fcit_flower.methods.base import Method, ServerSetup
 from fcit_flower.methods.registry import get_method
 from fcit_flower.preflight import guard_warnings
@@ -36,7 +38,7 @@ from fcit_flower.report.hooks import write_manifest, write_report_logged
 from fcit_flower.report.progress import attach_log_progress
 from fcit_flower.results import atomic_write_json, write_results
 from fcit_flower.run_state import RunState
-from fcit_flower.runtime import prepare_runtime
+from fcit_flower.runtime import Runtime, prepare_runtime
 from fcit_flower.strategies.continual import ContinualFedAvg, Federation
 from fcit_flower.strategies.server_optim import optimizer_class
 from fcit_flower.strategies.uploads import RoundFailedError
@@ -171,6 +173,9 @@ def main(grid: Grid, context: Context) -> None:
             summary = _record_stage(
                 method, strategy, evaluation, schedule, run, stage_start
             )
+            if should_export(config.export, stage, schedule.num_stages):
+                # Before the stage-end checkpoint: a crash in between exports again.
+                _export(method, config, runtime, arrays, schedule, run)
         run.save(strategy.state(), end=True)
     if not summary:  # resumed after the last stage: nothing left to do
         log(INFO, "FCIT run %s was already complete", config.resolved_run_name)
@@ -224,6 +229,36 @@ def _train_stage(
             f"{error} (rejections in rejected_uploads.json); {hint}"
         ) from None
     return to_numpy(result.arrays) if len(result.arrays) else arrays
+
+
+def _export(
+    method: Method,
+    config: RunConfig,
+    runtime: Runtime,
+    arrays: Arrays,
+    schedule: Schedule,
+    run: RunState,
+) -> None:
+    """Export the stage just evaluated (``adapters/stage-<k>/``) and log it."""
+    stage = run.progress.stage
+    start = time.perf_counter()
+    folder = export_stage(
+        method,
+        config,
+        runtime,
+        arrays,
+        schedule=schedule,
+        stage=stage,
+        row=run.progress.rows[stage],
+    )
+    log(
+        INFO,
+        "stage %d exported to %s in %.2f s (%d bytes)",
+        stage + 1,
+        folder,
+        time.perf_counter() - start,
+        folder_bytes(folder),
+    )
 
 
 def _record_stage(

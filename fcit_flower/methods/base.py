@@ -6,7 +6,9 @@ methods only through this interface:
 
 - server: :meth:`Method.build_server` (the Flower strategy and the initial global
   arrays), :meth:`Method.evaluation_model` (the inference model of a global state,
-  with an optional per-batch hook), :meth:`Method.stage_files` (extra result files);
+  with an optional per-batch hook), :meth:`Method.stage_files` (extra result files),
+  :meth:`Method.export_arrays` / :meth:`Method.import_arrays` (the files of an
+  export, ``adapters/stage-<k>/``, and reading them back);
 - client: :meth:`Method.train_client` (one local training step on a TRAIN message)
   and :meth:`Method.answer_query` (QUERY messages other than ``describe``);
 - both: :meth:`Method.schedule` and :meth:`Method.client_samples` (which tasks and
@@ -30,6 +32,7 @@ from torch import nn
 
 from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import EvaluationModel, StageEvaluation
+from fcit_flower.export.tensors import read_arrays, save_arrays
 from fcit_flower.models.adapters import init_lora_arrays, lora_shapes, projector_state
 from fcit_flower.protocol import (
     KIND,
@@ -223,3 +226,21 @@ class Method(ABC):
     ) -> dict[str, Any]:
         """Extra JSON files written to the run directory after each evaluation."""
         return {}
+
+    def export_arrays(
+        self, config: RunConfig, arrays: Arrays, *, folder: Path, base_name: str
+    ) -> dict[str, Any]:
+        """Write the global ``arrays`` into an export ``folder``; their format.
+
+        The default keeps every array under its run key in ``arrays.safetensors``
+        (read back by :meth:`import_arrays`); a method whose adapter is a LoRA
+        writes stock PEFT adapters instead. ``base_name`` is what an adapter
+        config names as its base.
+        """
+        layout = {"kind": "arrays", "method": self.name}
+        save_arrays(folder, arrays, layout)
+        return layout
+
+    def import_arrays(self, config: RunConfig, folder: Path) -> Arrays:
+        """The global arrays of an export written by :meth:`export_arrays`."""
+        return read_arrays(folder)

@@ -36,6 +36,7 @@ authors' behaviour.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,6 +45,14 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import EvaluationModel, StageEvaluation
+from fcit_flower.export.tensors import (
+    read_arrays,
+    read_peft_adapter,
+    read_router,
+    save_arrays,
+    save_peft_adapter,
+    save_router,
+)
 from fcit_flower.methods.base import ClientSetup, ClientUpdate, Method, ServerSetup
 from fcit_flower.methods.finetune import train_peft
 from fcit_flower.methods.registry import register
@@ -52,6 +61,7 @@ from fcit_flower.models.adapters import (
     projector_state,
     subspace_model,
 )
+from fcit_flower.models.identity import encoder_location
 from fcit_flower.models.subspace_lora import load_slots, set_activation
 from fcit_flower.protocol import (
     ARRAYS_KEY,
@@ -67,10 +77,12 @@ from fcit_flower.protocol import (
     ProtocolError,
     occupied_slots,
     read_int,
+    slot_prefix,
     split_projector,
     subspace_arrays,
     to_record,
     token_key,
+    token_weight_key,
 )
 from fcit_flower.runtime import Runtime, sample_features, token_dimension
 from fcit_flower.similarity import cosine_matrix
@@ -234,5 +246,67 @@ class Disco(Method):
         )
         return {"routing.json": report}
 
+    def export_arrays(
+        self, config: RunConfig, arrays: Arrays, *, folder: Path, base_name: str
+    ) -> dict[str, Any]:
+        """A PEFT adapter per subspace (``subspace-<slot>/``) and the router."""
+        rank = config.subspace_rank
+        slots = [k for k in range(config.num_subspaces) if subspace_arrays(arrays, k)]
+        for slot in slots:
+            save_peft_adapter(
+                folder / f"subspace-{slot}",
+                subspace_arrays(arrays, slot),
+                rank=rank,
+                scaling=config.scaling(rank),
+                dropout=config.lora_dropout,
+                base_name=base_name,
+            )
+        projector = split_projector(arrays)[1]
+        if projector:
+            save_arrays(folder, projector, {"kind": "projector"}, name=PROJECTOR_FILE)
+        occupied = occupied_slots(arrays)
+        router = {
+            "subspaces": {str(k): f"subspace-{k}" for k in slots},
+            "occupied_slots": occupied,
+            "capacity": config.num_subspaces,
+            "tau": config.tau,
+            "ssa_mode": config.ssa_mode,
+            "ssa_eps": config.ssa_eps,
+            "token_source": config.token_source,
+            "identity_encoder": config.identity_encoder,
+            "identity_encoder_path": encoder_location(
+                config.identity_encoder, config.identity_encoder_path
+            ),
+            "token_sample_mass": [
+                float(arrays[token_weight_key(k)][0])
+                for k in range(occupied)
+                if token_weight_key(k) in arrays
+            ],
+        }
+        save_router(folder, [arrays[token_key(k)] for k in range(occupied)], router)
+        return {
+            "kind": "disco",
+            "subspaces": len(slots),
+            "occupied_slots": occupied,
+            "rank": rank,
+        }
+
+    def import_arrays(self, config: RunConfig, folder: Path) -> Arrays:
+        """Subspaces, identity tokens (and projector) as the run held them."""
+        tokens, router = read_router(folder)
+        arrays: Arrays = {}
+        for slot, name in router["subspaces"].items():
+            for key, value in read_peft_adapter(folder / name).items():
+                arrays[slot_prefix(int(slot)) + key] = value
+        for slot, token in enumerate(tokens):
+            arrays[token_key(slot)] = token
+        for slot, mass in enumerate(router.get("token_sample_mass", [])):
+            arrays[token_weight_key(slot)] = np.array([mass], dtype=np.float64)
+        if (folder / f"{PROJECTOR_FILE}.safetensors").is_file():
+            arrays.update(read_arrays(folder, name=PROJECTOR_FILE))
+        return arrays
+
+
+PROJECTOR_FILE = "projector"  # projector.safetensors when it was trained
 
 register(Disco())

