@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psutil
 
+from fcit_flower.launch.process import signal_each
+
 
 def managed_log_file(flwr_home: Path | None = None) -> Path:
     """The log file Flower gives its managed local SuperLink."""
@@ -80,15 +82,7 @@ def stop_managed_superlinks(
             tree += [superlink, *superlink.children(recursive=True)]
         except psutil.NoSuchProcess:
             continue
-    for member in tree:
-        try:
-            member.terminate()
-        except psutil.NoSuchProcess:
-            pass
+    signal_each(tree)
     _, alive = psutil.wait_procs(tree, timeout=grace_s)
-    for member in alive:
-        try:
-            member.kill()
-        except psutil.NoSuchProcess:
-            pass
+    signal_each(alive, kill=True)
     return [p.pid for p in found]

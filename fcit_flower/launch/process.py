@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import psutil
@@ -169,11 +169,7 @@ def stop_process_tree(process: subprocess.Popen, grace_s: float = 10.0) -> None:
         except ProcessLookupError:
             pass
     _, alive = psutil.wait_procs(tree, timeout=min(grace_s, 3.0))
-    for member in alive:
-        try:
-            member.terminate()
-        except psutil.NoSuchProcess:
-            pass
+    signal_each(alive)
     _, alive = psutil.wait_procs(alive, timeout=grace_s)
     uid = os.getuid()
     for candidate in psutil.process_iter(["uids"]):
@@ -184,10 +180,18 @@ def stop_process_tree(process: subprocess.Popen, grace_s: float = 10.0) -> None:
         uids = candidate.info.get("uids")
         if in_session and uids is not None and uids.real == uid:
             alive.append(candidate)
-    for member in alive:
-        try:
-            member.kill()
-        except psutil.NoSuchProcess:
-            pass
+    signal_each(alive, kill=True)
     psutil.wait_procs(alive, timeout=5.0)
     process.wait()
+
+
+def signal_each(members: Iterable[psutil.Process], *, kill: bool = False) -> None:
+    """SIGTERM (or, with ``kill``, SIGKILL) each of ``members`` that still exists."""
+    for member in members:
+        try:
+            if kill:
+                member.kill()
+            else:
+                member.terminate()
+        except psutil.NoSuchProcess:
+            pass
