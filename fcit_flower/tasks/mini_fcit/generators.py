@@ -121,21 +121,18 @@ def aokvqa(rng: np.random.Generator, size: int, split: str) -> Item:
 
 
 def _bars(
-    rng: np.random.Generator, size: int, low: int, high: int
+    rng: np.random.Generator, size: int, low: int, high: int, *, gap: int = 4
 ) -> tuple[np.ndarray, list[str], list[int]]:
     """A chart of ``low``-``high`` bars of distinct colours and heights."""
     count = int(rng.integers(low, high + 1))
     colours = pick_distinct(rng, COLOURS, count)
-    heights = distinct_heights(rng, count, size)
+    heights = distinct_heights(rng, count, size, gap=gap)
     return bar_chart(rng, size, colours, heights), colours, heights
 
 
 def arxivqa(rng: np.random.Generator, size: int, split: str) -> Item:
     """The colour of the tallest or the shortest of 2-3 bars."""
-    count = int(rng.integers(2, 4))
-    colours = pick_distinct(rng, COLOURS, count)
-    heights = distinct_heights(rng, count, size, gap=8)
-    pixels = bar_chart(rng, size, colours, heights)
+    pixels, colours, heights = _bars(rng, size, 2, 3, gap=8)
     tallest = rng.random() < 0.5
     index = int(np.argmax(heights) if tallest else np.argmin(heights))
     fields = {
