@@ -134,3 +134,24 @@ def test_export_modes():
     assert not any(should_export("off", s, 3) for s in range(3))
     with pytest.raises(ConfigError, match="export"):
         RunConfig.from_mapping({"export": "sometimes"})
+
+
+def test_base_files_are_linked_not_copied_per_stage(tmp_path):
+    from fcit_flower.export.stage import copy_base
+
+    source = tmp_path / "cache"
+    source.mkdir()
+    (source / "model.safetensors").write_bytes(b"weights")
+    (source / "config.json").write_text("{}")
+    (source / "sub").mkdir()  # only files travel
+    for stage in (1, 2):
+        copy_base(source, tmp_path / f"stage-{stage}" / "base")
+    first, second = (tmp_path / f"stage-{k}" / "base" for k in (1, 2))
+    assert sorted(p.name for p in first.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
+    assert (second / "model.safetensors").read_bytes() == b"weights"
+    # one file system here: the stages share the cache's bytes
+    assert (first / "model.safetensors").samefile(source / "model.safetensors")
+    assert (second / "model.safetensors").stat().st_nlink == 3

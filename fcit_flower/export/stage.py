@@ -7,6 +7,7 @@ times, no dates), so a resumed run writes the same bytes again.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,8 +141,16 @@ def _fingerprints(
 
 
 def copy_base(source: Path, target: Path) -> None:
-    """Copy the files of a base directory (weights, config, tokenizer)."""
+    """Put the files of a base directory (weights, config, tokenizer) in ``target``.
+
+    Hard links where the file system allows (the cached base is written once and
+    never changed, and every stage of every run exports it: a copy each time would
+    cost its size per stage), a copy otherwise.
+    """
     target.mkdir(parents=True)
     for path in sorted(source.iterdir()):
         if path.is_file():
-            shutil.copyfile(path, target / path.name)
+            try:
+                os.link(path, target / path.name)
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(path, target / path.name)
