@@ -94,7 +94,7 @@ def export_stage(
             "accuracy_row": dict(zip(schedule.tasks, row, strict=True)),
             "format": layout,
             "base": {
-                "kind": "tiny, copied into this folder" if tiny else config.model,
+                "kind": "tiny, in this folder (base/)" if tiny else config.model,
                 "name": base_name,
             },
             "prompt": {
