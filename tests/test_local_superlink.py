@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 
@@ -13,8 +12,6 @@ from fcit_flower.launch.local_superlink import (
     stop_managed_superlinks,
 )
 
-HOME = Path("/home/u/.flwr")
-
 
 def _ended(process: psutil.Process) -> bool:
     try:
@@ -23,16 +20,15 @@ def _ended(process: psutil.Process) -> bool:
         return True
 
 
-LOG = HOME / "local-superlink" / "superlink.log"
-
-
-def test_only_flowers_managed_superlink_is_recognised():
-    managed = ["flower-superlink", "--insecure", "--simulation", "--log-file", str(LOG)]
-    assert managed_log_file(HOME) == LOG
-    assert is_managed_superlink(managed, log_file=LOG)
+def test_only_flowers_managed_superlink_is_recognised(tmp_path):
+    home = tmp_path / ".flwr"
+    log = home / "local-superlink" / "superlink.log"
+    managed = ["flower-superlink", "--insecure", "--simulation", "--log-file", str(log)]
+    assert managed_log_file(home) == log
+    assert is_managed_superlink(managed, log_file=log)
     assert is_managed_superlink(
-        ["/v/bin/python3", "/v/bin/flower-superlink", "--log-file", str(LOG)],
-        log_file=LOG,
+        ["/v/bin/python3", "/v/bin/flower-superlink", "--log-file", str(log)],
+        log_file=log,
     )
     # compare's private SuperLink: no managed log file
     ours = [
@@ -41,14 +37,14 @@ def test_only_flowers_managed_superlink_is_recognised():
         "--database",
         "/tmp/fcit-flwr-x/s.db",
     ]
-    assert not is_managed_superlink(ours, log_file=LOG)
+    assert not is_managed_superlink(ours, log_file=log)
     other_home = [
         "flower-superlink",
         "--log-file",
         "/elsewhere/local-superlink/superlink.log",
     ]
-    assert not is_managed_superlink(other_home, log_file=LOG)
-    assert not is_managed_superlink(["tail", "--log-file", str(LOG)], log_file=LOG)
+    assert not is_managed_superlink(other_home, log_file=log)
+    assert not is_managed_superlink(["tail", "--log-file", str(log)], log_file=log)
 
 
 def test_the_managed_superlink_and_its_children_are_stopped(tmp_path):
