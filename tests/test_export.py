@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
+from llava_runs import llava_run_config
 
 from fcit_flower.checkpoint import CheckpointStore
 from fcit_flower.cli import main as cli_main
 from fcit_flower.export.layout import exported_stages
-from fcit_flower.inprocess import run_inprocess
+from fcit_flower.inprocess import run_inprocess, small_run_config
 from fcit_flower.tasks.catalog import get_task
 from fcit_flower.tasks.data import test_samples as load_test_set
 from fcit_flower.tasks.metrics import score
@@ -27,12 +28,7 @@ from fcit_flower.tasks.metrics import score
 ROOT = Path(__file__).resolve().parents[1]
 STOCK = Path(__file__).with_name("stock_peft_inference.py")
 SHORT = {
-    "num-clients": 4,
-    "clients-per-round": 2,
-    "rounds-per-stage": 2,
-    "num-stages": 2,
-    "train-size": 24,
-    "test-size": 5,
+    **small_run_config(clients=4, per_round=2, train_size=24, test_size=5),
     "batch-size": 2,  # a few local steps, so that the adapters really move
 }
 
@@ -254,25 +250,7 @@ def test_llava_export_names_its_base_and_scores_as_the_run(tmp_path):
     from fcit_flower.tasks.mini_fcit import vocabulary_texts
 
     checkpoint = write_llava_checkpoint(tmp_path / "ckpt", vocabulary_texts())
-    run_inprocess(
-        {
-            "method": "finetune",
-            "model": "llava",
-            "model-path": str(checkpoint),
-            "num-clients": 2,
-            "clients-per-round": 2,
-            "rounds-per-stage": 1,
-            "num-stages": 1,
-            "train-size": 8,
-            "test-size": 2,
-            "max-new-tokens": 2,
-            "lora-rank": 8,
-            "num-subspaces": 4,
-            "batch-size": 4,
-            "results-dir": str(tmp_path),
-            "run-name": "llava",
-        }
-    )
+    run_inprocess(llava_run_config(checkpoint, tmp_path, num_stages=1))
     run_dir = tmp_path / "llava"
     folder = run_dir / "adapters" / "stage-1"
     assert not (folder / "base").exists()  # a checkpoint is named, not copied

@@ -6,17 +6,10 @@ import pytest
 from flwr.app import Context, RecordDict
 
 from fcit_flower.client_app import app as client_app
-from fcit_flower.inprocess import InProcessGrid
+from fcit_flower.inprocess import InProcessGrid, small_run_config
 from fcit_flower.server_app import main
 
-TINY = {
-    "num-clients": 4,
-    "clients-per-round": 2,
-    "rounds-per-stage": 2,
-    "num-stages": 2,
-    "train-size": 24,
-    "test-size": 5,
-}
+TINY = small_run_config(clients=4, per_round=2, train_size=24, test_size=5)
 
 
 def _run(tmp_path, name, **extra):

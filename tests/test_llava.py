@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Context, RecordDict
+from llava_runs import llava_run_config
 
 from fcit_flower.client_app import app as client_app
 from fcit_flower.config import ConfigError, RunConfig
@@ -238,23 +239,8 @@ def test_quantized_variants_train_only_lora(checkpoint, quantization, checkpoint
 
 
 def test_llava_end_to_end_in_process(tmp_path, checkpoint):
-    config = {
-        "method": "finetune",  # the 4-bit DISCO twin is in test_gpu_smoke.py
-        "model": "llava",
-        "model-path": str(checkpoint),
-        "num-clients": 2,
-        "clients-per-round": 2,
-        "rounds-per-stage": 1,
-        "num-stages": 2,
-        "train-size": 8,
-        "test-size": 2,
-        "max-new-tokens": 2,
-        "lora-rank": 8,
-        "num-subspaces": 4,
-        "batch-size": 4,
-        "results-dir": str(tmp_path),
-        "run-name": "llava",
-    }
+    # finetune; the 4-bit DISCO twin is in test_gpu_smoke.py
+    config = llava_run_config(checkpoint, tmp_path, num_stages=2)
     grid = InProcessGrid(client_app, 2, config)
     main(
         grid,
