@@ -221,6 +221,27 @@ def test_manifest_fingerprints_versions_and_commit(tmp_path):
     json.dumps(manifest)  # JSON-ready
 
 
+def test_manifest_records_the_base_weights_and_warns_when_they_differ(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"weights")
+    (base / "config.json").write_text("{}")  # not a weight file
+    manifest = build_manifest(
+        {"seed": 0}, data_root=tmp_path, tasks=[], app_dir=tmp_path, base_path=base
+    )
+    assert manifest["base"] == {
+        "path": str(base),
+        "weight_bytes": {"model.safetensors": 7},
+        "weights_sha256": {"model.safetensors": hashlib.sha256(b"weights").hexdigest()},
+    }
+    other = json.loads(json.dumps(manifest))
+    other["base"]["weights_sha256"]["model.safetensors"] = "0" * 64
+    warnings = manifest_differences({"a": manifest, "b": other})
+    assert warnings == [
+        "base model weights differ between a and b (sha256 of the weight files)"
+    ]
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_git_commit_of_a_checkout(tmp_path):
     env = ["-c", "user.name=t", "-c", "user.email=t@t"]

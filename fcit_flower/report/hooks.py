@@ -36,6 +36,7 @@ def write_manifest(config: Any, runtime: Any) -> Path:
         data_root=runtime.root,
         tasks=runtime.schedule.tasks,
         app_dir=APP_DIR,
+        base_path=runtime.base_path,
     )
     atomic_write_json(path, manifest)
     return path

@@ -72,6 +72,24 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def base_fingerprint(path: str | Path) -> dict[str, Any]:
+    """The base model a run used: its path and the SHA-256 of its weight files.
+
+    Weight files (``*.safetensors``, ``*.bin``) up to 1 GiB in all are hashed, so
+    two runs can tell whether they trained the same tiny base; larger checkpoints
+    (7B) list file sizes only, since hashing them would cost minutes per run.
+    """
+    folder = Path(path)
+    files = sorted(
+        f for pattern in ("*.safetensors", "*.bin") for f in folder.glob(pattern)
+    )
+    sizes = {f.name: f.stat().st_size for f in files}
+    out: dict[str, Any] = {"path": str(folder), "weight_bytes": sizes}
+    if files and sum(sizes.values()) <= 1 << 30:
+        out["weights_sha256"] = {f.name: file_sha256(f) for f in files}
+    return out
+
+
 def data_fingerprints(
     root: Path, tasks: Iterable[str]
 ) -> dict[str, dict[str, str | None]]:
@@ -124,6 +142,7 @@ def build_manifest(
     data_root: Path,
     tasks: Iterable[str],
     app_dir: Path,
+    base_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Everything needed to reproduce the run, as a JSON-ready dict.
 
@@ -137,13 +156,16 @@ def build_manifest(
         The tasks of the run's schedule.
     app_dir : Path
         The app's directory (for its git commit).
+    base_path : str or Path, optional
+        The base model's folder (:func:`base_fingerprint`).
 
     Returns
     -------
     dict
         ``config``, ``seeds``, ``versions``, ``git_commit``, ``device``,
-        ``data_root``, ``data_fingerprints``.
+        ``data_root``, ``data_fingerprints`` and, with ``base_path``, ``base``.
     """
+    base = {} if base_path is None else {"base": base_fingerprint(base_path)}
     return {
         "config": dict(config),
         "seeds": {k: config.get(k) for k in SEED_KEYS},
@@ -152,6 +174,7 @@ def build_manifest(
         "device": device_info(),
         "data_root": str(data_root),
         "data_fingerprints": data_fingerprints(data_root, tasks),
+        **base,
     }
 
 
@@ -189,7 +212,8 @@ def manifest_differences(manifests: Mapping[str, Mapping[str, Any]]) -> list[str
     -------
     list[str]
         One line per difference: config keys (other than method, seed, run name and
-        results directory), data fingerprints, package versions, git commit.
+        results directory), data fingerprints, base weights, package versions, git
+        commit.
     """
     if len(manifests) < 2:
         return []
@@ -213,6 +237,13 @@ def manifest_differences(manifests: Mapping[str, Mapping[str, Any]]) -> list[str
                     f"data of task {task!r} differs between {reference_name} and "
                     f"{name} (sha256 of train/test files)"
                 )
+        ref_base = reference.get("base", {}).get("weights_sha256")
+        base = other.get("base", {}).get("weights_sha256")
+        if ref_base and base and ref_base != base:
+            warnings.append(
+                f"base model weights differ between {reference_name} and {name} "
+                "(sha256 of the weight files)"
+            )
         for field in ("versions", "git_commit"):
             if reference.get(field) != other.get(field):
                 warnings.append(
