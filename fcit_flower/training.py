@@ -86,7 +86,7 @@ def training_batch(
     )
 
 
-def _to_device(
+def to_model_device(
     inputs: dict[str, torch.Tensor], model: torch.nn.Module
 ) -> dict[str, torch.Tensor]:
     """Move a batch to the device of ``model``'s first parameter (CPU or its GPU)."""
@@ -144,7 +144,7 @@ def train_local(
             inputs = training_batch(
                 tokenizer, batch, image_size, num_image_tokens, image_mean, image_std
             )
-            loss = model(**_to_device(inputs, model)).loss
+            loss = model(**to_model_device(inputs, model)).loss
             if loss_hook is not None:
                 loss = loss + loss_hook()
             optimizer.zero_grad(set_to_none=True)
@@ -188,7 +188,7 @@ def generate_answers(
             num_image_tokens,
         )
         output = cast(Any, model).generate(
-            **_to_device(inputs, model),
+            **to_model_device(inputs, model),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=tokenizer.eos_id,

@@ -1,12 +1,15 @@
-"""GPU smoke test of the real-model path: 4-bit QLoRA LLaVA + DISCO, in one process.
+"""GPU smoke test of the real-model path: 4-bit QLoRA LLaVA, every method.
 
 On a CUDA machine this writes a random LLaVA at LLaVA-1.5-7B's *layer shapes*
 (LLaMA hidden 4096, MLP 11008, 32 heads; 2 layers instead of 32; a small CLIP tower at
 336 px / patch 14, i.e. the real 576 image tokens), or uses a local checkpoint
-(``--model-path``, e.g. ``llava-hf/llava-1.5-7b-hf`` downloaded beforehand), then runs
-the real ServerApp (DISCO strategy, evaluation) against the real ClientApp through
-the in-process grid: 2 clients x 2 rounds x 2 stages with 4-bit NF4 QLoRA. It prints
-peak GPU memory, the time per training step and the bytes per message.
+(``--model-path``, e.g. ``llava-hf/llava-1.5-7b-hf`` downloaded beforehand), then, for
+each method (finetune, ewc, olora, mlora, moelora, disco, mtl by default), runs the
+real ServerApp (the method's strategy, evaluation) against the real ClientApp through
+the in-process grid: 2 clients x 2 rounds x 2 stages with 4-bit NF4 QLoRA. Each
+method runs in its own process (a fresh CUDA context, so peak memory is that
+method's alone) and prints one line: peak GPU memory, seconds per training step,
+bytes per TRAIN message down and up, and wall time.
 
 Without a CUDA GPU it prints why and exits 0 (``--cpu`` runs the same path on CPU at
 small dimensions: the CPU twin used by the tests).
@@ -14,6 +17,7 @@ small dimensions: the CPU twin used by the tests).
 Usage::
 
     python scripts/gpu_smoke.py                # CUDA, 7B layer shapes, 2 layers
+    python scripts/gpu_smoke.py --methods disco,finetune
     python scripts/gpu_smoke.py --model-path /models/llava-1.5-7b-hf
     python scripts/gpu_smoke.py --cpu          # the CPU twin (tiny shapes)
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +61,7 @@ SEVEN_B_LAYERS = LlavaShape(
     patch_size=14,
 )
 TINY = LlavaShape()
+METHODS = ("finetune", "ewc", "olora", "mlora", "moelora", "disco", "mtl")
 
 
 class MeteredGrid(InProcessGrid):
@@ -105,6 +111,7 @@ def _array_bytes(message: Message) -> int:
 def run_smoke(
     workdir: Path,
     *,
+    method: str = "disco",
     device: str,
     shape: LlavaShape = TINY,
     model_path: str = "",
@@ -113,14 +120,16 @@ def run_smoke(
     batch_size: int = 4,
     max_new_tokens: int = 8,
 ) -> dict[str, Any]:
-    """Run DISCO with 4-bit QLoRA on a LLaVA for 2 clients x 2 rounds x 2 stages.
+    """Run ``method`` with 4-bit QLoRA on a LLaVA: 2 clients x 2 rounds x 2 stages.
 
     Returns
     -------
     dict
-        ``peak_gpu_gib`` (None on CPU), ``step_seconds`` (mean over training
-        messages), ``bytes_down`` / ``bytes_up`` per TRAIN message, ``train_steps``,
-        ``accuracy_matrix``, ``wall_seconds``.
+        ``method``, ``peak_gpu_gib`` (None on CPU; the process's peak, so run one
+        method per process for a per-method figure), ``step_seconds`` (mean over
+        training messages; None for the centralized ``mtl``), ``bytes_down`` /
+        ``bytes_up`` per TRAIN message, ``train_steps``, ``accuracy_matrix``,
+        ``wall_seconds``.
     """
     if not model_path:
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -130,7 +139,7 @@ def run_smoke(
             )
         )
     config: dict[str, bool | float | int | str] = {
-        "method": "disco",
+        "method": method,
         "model": "llava",
         "model-path": model_path,
         "quantization": "4bit",
@@ -149,7 +158,7 @@ def run_smoke(
         "num-subspaces": 4,
         "lr": 2e-4,
         "results-dir": str(workdir / "results"),
-        "run-name": "gpu-smoke",
+        "run-name": f"gpu-smoke-{method}",
     }
     # A ServerApp process normally gets its identity from Flower's runtime.
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
@@ -164,16 +173,18 @@ def run_smoke(
         ),
     )
     wall = time.perf_counter() - start
-    metrics = json.loads((workdir / "results/gpu-smoke/metrics.json").read_text())
+    metrics_file = workdir / "results" / f"gpu-smoke-{method}" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
     steps = sum(grid.train_steps)
     return {
+        "method": method,
         "device": device,
         "peak_gpu_gib": (
             torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
         ),
         "train_messages": len(grid.train_seconds),
         "train_steps": steps,
-        "step_seconds": sum(grid.train_seconds) / max(steps, 1),
+        "step_seconds": sum(grid.train_seconds) / steps if steps else None,
         "bytes_down": grid.bytes_down,
         "bytes_up": grid.bytes_up,
         "accuracy_matrix": metrics["accuracy_matrix"],
@@ -181,11 +192,25 @@ def run_smoke(
     }
 
 
+def _line(result: dict[str, Any]) -> str:
+    """One printed line per method."""
+    peak = result["peak_gpu_gib"]
+    step = result["step_seconds"]
+    down, up = result["bytes_down"], result["bytes_up"]
+    return (
+        f"{result['method']:<8} peak GPU {'n/a' if peak is None else f'{peak:.2f} GiB'}"
+        f" | {'central' if step is None else f'{step:.3f} s/step'}"
+        f" | bytes per TRAIN message: down {max(down, default=0)},"
+        f" up {max(up, default=0)} | wall {result['wall_seconds']:.1f} s"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring. Returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-path", default="", help="local LLaVA checkpoint")
     parser.add_argument("--cpu", action="store_true", help="CPU twin, tiny shapes")
+    parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--train-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=4)
     args = parser.parse_args(argv)
@@ -193,28 +218,57 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_smoke: skipped: no CUDA GPU is visible (use --cpu for the twin)")
         return 0
     device = "cpu" if args.cpu else "cuda"
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
+    shape = TINY if args.cpu else SEVEN_B_LAYERS
     with tempfile.TemporaryDirectory(prefix="fcit-gpu-smoke-") as tmp:
-        result = run_smoke(
-            Path(tmp),
-            device=device,
-            shape=TINY if args.cpu else SEVEN_B_LAYERS,
-            model_path=args.model_path,
-            train_size=args.train_size,
-            batch_size=args.batch_size,
+        workdir = Path(tmp)
+        if len(methods) == 1:
+            result = run_smoke(
+                workdir,
+                method=methods[0],
+                device=device,
+                shape=shape,
+                model_path=args.model_path,
+                train_size=args.train_size,
+                batch_size=args.batch_size,
+            )
+            print(_line(result), flush=True)
+            return 0
+        # One process per method: a fresh CUDA context, so each peak is its own.
+        model_path = args.model_path or str(
+            write_llava_checkpoint(
+                workdir / "checkpoint",
+                vocabulary_texts(),
+                shape,
+                dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+            )
         )
-    peak = result["peak_gpu_gib"]
-    print(f"device: {device} ({torch.cuda.get_device_name() if peak else 'cpu'})")
-    print(f"peak GPU memory: {peak:.2f} GiB" if peak is not None else "peak: n/a")
-    print(
-        f"train: {result['train_messages']} messages, {result['train_steps']} steps, "
-        f"{result['step_seconds']:.3f} s/step (batch {args.batch_size})"
-    )
-    print(
-        f"bytes per TRAIN message: down {max(result['bytes_down'])}, "
-        f"up {max(result['bytes_up'])}"
-    )
-    print(f"accuracy matrix: {result['accuracy_matrix']}")
-    print(f"wall: {result['wall_seconds']:.1f} s")
+        name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        print(f"device: {device} ({name}); LLaVA shape {shape}", flush=True)
+        failed = []
+        for method in methods:
+            command = [
+                sys.executable,
+                __file__,
+                "--methods",
+                method,
+                "--model-path",
+                model_path,
+                "--train-size",
+                str(args.train_size),
+                "--batch-size",
+                str(args.batch_size),
+                *(["--cpu"] if args.cpu else []),
+            ]
+            if subprocess.run(command, check=False).returncode != 0:
+                failed.append(method)
+                print(f"{method:<8} FAILED (its traceback is above)", flush=True)
+    if failed:
+        print(f"gpu_smoke: failed: {', '.join(failed)}")
+        return 1
     return 0
 
 

@@ -42,7 +42,7 @@ from fcit_flower.protocol import (
     split_projector,
 )
 from fcit_flower.tasks.fcit_data import Sample
-from fcit_flower.training import TINY_NORM, training_batch
+from fcit_flower.training import TINY_NORM, to_model_device, training_batch
 
 if TYPE_CHECKING:
     from fcit_flower.strategies.continual import ContinualFedAvg
@@ -55,10 +55,15 @@ def ewc_penalty(
     lam: float,
 ) -> torch.Tensor:
     """``lam * sum_i F_i (theta_i - theta*_i)^2`` over the keys of ``fisher``."""
-    total = torch.zeros(())
+    total = next(iter(params.values())).new_zeros(())
     for key, weight in fisher.items():
         total = total + (weight * (params[key] - anchor[key]).pow(2)).sum()
     return lam * total
+
+
+def _beside(values: np.ndarray, param: torch.Tensor) -> torch.Tensor:
+    """``values`` as a constant tensor on ``param``'s device, in its dtype."""
+    return torch.as_tensor(np.asarray(values)).to(param.device, param.dtype)
 
 
 def penalty_hook(
@@ -74,8 +79,9 @@ def penalty_hook(
     unknown = sorted(set(fisher) - set(params))[:3]
     if unknown or set(fisher) != set(anchor):
         raise KeyError(f"EWC Fisher/anchor keys do not match the adapter: {unknown}")
-    anchor_t = {k: torch.from_numpy(np.asarray(anchor[k])) for k in fisher}
-    fisher_t = {k: torch.from_numpy(np.asarray(v)) for k, v in fisher.items()}
+    # Beside each parameter (its device and dtype), once, not at every step.
+    anchor_t = {k: _beside(anchor[k], params[k]) for k in fisher}
+    fisher_t = {k: _beside(v, params[k]) for k, v in fisher.items()}
     return lambda: ewc_penalty(params, anchor_t, fisher_t, lam)
 
 
@@ -105,7 +111,7 @@ def estimate_fisher(
             tokenizer, batch, image_size, num_image_tokens, image_mean, image_std
         )
         model.zero_grad(set_to_none=True)
-        model(**inputs).loss.backward()
+        model(**to_model_device(inputs, model)).loss.backward()
         for key, param in params.items():
             if param.grad is not None:
                 sums[key] += param.grad.detach().pow(2)
@@ -113,7 +119,8 @@ def estimate_fisher(
     model.zero_grad(set_to_none=True)
     scale = 1.0 / max(batches, 1)
     return {
-        FISHER_PREFIX + k: (v * scale).float().numpy().copy() for k, v in sums.items()
+        FISHER_PREFIX + k: (v * scale).detach().cpu().float().numpy().copy()
+        for k, v in sums.items()
     }
 
 

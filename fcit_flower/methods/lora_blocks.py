@@ -74,7 +74,7 @@ def load_blocks(model: nn.Module, arrays: Arrays) -> None:
     blocks = {b: block_arrays(arrays, b) for b in block_indices(arrays)}
     load_slots(model, blocks)
     layers = [layer for _, layer in subspace_layers(model)]
-    set_activation(model, torch.ones(layers[0].num_subspaces))
+    set_activation(model, layers[0].lora_A.new_ones(layers[0].num_subspaces))
 
 
 def block_state(model: nn.Module, block: int) -> Arrays:
@@ -115,7 +115,8 @@ def freeze_other_blocks(model: nn.Module, block: int) -> list:
     """Mask the gradients of every slot but ``block``; return the hook handles."""
     handles = []
     for _, layer in subspace_layers(model):
-        mask = torch.zeros(layer.num_subspaces, 1, 1)
+        # On the factors' device and dtype: a CPU mask times a GPU gradient fails.
+        mask = layer.lora_A.new_zeros(layer.num_subspaces, 1, 1)
         mask[block] = 1.0
         for param in (layer.lora_A, layer.lora_B):
             handles.append(param.register_hook(lambda g, m=mask: g * m))

@@ -45,8 +45,9 @@ def olora_regulariser(
     model: nn.Module, block: int, *, lambda_orth: float, lambda_l2: float
 ) -> torch.Tensor:
     """O-LoRA's extra loss for training block ``block`` of ``model``."""
-    total = torch.zeros(())
-    for layer in block_layers(model):
+    layers = block_layers(model)
+    total = layers[0].lora_A.new_zeros(())
+    for layer in layers:
         a_new = layer.lora_A[block]
         if lambda_orth and block > 0:
             total = total + lambda_orth * orthogonality_loss(

@@ -64,9 +64,14 @@ class MoeLoraLinear(nn.Module):
         self.scaling = scaling
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         inputs, outputs = base_layer.in_features, base_layer.out_features
-        self.lora_A = nn.Parameter(torch.zeros(num_experts, rank, inputs))
-        self.lora_B = nn.Parameter(torch.zeros(num_experts, outputs, rank))
-        self.lora_router = nn.Parameter(torch.zeros(num_experts, inputs))
+        device = base_layer.weight.device  # float32 experts beside a (4-bit) base
+        self.lora_A = nn.Parameter(
+            torch.zeros(num_experts, rank, inputs, device=device)
+        )
+        self.lora_B = nn.Parameter(
+            torch.zeros(num_experts, outputs, rank, device=device)
+        )
+        self.lora_router = nn.Parameter(torch.zeros(num_experts, inputs, device=device))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

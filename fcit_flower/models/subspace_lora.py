@@ -65,7 +65,9 @@ class SubspaceLoraLinear(nn.Module):
         self.lora_B = nn.Parameter(
             torch.zeros(num_subspaces, base_layer.out_features, rank, device=device)
         )
-        self.activation: torch.Tensor = torch.ones(num_subspaces) / num_subspaces
+        self.activation: torch.Tensor = (
+            torch.ones(num_subspaces, device=device) / num_subspaces
+        )
         self.reset_subspaces(range(num_subspaces))
 
     def reset_subspaces(self, indices: range | list[int]) -> None:
