@@ -14,7 +14,11 @@ Messages (server -> client, client -> server):
   :data:`CLIENT_SECONDS`, and DISCO's :data:`SUBSPACE`).
 - QUERY ``kind = describe``: reply ``config`` with :data:`PARTITION_ID`.
 - QUERY ``kind = identity-token`` (DISCO): reply ``arrays`` with :data:`TOKEN_KEY`,
-  ``metrics`` with :data:`NUM_EXAMPLES`, ``info`` with :data:`TASKS`.
+  ``metrics`` with :data:`NUM_EXAMPLES`.
+
+No reply carries a task name or a label: what the method needs and nothing else.
+Diagnostics that need a client's tasks (DISCO's routing accuracy) take them from the
+run's schedule, which the server computes from the same run-config.
 
 Global-state layouts:
 
@@ -40,7 +44,6 @@ Arrays = dict[str, np.ndarray]
 ARRAYS_KEY = "arrays"
 CONFIG_KEY = "config"
 METRICS_KEY = "metrics"
-INFO_KEY = "info"
 
 # Config record keys, server -> client.
 KIND = "kind"
@@ -60,7 +63,6 @@ IDENTITY_TOKEN = "identity-token"
 
 # Reply keys, client -> server.
 PARTITION_ID = "partition-id"
-TASKS = "tasks"
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
 CLIENT_SECONDS = "client-seconds"

@@ -36,7 +36,6 @@ def make_handler(upload_fn, token_fn=lambda c: TOKENS[c]):
                 {
                     "arrays": ArrayRecord({"identity-token": Array(token_fn(client))}),
                     "metrics": MetricRecord({"num-examples": SIZES[client]}),
-                    "info": ConfigRecord({"tasks": "a" if client < 4 else "b"}),
                 }
             )
             return Message(content=content, reply_to=message)
@@ -85,6 +84,7 @@ def make_strategy(
         token_dim=DIM,
         init_subspace=init,
         max_token_norm=max_token_norm,
+        client_tasks=lambda stage, client: ("a",) if client < 4 else ("b",),
     )
 
 
@@ -113,6 +113,10 @@ def test_tokens_route_tasks_to_subspaces_and_aggregate_per_subspace():
     np.testing.assert_allclose(arrays[next(iter(PROJ))], w_all)
     np.testing.assert_allclose(arrays["token/slot0"], TOKENS[0])
     assert metrics["num-examples"] == sum(SIZES.values())
+    # routing diagnostics name each client's tasks from the schedule, not the reply
+    assert {(e["client"], e["tasks"]) for e in strategy.routing} == {
+        (c, "a" if c < 4 else "b") for c in range(8)
+    }
     # only the assigned subspace travelled to each client
     train = [m for m in grid.sent if m.metadata.message_type == "train"]
     assert all(len(m.content["arrays"]) == len(SHAPES) + len(PROJ) for m in train)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.app import MetricRecord, RecordDict
 
 from fcit_flower.config import RunConfig
 from fcit_flower.evaluation import EvaluationModel, StageEvaluation
@@ -66,12 +66,10 @@ from fcit_flower.models.subspace_lora import load_slots, set_activation
 from fcit_flower.protocol import (
     ARRAYS_KEY,
     IDENTITY_TOKEN,
-    INFO_KEY,
     KIND,
     METRICS_KEY,
     NUM_EXAMPLES,
     SUBSPACE,
-    TASKS,
     TOKEN_KEY,
     Arrays,
     ProtocolError,
@@ -200,6 +198,8 @@ class Disco(Method):
             token_dim=token_dimension(config, setup.runtime),
             init_subspace=setup.lora_factors(config.subspace_rank),
             max_token_norm=config.max_token_norm,
+            # Routing diagnostics from the schedule: no task name leaves a client.
+            client_tasks=self.schedule(setup.runtime.schedule).client_tasks,
         )
         return strategy, setup.projector()
 
@@ -214,7 +214,6 @@ class Disco(Method):
             {
                 ARRAYS_KEY: to_record({TOKEN_KEY: token.astype(np.float32)}),
                 METRICS_KEY: MetricRecord({NUM_EXAMPLES: len(setup.samples)}),
-                INFO_KEY: ConfigRecord({TASKS: "+".join(setup.tasks)}),
             }
         )
 

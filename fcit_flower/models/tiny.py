@@ -328,6 +328,13 @@ def pretrain_base(
         [*pretraining_texts(alignment, instructions), "user: assistant:"],
         spec.vocab_size,
     )
+    # Drawing the corpus takes ~30 s: say so before the step counter starts.
+    log.info(
+        "pre-training corpus ready: %d + %d pictures, tokenizer of %d tokens",
+        len(alignment),
+        len(instructions),
+        tokenizer.vocab_size,
+    )
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(build_config(spec, tokenizer.vocab_size))
     model.train()

@@ -15,7 +15,7 @@ projector (layout in :mod:`fcit_flower.protocol`). Each round:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from logging import INFO, WARNING
 from typing import Any
 
@@ -28,13 +28,11 @@ from fcit_flower.protocol import (
     ARRAYS_KEY,
     CONFIG_KEY,
     IDENTITY_TOKEN,
-    INFO_KEY,
     KIND,
     METRICS_KEY,
     NUM_EXAMPLES,
     STAGE,
     SUBSPACE,
-    TASKS,
     TOKEN_KEY,
     Arrays,
     occupied_slots,
@@ -85,6 +83,10 @@ class Disco(ContinualFedAvg):
         Identity tokens longer than this are rejected (0 disables the check).
     query_timeout : float
         Seconds to wait for identity tokens.
+    client_tasks : Callable[[int, int], Sequence[str]], optional
+        ``(stage, client position) -> tasks`` from the run's schedule, for the
+        routing diagnostics only (``routing.json``, logs); clients never send
+        their task names.
     """
 
     def __init__(
@@ -97,8 +99,10 @@ class Disco(ContinualFedAvg):
         init_subspace: Callable[[int], Arrays],
         max_token_norm: float = 0.0,
         query_timeout: float = 600.0,
+        client_tasks: Callable[[int, int], Sequence[str]] | None = None,
     ) -> None:
         super().__init__(federation=federation)
+        self.client_tasks = client_tasks
         self.num_subspaces = num_subspaces
         self.tau = tau
         self.token_dim = token_dim
@@ -169,8 +173,8 @@ class Disco(ContinualFedAvg):
             if result.opened:
                 for key, value in self.init_subspace(result.slot).items():
                     self.current[slot_prefix(result.slot) + key] = value
-            info = reply.content.config_records.get(INFO_KEY, ConfigRecord())
-            self._route(position, str(info.get(TASKS, "")), result, server_round)
+            tasks = self.client_tasks(stage, position) if self.client_tasks else ()
+            self._route(position, "+".join(tasks), result, server_round)
         for k, (token, weight) in enumerate(
             zip(slots.tokens, slots.weights, strict=True)
         ):
