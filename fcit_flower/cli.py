@@ -7,7 +7,7 @@ prints and writes a Last / Avg / BWT table and a report (``report.md``/``.html``
 with plots). ``fcit-flower report DIR`` (re)builds the reports of finished runs.
 ``--resume`` keeps what an interrupted comparison already computed;
 ``fcit-flower resume <run-dir>`` continues one run from its last good checkpoint.
-``predict`` and ``evaluate`` use a run's exported model (:mod:`fcit_flower.export`).
+``predict``/``evaluate`` use an exported model; ``base`` prints the base's SHA-256.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any, TextIO, cast
 
 from fcit_flower.config import RunConfig
 from fcit_flower.export.commands import COMMANDS, add_commands
+from fcit_flower.launch.base_command import add_base_command, base_command
 from fcit_flower.launch.plan import parse_overrides, plan_runs, resume_overrides
 from fcit_flower.launch.quiet import LogNoise, quiet_this_process
 from fcit_flower.launch.recovery import (
@@ -330,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (cmp_, rep_, res):  # "(default: ...)" in every --help
         command.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     add_commands(sub)
+    add_base_command(sub)
     return parser
 
 
@@ -368,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "verbose", False):
         quiet_this_process()  # known harmless third-party warnings only
     commands = {"compare": compare, "resume": resume, "report": report, **COMMANDS}
+    commands["base"] = base_command
     try:
         return commands[args.command](args)
     except ValueError as error:  # ConfigError, DataError, ReportError, ...

@@ -329,12 +329,8 @@ def pretrain_base(
         spec.vocab_size,
     )
     # Drawing the corpus takes ~30 s: say so before the step counter starts.
-    log.info(
-        "pre-training corpus ready: %d + %d pictures, tokenizer of %d tokens",
-        len(alignment),
-        len(instructions),
-        tokenizer.vocab_size,
-    )
+    sizes = (len(alignment), len(instructions), tokenizer.vocab_size)
+    log.info("pre-training corpus ready: %d + %d pictures, %d tokens", *sizes)
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(build_config(spec, tokenizer.vocab_size))
     model.train()

@@ -72,12 +72,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def base_fingerprint(path: str | Path) -> dict[str, Any]:
+def base_fingerprint(
+    path: str | Path, *, max_hash_bytes: int | None = 1 << 30
+) -> dict[str, Any]:
     """The base model a run used: its path and the SHA-256 of its weight files.
 
-    Weight files (``*.safetensors``, ``*.bin``) up to 1 GiB in all are hashed, so
-    two runs can tell whether they trained the same tiny base; larger checkpoints
-    (7B) list file sizes only, since hashing them would cost minutes per run.
+    Weight files (``*.safetensors``, ``*.bin``) up to ``max_hash_bytes`` in all
+    (1 GiB; ``None``: any size) are hashed, so two runs can tell whether they
+    trained the same tiny base; larger checkpoints (7B) list file sizes only, since
+    hashing them would cost minutes per run (``fcit-flower base`` hashes them).
     """
     folder = Path(path)
     files = sorted(
@@ -85,7 +88,7 @@ def base_fingerprint(path: str | Path) -> dict[str, Any]:
     )
     sizes = {f.name: f.stat().st_size for f in files}
     out: dict[str, Any] = {"path": str(folder), "weight_bytes": sizes}
-    if files and sum(sizes.values()) <= 1 << 30:
+    if files and (max_hash_bytes is None or sum(sizes.values()) <= max_hash_bytes):
         out["weights_sha256"] = {f.name: file_sha256(f) for f in files}
     return out
 

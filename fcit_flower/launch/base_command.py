@@ -1,0 +1,67 @@
+"""``fcit-flower base``: build (once) or check a base model; print its fingerprint.
+
+Every site of a federation must train the same base. Each site runs this command
+and compares the printed SHA-256 with the coordinator's: the tiny base is built
+from code and a fixed seed on a fixed thread count, so equal code gives equal
+weights; a local checkpoint (``--model-path``) is hashed as it is on disk. Each
+run's ``manifest.json`` records the same hashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+
+def add_base_command(sub: Any) -> None:
+    """Add ``base`` to the CLI's sub-parsers."""
+    command = sub.add_parser(
+        "base",
+        help="build the tiny base (once) or check a checkpoint; print its SHA-256",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    command.add_argument(
+        "--model-path",
+        default="",
+        help="a local LLaVA checkpoint folder to fingerprint instead of the tiny base",
+    )
+
+
+def base_command(args: argparse.Namespace) -> int:
+    """The ``base`` command: print the base's folder and weight hashes."""
+    from fcit_flower.report.manifest import base_fingerprint
+
+    if args.model_path:
+        path = Path(args.model_path)
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"--model-path {path}: no config.json there (not a model folder)"
+            )
+        name = "checkpoint"
+    else:
+        from fcit_flower.models.tiny import (
+            TINY_BASE_ENV,
+            ensure_tiny_base,
+            tiny_base_spec,
+        )
+
+        path = ensure_tiny_base(tiny_base_spec())
+        name = f"tiny base {os.environ.get(TINY_BASE_ENV, 'standard')!r}"
+    info = base_fingerprint(path, max_hash_bytes=None)
+    digests = info.get("weights_sha256", {})
+    if not digests:
+        raise ValueError(f"{path}: no *.safetensors or *.bin weight file")
+    print(f"{name}: {path}")
+    for file, digest in digests.items():
+        print(f"  {file}: sha256 {digest} ({info['weight_bytes'][file]} bytes)")
+    print(f"fingerprint: {combined_digest(digests)}")
+    return 0
+
+
+def combined_digest(digests: dict[str, str]) -> str:
+    """One SHA-256 over every weight file's name and digest (sorted by name)."""
+    text = "".join(f"{name}:{digests[name]}\n" for name in sorted(digests))
+    return hashlib.sha256(text.encode()).hexdigest()
