@@ -64,6 +64,7 @@ def run_inprocess(values: dict[str, Any], results: Path, name: str) -> dict[str,
     The same code and numbers as ``flwr run`` without Flower's runtime (the
     identity benchmark in BENCHMARKS.md checks that), about 4x faster on 2 cores.
     """
+    import torch
     from flwr.app import Context, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
@@ -72,6 +73,9 @@ def run_inprocess(values: dict[str, Any], results: Path, name: str) -> dict[str,
     from fcit_flower.inprocess import InProcessGrid
     from fcit_flower.server_app import main as server_main
 
+    # One thread, as each simulated client gets under `flwr run` (1 CPU per
+    # client): the same numbers whatever OMP_NUM_THREADS the shell sets.
+    torch.set_num_threads(1)
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
     config = {**values, "results-dir": str(results), "run-name": name}
     grid = InProcessGrid(client_app, RunConfig.from_mapping(config).num_clients, config)

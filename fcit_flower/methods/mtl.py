@@ -30,6 +30,7 @@ from fcit_flower.runtime import Runtime
 from fcit_flower.tasks.data import config_load_task, pooled_client_samples
 from fcit_flower.tasks.fcit_data import Sample
 from fcit_flower.tasks.schedule import Schedule, mtl_schedule
+from fcit_flower.threads import SERVER_TRAINING_THREADS, pinned_threads
 from fcit_flower.training import train_adapter
 
 
@@ -77,15 +78,16 @@ class MultiTask(Finetune):
         model = peft_model(config, runtime, config.lora_rank, arrays)
         # The projector travels in the arrays only when it is trained (as Finetune).
         projector = split_projector(arrays)[1]
-        loss = train_adapter(
-            model,
-            config,
-            runtime.bundle,
-            pool,
-            projector,
-            seed=config.seed,
-            epochs=config.mtl_epochs,
-        )
+        with pinned_threads(SERVER_TRAINING_THREADS):  # same model in any process
+            loss = train_adapter(
+                model,
+                config,
+                runtime.bundle,
+                pool,
+                projector,
+                seed=config.seed,
+                epochs=config.mtl_epochs,
+            )
         log(INFO, "centralized multi-task training: mean loss %.4f", loss)
         return peft_update(model, projector)
 

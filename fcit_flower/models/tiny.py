@@ -47,6 +47,7 @@ from fcit_flower.tasks.mini_fcit.pretrain import (
     base_corpus,
     pretraining_texts,
 )
+from fcit_flower.threads import pinned_threads
 
 log = logging.getLogger(__name__)
 
@@ -336,16 +337,12 @@ def pretrain_base(
     model.train()
     rng = np.random.default_rng(spec.seed + 1)
     progress = _Progress(spec.alignment_steps + spec.pretrain_steps)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(PRETRAIN_THREADS)  # the same base on every machine
-    try:
+    with pinned_threads(PRETRAIN_THREADS):  # the same base on every machine
         for corpus, steps in (
             (alignment, spec.alignment_steps),
             (instructions, spec.pretrain_steps),
         ):
             _train_stage(model, tokenizer, corpus, steps, spec, rng, progress)
-    finally:
-        torch.set_num_threads(threads)
     model.eval()
     return model, tokenizer
 
