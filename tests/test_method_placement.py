@@ -45,6 +45,8 @@ def test_created_layers_sit_on_the_base_layers_device() -> None:
     for module in (subspace, moe):
         assert {p.device for p in module.parameters()} == {META}
     assert subspace.activation.device == META
+    subspace.set_activation(torch.ones(3))  # SSA weights arrive from numpy, on CPU
+    assert subspace.activation.device == META
 
 
 def test_block_training_masks_gradients_on_the_models_device() -> None:

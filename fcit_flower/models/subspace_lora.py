@@ -84,7 +84,7 @@ class SubspaceLoraLinear(nn.Module):
                 f"activation has {weights.shape[-1]} weights for "
                 f"{self.num_subspaces} subspaces"
             )
-        self.activation = weights
+        self.activation = weights.to(self.lora_A.device)  # SSA weights come from numpy
 
     def delta_weight(self, weights: torch.Tensor) -> torch.Tensor:
         """Dense ``scaling * sum_i w_i B_i A_i`` for batch-level ``weights``."""
