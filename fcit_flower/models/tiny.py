@@ -329,7 +329,7 @@ def pretrain_base(
         [*pretraining_texts(alignment, instructions), "user: assistant:"],
         spec.vocab_size,
     )
-    # Drawing the corpus takes ~30 s: say so before the step counter starts.
+    # Drawing the corpus and training the tokenizer take a while: say when done.
     sizes = (len(alignment), len(instructions), tokenizer.vocab_size)
     log.info("pre-training corpus ready: %d + %d pictures, %d tokens", *sizes)
     torch.manual_seed(spec.seed)
