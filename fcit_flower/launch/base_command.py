@@ -2,9 +2,9 @@
 
 Every site of a federation must train the same base. Each site runs this command
 and compares the printed SHA-256 with the coordinator's: the tiny base is built
-from code and a fixed seed on a fixed thread count, so equal code gives equal
-weights; a local checkpoint (``--model-path``) is hashed as it is on disk. Each
-run's ``manifest.json`` records the same hashes.
+from code and a fixed seed on a fixed thread count, so equal code on one CPU type
+gives equal weights; a local checkpoint (``--model-path``) is hashed as it is on
+disk. Each run's ``manifest.json`` records the same hashes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def add_base_command(sub: Any) -> None:
 
 def base_command(args: argparse.Namespace) -> int:
     """The ``base`` command: print the base's folder and weight hashes."""
-    from fcit_flower.report.manifest import base_fingerprint
+    from fcit_flower.report.manifest import base_weights
 
     if args.model_path:
         path = Path(args.model_path)
@@ -42,15 +42,11 @@ def base_command(args: argparse.Namespace) -> int:
             )
         name = "checkpoint"
     else:
-        from fcit_flower.models.tiny import (
-            TINY_BASE_ENV,
-            ensure_tiny_base,
-            tiny_base_spec,
-        )
+        from fcit_flower.models.tiny import TINY_BASE_ENV, ensure_tiny_base
 
-        path = ensure_tiny_base(tiny_base_spec())
+        path = ensure_tiny_base()  # the spec $FCIT_TINY_BASE names
         name = f"tiny base {os.environ.get(TINY_BASE_ENV, 'standard')!r}"
-    info = base_fingerprint(path, max_hash_bytes=None)
+    info = base_weights(path, max_hash_bytes=None)
     digests = info.get("weights_sha256", {})
     if not digests:
         raise ValueError(f"{path}: no *.safetensors or *.bin weight file")

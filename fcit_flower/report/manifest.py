@@ -72,7 +72,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def base_fingerprint(
+def base_weights(
     path: str | Path, *, max_hash_bytes: int | None = 1 << 30
 ) -> dict[str, Any]:
     """The base model a run used: its path and the SHA-256 of its weight files.
@@ -160,7 +160,7 @@ def build_manifest(
     app_dir : Path
         The app's directory (for its git commit).
     base_path : str or Path, optional
-        The base model's folder (:func:`base_fingerprint`).
+        The base model's folder (:func:`base_weights`).
 
     Returns
     -------
@@ -168,7 +168,7 @@ def build_manifest(
         ``config``, ``seeds``, ``versions``, ``git_commit``, ``device``,
         ``data_root``, ``data_fingerprints`` and, with ``base_path``, ``base``.
     """
-    base = {} if base_path is None else {"base": base_fingerprint(base_path)}
+    base = {} if base_path is None else {"base": base_weights(base_path)}
     return {
         "config": dict(config),
         "seeds": {k: config.get(k) for k in SEED_KEYS},
