@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from bench.common import mean, record_rows, table_header
@@ -31,6 +32,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    # One thread, as a simulated client evaluates: outputs depend on the thread count.
+    torch.set_num_threads(1)
     model, tokenizer = load_tiny_base(ensure_tiny_base())
     spec = tiny_base_spec()
     rng = np.random.default_rng(PROBE_SEED)

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from peft import get_peft_model
 from PIL import Image
 
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    # One thread, as a simulated client trains: scores depend on the thread count.
+    torch.set_num_threads(1)
     config = RunConfig()
     spec = tiny_base_spec()
     base, tokenizer = load_tiny_base(ensure_tiny_base())

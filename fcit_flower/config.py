@@ -142,7 +142,7 @@ class RunConfig:
     olora_lambda_l2: float = 0.0
     moelora_experts: int = 8
     moelora_top_k: int = 2
-    mtl_epochs: int = 3
+    mtl_epochs: int = 4
     # Benchmark options: schedule file, label skew, image root, bad records.
     schedule_file: str = ""
     partition: str = "quantity"
