@@ -4,6 +4,7 @@ And one set of base weights per process, shared by every adapted model.
 """
 
 import copy
+from functools import partial
 
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ from peft import PeftModel, get_peft_model
 
 from fcit_flower.config import RunConfig
 from fcit_flower.methods.lora_blocks import run_block_model
+from fcit_flower.methods.moelora import _shape as moe_shape
 from fcit_flower.methods.moelora import moe_model
 from fcit_flower.models.adapters import (
+    LORA_TARGETS,
     _projector,
     adapted_model,
     load_lora_state,
@@ -22,8 +25,8 @@ from fcit_flower.models.adapters import (
     projector_state,
     subspace_model,
 )
-from fcit_flower.models.moe_lora import MoeLoraLinear
-from fcit_flower.models.subspace_lora import SubspaceLoraLinear
+from fcit_flower.models.moe_lora import MoeLoraLinear, inject_moe_lora
+from fcit_flower.models.subspace_lora import SubspaceLoraLinear, inject_subspace_lora
 from fcit_flower.runtime import prepare_runtime
 from fcit_flower.tasks.data import client_samples
 from fcit_flower.training import train_adapter, training_batch
@@ -162,7 +165,9 @@ def _train(model, config, runtime, samples, lora, projector, seed):
 
 def test_the_shared_model_trains_as_a_fresh_copy_message_after_message(runtime):
     """Two messages on the cached model == each on a fresh deep copy of the base."""
-    config = RunConfig(train_size=40, test_size=5, train_projector=True)
+    # Batch 2: four steps, so that training moves the adapter and the projector
+    # (the first step of the warm-up has learning rate 0).
+    config = RunConfig(train_size=40, test_size=5, train_projector=True, batch_size=2)
     samples = client_samples(config, runtime.schedule, runtime.root, 0, 0)[:8]
     base = runtime.bundle.model
     base_projector = projector_state(base)
@@ -174,6 +179,8 @@ def test_the_shared_model_trains_as_a_fresh_copy_message_after_message(runtime):
         expected = _train(fresh, config, runtime, samples, lora, projector, seed)
         got = _train(shared, config, runtime, samples, lora, projector, seed)
         assert got[0] == expected[0]
+        first = next(iter(lora))
+        assert not np.array_equal(got[1][first], lora[first])  # it did train
         for want, have in zip(expected[1:], got[1:], strict=True):
             assert set(want) == set(have)
             for key in want:
@@ -191,3 +198,44 @@ def _eval_batch(runtime, samples):
     return training_batch(
         bundle.tokenizer, samples[:2], bundle.image_size, bundle.num_image_tokens
     )
+
+
+def test_shared_subspace_and_moe_models_compute_as_fresh_copies(runtime):
+    config = RunConfig(train_size=40, test_size=5, moelora_experts=4)
+    path, base = runtime.base_path, runtime.bundle.model
+    samples = client_samples(config, runtime.schedule, runtime.root, 0, 0)[:2]
+    batch = _eval_batch(runtime, samples)
+    experts, rank, top_k, scaling, dropout = moe_shape(config)
+    cases = [
+        (
+            subspace_model(path, 4, 2, 2.0),
+            partial(inject_subspace_lora, num_subspaces=4, rank=2, scaling=2.0),
+        ),
+        (
+            moe_model(config, path),
+            partial(
+                inject_moe_lora,
+                num_experts=experts,
+                rank=rank,
+                top_k=top_k,
+                scaling=scaling,
+                dropout=dropout,
+            ),
+        ),
+    ]
+    rng = np.random.default_rng(0)
+    for shared, inject in cases:
+        fresh = copy.deepcopy(base)
+        inject(fresh, LORA_TARGETS)
+        adapters = {n: p for n, p in shared.named_parameters() if "lora_" in n}
+        state = {
+            n: torch.from_numpy(rng.normal(scale=0.05, size=p.shape).astype("f4"))
+            for n, p in adapters.items()
+        }
+        with torch.no_grad():
+            for model in (shared, fresh):
+                for name, param in model.named_parameters():
+                    if "lora_" in name:
+                        param.copy_(state[name])
+                model.eval()
+            assert torch.equal(shared(**batch).logits, fresh(**batch).logits)
