@@ -116,9 +116,11 @@ def shared_copy(model: nn.Module) -> nn.Module:
     Every module is new (adapters a method injects, train / eval flags and hooks
     stay per copy), but every parameter, buffer and bitsandbytes quantization state
     outside the projector is ``model``'s own object: a process that builds several
-    adapted models holds the base weights once. The projector is copied (a few
-    MB at 7B): a run may train it, and the base's projector stays the untrained
-    reference (:func:`projector_state` of the base).
+    adapted models holds the base weights once. The projector is copied (~0.1 GB
+    in float32 at 7B): a run may train it, and the base's projector stays the
+    untrained reference (:func:`projector_state` of the base). A 4-bit weight's
+    CPU inference packing is then shared too; ``train_local`` undoes it before
+    every training (:func:`~fcit_flower.models.llava.restore_4bit_training_layout`).
 
     Parameters
     ----------
