@@ -152,6 +152,8 @@ def train_local(
             optimizer.step()
             scheduler.step()
             losses.append(float(loss.detach()))
+    # The cached model outlives the message: keep no gradients between messages.
+    optimizer.zero_grad(set_to_none=True)
     model.eval()
     return float(np.mean(losses))
 

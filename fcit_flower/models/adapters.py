@@ -1,5 +1,11 @@
 """Base-model loading (cached per process) and the adapter tensors that travel.
 
+One set of base weights per process: every adapted model a method builds (the PEFT
+model, the subspace / block model, the MoE-LoRA model) is a :func:`shared_copy` of
+the cached base, new modules around the base's own parameters, buffers and 4-bit
+quantization states. Only the injected adapters and the projector (small, and
+trained by some runs) belong to each model.
+
 Only adapter tensors (LoRA factors) and, when trained, the multimodal projector travel
 in Flower messages; base weights never do. Keys are the module paths of the LLaVA
 model, e.g. ``model.language_model.layers.0.mlp.gate_proj.lora_A.weight`` and
@@ -42,7 +48,7 @@ class BaseBundle:
     Attributes
     ----------
     model : nn.Module
-        The frozen base (never modified; copy before adapting).
+        The frozen base (never modified; adapt a :func:`shared_copy`).
     tokenizer : PromptTokenizer
         Its tokenizer (the tiny word tokenizer or a wrapped transformers one).
     image_size : int
@@ -104,6 +110,47 @@ def load_base(path: str) -> BaseBundle:
     return BaseBundle(model, tokenizer, vision.image_size, tokens)
 
 
+def shared_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` that holds no base weights of its own.
+
+    Every module is new (adapters a method injects, train / eval flags and hooks
+    stay per copy), but every parameter, buffer and bitsandbytes quantization state
+    outside the projector is ``model``'s own object: a process that builds several
+    adapted models holds the base weights once. The projector is copied (~0.1 GB
+    in float32 at 7B): a run may train it, and the base's projector stays the
+    untrained reference (:func:`projector_state` of the base). A 4-bit weight's
+    CPU inference packing is then shared too; ``train_local`` undoes it before
+    every training (:func:`~fcit_flower.models.llava.restore_4bit_training_layout`).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The frozen base (:attr:`BaseBundle.model`).
+
+    Returns
+    -------
+    nn.Module
+        The copy; its frozen tensors are ``model``'s.
+    """
+    memo: dict[int, Any] = {}
+    for name, module in model.named_modules():
+        if PROJECTOR in name.split("."):
+            continue  # copied: trained by some runs, see the docstring
+        tensors = [*module._parameters.values(), *module._buffers.values()]
+        # Plain attributes too: a 4-bit layer's quant_state (absmax, code) and
+        # aliases of buffers (e.g. a rotary embedding's original_inv_freq).
+        tensors += [
+            value
+            for value in vars(module).values()
+            if isinstance(value, torch.Tensor) or type(value).__name__ == "QuantState"
+        ]
+        for tensor in tensors:
+            if tensor is not None:
+                memo[id(tensor)] = tensor
+    # deepcopy returns what the memo holds for an object: the base's tensors.
+    return copy.deepcopy(model, memo)
+
+
 def lora_config(rank: int, scaling: float, dropout: float) -> LoraConfig:
     """PEFT LoRA on the language model's MLP projections only.
 
@@ -154,9 +201,10 @@ def injected_copy(
     Returns
     -------
     nn.Module
-        The copy; the base itself is never modified.
+        The copy (:func:`shared_copy`: the base's weights, its own adapters); the
+        base itself is never modified.
     """
-    model = copy.deepcopy(load_base(path).model)
+    model = shared_copy(load_base(path).model)
     inject(model, LORA_TARGETS)
     model.eval()
     return model
@@ -166,10 +214,11 @@ def injected_copy(
 def adapted_model(path: str, rank: int, scaling: float, dropout: float) -> nn.Module:
     """A PEFT-wrapped copy of the base, cached per process and reused per message.
 
-    Callers overwrite its adapter and projector state before each use.
+    The copy shares the base's weights (:func:`shared_copy`). Callers overwrite its
+    adapter and projector state before each use.
     """
     base = load_base(path).model
-    model = get_peft_model(copy.deepcopy(base), lora_config(rank, scaling, dropout))
+    model = get_peft_model(shared_copy(base), lora_config(rank, scaling, dropout))
     model.eval()
     return model
 
