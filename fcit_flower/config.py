@@ -53,8 +53,9 @@ DEVICES = ("cpu", "cuda")
 PARTITIONS = ("quantity", "label")
 EVAL_SPLITS = ("test", "val")
 EXPORTS = ("every-stage", "final", "off")
-# Client-level differential privacy: off, or central (the server clips and noises).
-DP_MODES = ("off", "central")
+# Client-level differential privacy: off, central (the server clips and noises the
+# aggregates) or local (every client clips and noises its own upload).
+DP_MODES = ("off", "central", "local")
 # Keys whose values must be > 0, and keys whose values must lie in [0, 1).
 _POSITIVE_KEYS = (
     "beta lr projector-lr lora-alpha ssa-eps server-lr server-eps num-clients "

@@ -1,4 +1,4 @@
-"""Client-level central DP: clipping, seeded noise, accounting, budget, resume."""
+"""Client-level DP: clipping, seeded noise, accounting, budget, resume; local DP."""
 
 import json
 import zlib
@@ -25,16 +25,18 @@ from fcit_flower.checkpoint import CheckpointStore
 from fcit_flower.config import ConfigError, RunConfig
 from fcit_flower.inprocess import run_inprocess
 from fcit_flower.methods.registry import get_method
+from fcit_flower.privacy import (
+    PrivacySpec,
+    add_noise,
+    clip_upload,
+    local_seed,
+    privatize_locally,
+    update_norm,
+)
 from fcit_flower.protocol import subspace_arrays
 from fcit_flower.strategies import privacy_ledger
 from fcit_flower.strategies.continual import Federation
 from fcit_flower.strategies.disco import Disco
-from fcit_flower.strategies.privacy import (
-    PrivacySpec,
-    add_noise,
-    clip_upload,
-    update_norm,
-)
 from fcit_flower.strategies.privacy_ledger import PrivacyBudgetError, PrivacyLedger
 from fcit_flower.strategies.server_optim import ServerOptimizerSpec
 from fcit_flower.strategies.uploads import RoundPolicy
@@ -42,6 +44,7 @@ from fcit_flower.strategies.uploads import RoundPolicy
 
 def spec(**changes):
     values = dict(
+        mode="central",
         clip=1.0,
         noise=1.0,
         delta=1e-5,
@@ -260,7 +263,7 @@ def test_ledger_state_round_trip_is_exact():
 @pytest.mark.parametrize(
     ("key", "value", "words"),
     [
-        ("dp", "local", "dp='local' is not allowed"),
+        ("dp", "on", "dp='on' is not allowed"),
         ("dp-clip", 0.0, "dp-clip=0.0 must be > 0"),
         ("dp-noise", -1.0, "dp-noise=-1.0 must be > 0"),
         ("dp-delta", 1.0, "dp-delta=1.0 must lie in (0, 1)"),
@@ -340,3 +343,91 @@ def test_dp_run_resumed_mid_run_is_bit_exact_and_budget_stops(tmp_path):
         p.name for p in CheckpointStore(tmp_path / "budget" / "checkpoints").files()
     ]
     assert names[-1].endswith("-s0-r1-end.npz")
+
+
+# --- local DP ----------------------------------------------------------------
+
+
+def test_local_dp_clips_then_noises_with_std_z_c_and_keeps_dtypes():
+    received = {"w": np.zeros((300, 400), np.float32), "b": np.ones(7, np.float32)}
+    upload = {"w": np.full((300, 400), 0.5, np.float32), "b": np.ones(7, np.float32)}
+    out = privatize_locally(upload, received, clip=0.2, noise=1.5, seed=[3, 1, 1, 0, 0])
+    assert {k: v.dtype for k, v in out.items()} == {"w": np.float32, "b": np.float32}
+    delta = out["w"] - received["w"]
+    # the clipped update (norm 0.2 over 120k entries) is negligible next to the noise
+    assert delta.std() == pytest.approx(1.5 * 0.2, rel=0.01)
+    again = privatize_locally(
+        upload, received, clip=0.2, noise=1.5, seed=[3, 1, 1, 0, 0]
+    )
+    np.testing.assert_array_equal(out["w"], again["w"])
+    fresh = [
+        privatize_locally(upload, received, clip=0.2, noise=1.5, seed=None)["b"]
+        for _ in range(2)
+    ]
+    assert not np.array_equal(*fresh)  # no seed: fresh entropy every time
+    assert local_seed(0, 1, 2, 3) is None and local_seed(5, 1, 2) == [5, 1, 2]
+
+
+def test_local_dp_server_adds_no_noise_and_accounts_without_amplification():
+    privacy = spec(mode="local", noise=2.0, population=8, sample_size=8)
+    strategy = _disco(privacy)
+    for server_round in (1, 2, 3):
+        record, _ = run_round(
+            strategy,
+            FakeGrid(list(NODES), make_handler(honest)),
+            server_round=server_round,
+        )
+    # the server's aggregate is the plain sample-weighted average of the uploads
+    w0 = np.average([1, 2, 3, 4], weights=[SIZES[c] for c in range(4)])
+    got = subspace_arrays({k: v.numpy() for k, v in record.items()}, 0)
+    np.testing.assert_allclose(got["m.lora_A.weight"], w0)
+    accountant = RdpAccountant(
+        neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE
+    )
+    accountant.compose(dp_event.GaussianDpEvent(2.0 / 2), 3)
+    assert strategy.privacy.epsilon() == pytest.approx(accountant.get_epsilon(1e-5))
+    assert strategy.privacy.report()["mode"] == "local"
+
+
+def test_local_dp_turns_the_update_norm_check_off():
+    config = RunConfig(dp="local", max_update_norm=10.0)
+    assert RoundPolicy.from_config(config).max_update_norm == 0.0
+    assert RoundPolicy.from_config(RunConfig()).max_update_norm == 10.0
+
+
+def test_local_dp_run_uploads_only_noised_updates(tmp_path):
+    from flwr.app import Context, RecordDict
+    from test_message_privacy import RecordingGrid
+
+    from fcit_flower.client_app import app as client_app
+    from fcit_flower.server_app import main
+
+    config = {
+        **RUN,
+        "method": "finetune",
+        "num-stages": 1,
+        "dp": "local",
+        "dp-clip": 0.01,
+        "dp-noise": 2.0,
+        "dp-noise-seed": 11,
+        "results-dir": str(tmp_path),
+        "run-name": "local",
+    }
+    grid = RecordingGrid(client_app, config["num-clients"], config)
+    context = Context(
+        run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config
+    )
+    main(grid, context)
+    train = [m for m in grid.messages if m.metadata.message_type == "train"]
+    sent = {m.metadata.dst_node_id: m for m in train if "config" in m.content}
+    replies = [m for m in train if "metrics" in m.content]
+    assert len(replies) == 2  # one round, two clients
+    for reply in replies:
+        request = sent[reply.metadata.src_node_id]
+        down = {k: v.numpy() for k, v in request.content["arrays"].items()}
+        up = {k: v.numpy() for k, v in reply.content["arrays"].items()}
+        delta = np.concatenate([(up[k] - down[k]).ravel() for k in up])
+        assert delta.std() == pytest.approx(2.0 * 0.01, rel=0.05)
+    metrics = json.loads((tmp_path / "local" / "metrics.json").read_text())
+    assert metrics["privacy"]["mode"] == "local"
+    assert metrics["privacy"]["per_round"][0]["epsilon"] > 0

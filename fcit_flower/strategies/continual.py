@@ -9,10 +9,9 @@ Subclasses change a round through four hooks and call ``super()`` for the rest:
 :meth:`ContinualFedAvg.begin_stage`, :meth:`~ContinualFedAvg.admit` (which sampled
 clients train), :meth:`~ContinualFedAvg.client_arrays` /
 :meth:`~ContinualFedAvg.instructions` (what each one gets), and
-:meth:`~ContinualFedAvg.apply_uploads` (how valid uploads change the global state,
-each group averaged through :meth:`~ContinualFedAvg.average`: with ``dp = "central"``
-the uploads are clipped, averaged unweighted and noised per group,
-:mod:`fcit_flower.strategies.privacy_ledger`).
+:meth:`~ContinualFedAvg.apply_uploads` (how valid uploads change the global state;
+each group through :meth:`~ContinualFedAvg.average`, which under ``dp = "central"``
+is the unweighted mean of clipped uploads plus noise: :mod:`fcit_flower.privacy`).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fcit_flower.config import RunConfig
+from fcit_flower.privacy import PrivacySpec
 from fcit_flower.protocol import (
     ARRAYS_KEY,
     ATTEMPT,
@@ -47,7 +47,6 @@ from fcit_flower.protocol import (
     to_record,
 )
 from fcit_flower.strategies.aggregation import weighted_average
-from fcit_flower.strategies.privacy import PrivacySpec
 from fcit_flower.strategies.privacy_ledger import PrivacyLedger
 from fcit_flower.strategies.server_optim import OptimizerBank, ServerOptimizerSpec
 from fcit_flower.strategies.uploads import RoundPolicy, Upload, UploadCheck
@@ -80,7 +79,7 @@ class Federation:
         Called once a round's aggregate is in the strategy's ``current`` arrays
         (the run's round checkpoint).
     privacy : PrivacySpec, optional
-        Central differential privacy of the uploads (``None``: off).
+        Differential privacy of the uploads (``None``: off).
     """
 
     node_clients: Mapping[int, int]
@@ -313,7 +312,7 @@ class ContinualFedAvg(FedAvg):
         mean) and the group gets its own seeded noise (:class:`PrivacyLedger`).
         """
         averaged = weighted_average(arrays, weights)
-        if self.privacy is None:
+        if self.privacy is None or self.privacy.spec.mode != "central":
             return averaged
         return self.privacy.noised(
             averaged,
@@ -324,10 +323,16 @@ class ContinualFedAvg(FedAvg):
         )
 
     def apply_private(self, server_round: int, uploads: list[Upload]) -> None:
-        """Central DP: average the clipped uploads (:meth:`PrivacyLedger.clip`)."""
+        """Average the uploads under DP, then account the round.
+
+        Central: each upload is clipped first (:meth:`PrivacyLedger.clip`) and each
+        group noised (:meth:`average`); local: the clients did both.
+        """
         assert self.privacy is not None  # only called under DP
-        clipped, scaled = self.privacy.clip(uploads, self.expected_upload)
-        self.apply_uploads(clipped)
+        scaled = 0  # local DP: the clients clip, unseen here
+        if self.privacy.spec.mode == "central":
+            uploads, scaled = self.privacy.clip(uploads, self.expected_upload)
+        self.apply_uploads(uploads)
         self.privacy.record(
             stage=self._stage,
             server_round=server_round,

@@ -2,7 +2,7 @@
 
 What is accounted (README "Privacy"): the unit is a site (client-level DP), and a
 round releases, for every group, the sum of its clients' clipped updates plus
-Gaussian noise of std ``z * C`` (:mod:`fcit_flower.strategies.privacy`). A site
+Gaussian noise of std ``z * C`` (:mod:`fcit_flower.privacy`). A site
 feeds at most one DISCO subspace per round (and the projector, under the same clip),
 so a round is one Gaussian release of the whole vector of group sums, whatever the
 number of subspaces: one event per round.
@@ -19,6 +19,12 @@ the vector of group sums by at most ``2 C`` (its clipped update leaves, another
 enters, maybe into another subspace), so the event's noise multiplier is ``z / 2``.
 The DP-FedAvg textbook figure (multiplier ``z``, Poisson sampling, add/remove one
 site) would assume a sampler Flower's and ours are not.
+
+Local DP (``dp = "local"``): every upload is itself a Gaussian release (std
+``z * C`` on an update clipped to ``C``) that the server sees together with who was
+sampled, so there is no amplification by sampling: one Gaussian event of multiplier
+``z / 2`` (replace-one, as above) per round, counted for every site (an upper bound
+for a site not sampled every round).
 
 Not accounted: the identity tokens DISCO's server asks for, the slot each site is
 routed to and so the counts ``n_g`` (they depend on the tokens), the clients'
@@ -43,7 +49,7 @@ from flwr.supercore.privacy_accounting import (
     SamplingMethod,
 )
 
-from fcit_flower.strategies.privacy import (
+from fcit_flower.privacy import (
     Arrays,
     PrivacySpec,
     add_noise,
@@ -55,6 +61,10 @@ from fcit_flower.strategies.uploads import Upload
 
 # Replacing one site's data moves the sum of clipped updates by up to 2 C.
 REPLACE_ONE_SENSITIVITY = 2.0
+ACCOUNTING = {
+    "central": "rdp, sampling without replacement, replace-one site",
+    "local": "rdp, no amplification, every round counted for every site",
+}
 
 
 class PrivacyBudgetError(PrivacyBudgetExhausted):
@@ -63,11 +73,22 @@ class PrivacyBudgetError(PrivacyBudgetExhausted):
 
 def accountant_config(spec: PrivacySpec) -> PrivacyConfig:
     """Flower's accounting model of a run (see the module docstring)."""
+    if spec.mode == "local":  # Flower pairs no-amplification with add-or-remove;
+        # a plain Gaussian's RDP is the same under either relation at one multiplier
+        sampling, relation = (
+            SamplingMethod.NO_AMPLIFICATION,
+            NeighboringRelation.ADD_OR_REMOVE_ONE,
+        )
+    else:
+        sampling, relation = (
+            SamplingMethod.WITHOUT_REPLACEMENT,
+            NeighboringRelation.REPLACE_ONE,
+        )
     return PrivacyConfig(
         target_delta=spec.delta,
         population_size=spec.population,
-        neighboring_relation=NeighboringRelation.REPLACE_ONE,
-        sampling_method=SamplingMethod.WITHOUT_REPLACEMENT,
+        neighboring_relation=relation,
+        sampling_method=sampling,
         max_epsilon=spec.max_epsilon or None,
     )
 
@@ -179,15 +200,17 @@ class PrivacyLedger:
             }
         )
         self._released = {}
+        clipped_part = (
+            f"{clipped} of {uploads} updates clipped to {self.spec.clip:g}"
+            if self.spec.mode == "central"
+            else f"{uploads} locally noised updates"
+        )
         log(
             INFO,
-            "dp: stage %d round %d: %d of %d updates clipped to %g; epsilon %.4g "
-            "at delta %g",
+            "dp: stage %d round %d: %s; epsilon %.4g at delta %g",
             stage + 1,
             server_round,
-            clipped,
-            uploads,
-            self.spec.clip,
+            clipped_part,
             self.epsilon(),
             self.spec.delta,
         )
@@ -216,12 +239,12 @@ class PrivacyLedger:
                 }
             )
         return {
-            "mode": "central",
+            "mode": self.spec.mode,
             "clip": self.spec.clip,
             "noise_multiplier": self.spec.noise,
             "delta": self.spec.delta,
             "max_epsilon": self.spec.max_epsilon or None,
-            "accounting": "rdp, sampling without replacement, replace-one site",
+            "accounting": ACCOUNTING[self.spec.mode],
             "epsilon": self.epsilon(),
             "per_stage": per_stage,
             "per_round": self.rounds,

@@ -1,7 +1,11 @@
-"""Central differential privacy of client updates: clipping and seeded noise (numpy).
+"""Differential privacy of client updates: clipping and seeded noise (numpy).
 
-DP-FedAvg with fixed clipping (McMahan et al., "Learning Differentially Private
-Recurrent Language Models", ICLR 2018, Alg. 1; Flower's
+Both sides use it: the server under ``dp = "central"``, the ClientApp under
+``dp = "local"`` (so it lives outside ``strategies/``). The accounting is in
+:mod:`fcit_flower.strategies.privacy_ledger`.
+
+Central: DP-FedAvg with fixed clipping (McMahan et al., "Learning Differentially
+Private Recurrent Language Models", ICLR 2018, Alg. 1; Flower's
 ``DifferentialPrivacyServerSideFixedClipping``), per group of arrays:
 
 1. a client's update is its upload minus what it was sent, clipped in L2 over the
@@ -18,8 +22,12 @@ Why unweighted: a sample-weighted mean gives one client a weight up to ~1 whatev
 (the bound the noise is calibrated to), and the weights themselves would publish
 every site's sample count.
 
-The noise comes from a generator seeded by (noise seed, stage, round, group), so a
-resumed run adds exactly the noise an uninterrupted one adds. Flower's
+Local (:func:`privatize_locally`, Flower's ``LocalDpMod`` with a seed): each
+client clips its own update the same way and adds noise of std ``z * C`` to every
+entry before uploading, so the server only ever sees noised updates.
+
+The server's noise comes from a generator seeded by (noise seed, stage, round,
+group), so a resumed run adds exactly the noise an uninterrupted one adds. Flower's
 ``add_gaussian_noise_inplace`` draws from NumPy's global generator, which a resume
 cannot replay, so it is not used.
 """
@@ -48,6 +56,8 @@ class PrivacySpec:
 
     Parameters
     ----------
+    mode : {"central", "local"}
+        ``dp``: where the noise is added.
     clip : float
         ``dp-clip``: L2 bound ``C`` of one client's update.
     noise : float
@@ -64,6 +74,7 @@ class PrivacySpec:
         ``clients-per-round``: sites sampled per round.
     """
 
+    mode: str
     clip: float
     noise: float
     delta: float
@@ -74,10 +85,11 @@ class PrivacySpec:
 
     @classmethod
     def from_config(cls, config: RunConfig) -> PrivacySpec | None:
-        """The spec of a run-config with ``dp = "central"``, else ``None``."""
+        """The spec of a run-config with DP on, else ``None``."""
         if config.dp == "off":
             return None
         return cls(
+            mode=config.dp,
             clip=config.dp_clip,
             noise=config.dp_noise,
             delta=config.dp_delta,
@@ -133,12 +145,12 @@ def add_noise(
     averaged: Arrays,
     *,
     std: float,
-    seed: list[int],
+    seed: list[int] | None,
 ) -> dict[str, np.ndarray]:
     """``averaged`` plus seeded Gaussian noise of ``std`` on every entry (float64).
 
     Arrays are visited in sorted key order, so the noise of a key does not depend
-    on the order a strategy built its dictionary in.
+    on the order a strategy built its dictionary in. ``seed=None``: fresh entropy.
     """
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
@@ -146,3 +158,29 @@ def add_noise(
         value = np.asarray(averaged[key], dtype=np.float64)
         out[key] = value + std * rng.standard_normal(value.shape)
     return out
+
+
+def privatize_locally(
+    upload: Arrays,
+    received: Arrays,
+    *,
+    clip: float,
+    noise: float,
+    seed: list[int] | None,
+) -> dict[str, np.ndarray]:
+    """Local DP: ``upload`` clipped against ``received``, plus noise of std ``z C``.
+
+    The arrays keep their dtypes (the server checks them). ``seed=None`` draws
+    fresh entropy: a seed the server can know would let it remove the noise.
+    """
+    clipped, _ = clip_upload(upload, received, clip=clip)
+    noised = add_noise(clipped, std=noise * clip, seed=seed)
+    return {k: noised[k].astype(upload[k].dtype) for k in upload}
+
+
+def local_seed(noise_seed: int, *coordinates: int) -> list[int] | None:
+    """A client's noise seed: ``None`` (fresh entropy) unless ``dp-noise-seed`` is set.
+
+    A fixed seed is in the run-config, which the server reads: tests only.
+    """
+    return [noise_seed, *coordinates] if noise_seed else None
