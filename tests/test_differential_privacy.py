@@ -34,8 +34,9 @@ from fcit_flower.privacy import (
     update_norm,
 )
 from fcit_flower.protocol import subspace_arrays
+from fcit_flower.run_state import RunState
 from fcit_flower.strategies import privacy_ledger
-from fcit_flower.strategies.continual import Federation
+from fcit_flower.strategies.continual import Federation, StrategyState
 from fcit_flower.strategies.disco import Disco
 from fcit_flower.strategies.privacy_ledger import PrivacyBudgetError, PrivacyLedger
 from fcit_flower.strategies.server_optim import ServerOptimizerSpec
@@ -286,6 +287,27 @@ def test_methods_without_dp_refuse_it(method):
 def test_dp_off_is_the_default():
     assert RunConfig().dp == "off" and "central" in config_module.DP_MODES
     assert PrivacySpec.from_config(RunConfig()) is None
+
+
+def test_checkpoints_older_than_the_dp_keys_still_resume(tmp_path):
+    config = RunConfig(results_dir=str(tmp_path), run_name="old", resume=True)
+    run = RunState(config, 0.0)
+    run.save(StrategyState({"global/w": np.zeros(2, np.float32)}, {}), end=True)
+    checkpoint = run.store.latest()
+    meta = dict(checkpoint.meta)  # as written before the dp-* keys existed
+    meta["config"] = {k: v for k, v in meta["config"].items() if not k.startswith("dp")}
+    checkpoint.path.unlink()
+    run.store.save(checkpoint.arrays, meta, stage=0, server_round=0, end=True)
+
+    class Loaded:
+        def load_state(self, arrays, meta):
+            self.arrays = arrays
+
+    loaded = Loaded()
+    run.resume_into(loaded)  # the missing keys count as their defaults
+    assert "global/w" in loaded.arrays
+    with pytest.raises(ConfigError, match="dp: 'off' -> 'central'"):
+        RunState(config.replace(dp="central"), 0.0).resume_into(Loaded())
 
 
 # --- a whole run -------------------------------------------------------------

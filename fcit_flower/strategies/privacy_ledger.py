@@ -195,7 +195,8 @@ class PrivacyLedger:
                 "stage": stage,
                 "round": server_round,
                 "epsilon": self.epsilon(),
-                "clients": dict(sorted(self._released.items())),
+                # central: sites per group; local: the uploads (noised by the sites)
+                "clients": dict(sorted(self._released.items())) or {"all": uploads},
                 "clipped": clipped,
             }
         )
