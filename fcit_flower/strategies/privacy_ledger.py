@@ -26,6 +26,12 @@ sampled, so there is no amplification by sampling: one Gaussian event of multipl
 ``z / 2`` (replace-one, as above) per round, counted for every site (an upper bound
 for a site not sampled every round).
 
+Why not Flower's ``DifferentialPrivacyServerSideFixedClipping`` wrapper: its
+accounted path takes only a ``FedAvg`` whose ``aggregate_train`` is Flower's own
+(and no amplification), while every strategy here overrides it (upload checks,
+per-group averages, server optimizers). So the strategies use Flower's clipping
+helpers per group and this ledger drives Flower's accountant directly.
+
 Not accounted: the identity tokens DISCO's server asks for, the slot each site is
 routed to and so the counts ``n_g`` (they depend on the tokens), the clients'
 training metrics and sample counts, and whether an update was clipped.
