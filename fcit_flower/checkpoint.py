@@ -12,6 +12,8 @@ used, with a warning.
 No random-number-generator state is saved because the run has none that carries
 over: client sampling, fault injection, fresh subspaces and local training are all
 seeded from (seed, stage, round, client), so the checkpoint's counters restore them.
+The one seed that is not in the run-config, the secret noise seed of a run with
+differential privacy, is in the strategy bookkeeping (with the privacy accountant).
 """
 
 from __future__ import annotations

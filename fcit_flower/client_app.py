@@ -35,6 +35,7 @@ from fcit_flower.config import RunConfig
 from fcit_flower.faults import INJECTED, InjectedFault, corrupt, should_fail
 from fcit_flower.methods.base import ClientSetup, ClientUpdate, Method
 from fcit_flower.methods.registry import get_method
+from fcit_flower.privacy import local_seed, privatize_locally
 from fcit_flower.protocol import (
     ARRAYS_KEY,
     ATTEMPT,
@@ -191,7 +192,18 @@ def train(msg: Message, context: Context) -> Message:
             f"round {server_round} client {position} attempt {attempt}"
         )
     setup = client_setup(method, config, context, request)
-    update = method.train_client(setup, to_numpy(msg.content.array_records[ARRAYS_KEY]))
+    received = to_numpy(msg.content.array_records[ARRAYS_KEY])
+    update = method.train_client(setup, received)
+    if config.dp == "local":  # nothing unnoised leaves the site
+        seed = local_seed(config.dp_noise_seed, stage, server_round, position, attempt)
+        noised = privatize_locally(
+            update.arrays,
+            received,
+            clip=config.dp_clip,
+            noise=config.dp_noise,
+            seed=seed,
+        )
+        update = ClientUpdate(noised, update.loss, update.metrics)
     if faulty:
         update = ClientUpdate(
             corrupt(update.arrays, config.fault_kind), update.loss, update.metrics

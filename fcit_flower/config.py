@@ -53,12 +53,15 @@ DEVICES = ("cpu", "cuda")
 PARTITIONS = ("quantity", "label")
 EVAL_SPLITS = ("test", "val")
 EXPORTS = ("every-stage", "final", "off")
+# Client-level differential privacy: off, central (the server clips and noises the
+# aggregates) or local (every client clips and noises its own upload).
+DP_MODES = ("off", "central", "local")
 # Keys whose values must be > 0, and keys whose values must lie in [0, 1).
 _POSITIVE_KEYS = (
     "beta lr projector-lr lora-alpha ssa-eps server-lr server-eps num-clients "
     "clients-per-round rounds-per-stage local-epochs batch-size lora-rank "
     "num-subspaces train-size test-size val-size min-client-size max-new-tokens "
-    "checkpoint-keep round-timeout max-num-examples mtl-epochs"
+    "checkpoint-keep round-timeout max-num-examples mtl-epochs dp-clip dp-noise"
 ).split()
 _FRACTION_KEYS = (
     "lora-dropout warmup-ratio server-momentum server-beta1 server-beta2 "
@@ -67,7 +70,8 @@ _FRACTION_KEYS = (
 # Keys whose values must be >= 0: seeds, and the upload guards (0 = off, with a
 # warning when the run starts; NaN and inf are refused like every float).
 _NON_NEGATIVE_KEYS = (
-    "seed data-seed fault-seed max-round-retries max-update-norm max-token-norm"
+    "seed data-seed fault-seed max-round-retries max-update-norm max-token-norm "
+    "dp-max-epsilon dp-noise-seed"
 ).split()
 
 
@@ -151,6 +155,13 @@ class RunConfig:
     max_bad_fraction: float = 0.05
     # What is written for use outside the run: adapters/stage-<k>/.
     export: str = "every-stage"
+    # Client-level differential privacy (README "Privacy"; strategies/privacy.py).
+    dp: str = "off"
+    dp_clip: float = 1.0
+    dp_noise: float = 1.0
+    dp_delta: float = 1e-5
+    dp_max_epsilon: float = 0.0
+    dp_noise_seed: int = 0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -260,6 +271,7 @@ class RunConfig:
         if not -1.0 <= self.tau <= 1.0:
             raise ConfigError(f"tau={self.tau} must lie in [-1, 1] (a cosine)")
         self._validate_reliability()
+        self._validate_privacy()
         self._validate_baselines()
         if self.data_root and not Path(self.data_root).expanduser().is_dir():
             raise ConfigError(
@@ -282,6 +294,12 @@ class RunConfig:
                 f"[1, clients-per-round={self.clients_per_round}]"
             )
         choice("fault-kind", self.fault_kind, FAULT_KINDS)
+
+    def _validate_privacy(self) -> None:
+        """``dp`` and its delta (clip and noise are positive keys)."""
+        choice("dp", self.dp, DP_MODES)
+        if not 0.0 < self.dp_delta < 1.0:
+            raise ConfigError(f"dp-delta={self.dp_delta} must lie in (0, 1)")
 
     def _validate_real_model(self) -> None:
         """Keys of the real-model path: checkpoint, quantization, device."""

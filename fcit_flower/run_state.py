@@ -125,9 +125,9 @@ class RunState:
                 self.store.directory,
             )
             return
-        details = difference_details(
-            checkpoint.meta["config"], self.config.to_mapping()
-        )
+        # Keys newer than the checkpoint ran as their defaults (dp: off).
+        saved = {**RunConfig().to_mapping(), **checkpoint.meta["config"]}
+        details = difference_details(saved, self.config.to_mapping())
         if details:
             raise ConfigError(
                 f"cannot resume from {checkpoint.path}: run-config differs ({details})"

@@ -40,6 +40,7 @@ from fcit_flower.results import atomic_write_json, write_results
 from fcit_flower.run_state import RunState
 from fcit_flower.runtime import Runtime, prepare_runtime
 from fcit_flower.strategies.continual import ContinualFedAvg, Federation
+from fcit_flower.strategies.privacy_ledger import PrivacyBudgetError
 from fcit_flower.strategies.server_optim import optimizer_class
 from fcit_flower.strategies.uploads import RoundFailedError
 from fcit_flower.tasks.data import partition_statistics, test_samples
@@ -212,6 +213,12 @@ def _train_stage(
             timeout=config.round_timeout,
             train_config=train_config,
         )
+    except PrivacyBudgetError as error:
+        # The last round's checkpoint holds everything spent; nothing more is sent.
+        checkpoints = run.store.files()
+        where = f"; last checkpoint {checkpoints[-1].name}" if checkpoints else ""
+        log(ERROR, "FCIT run %s stopped: %s%s", config.resolved_run_name, error, where)
+        raise PrivacyBudgetError(f"{error}{where}") from None
     except RoundFailedError as error:
         atomic_write_json(
             config.run_dir / "rejected_uploads.json",
@@ -301,6 +308,8 @@ def _record_stage(
         "examples": evaluation.examples,
         "detail_scores": evaluation.details,
     }
+    if strategy.privacy is not None:
+        extra["privacy"] = strategy.privacy.report()
     summary = write_results(
         config.run_dir,
         config=config.to_mapping(),

@@ -59,6 +59,12 @@ def _fails(capsys, argv, code=2):
         (["--methods", "finetune,finetune"], "finetune-s0 is planned twice"),
         (["--seeds", "0,0"], "finetune-s0 is planned twice"),
         (["--beta", "1,1.0"], "is planned twice"),
+        (["--run-config", "dp='on'"], "dp='on' is not allowed"),
+        (["--run-config", "dp='central' dp-delta=0"], "dp-delta=0.0 must lie in"),
+        (
+            ["--methods", "ewc", "--run-config", "dp='central'"],
+            "dp='central' is not supported by method='ewc'",
+        ),
     ],
 )
 def test_bad_compare_flags_fail_in_one_line(

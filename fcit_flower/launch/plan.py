@@ -134,6 +134,8 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, RunConfig]]:
                             "run-name": f"{method}-s{seed}",
                         }
                         config = RunConfig.from_mapping(values)
+                        # the method's own limits (DP support, rank splits) too
+                        get_method(method).check_config(config)
                         if config.run_dir in seen:
                             raise ConfigError(
                                 f"run {combo}/{config.run_name} is planned twice; "

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcit_flower.config import ConfigError, RunConfig
 from fcit_flower.methods.base import ClientSetup, ClientUpdate, ServerSetup
 from fcit_flower.methods.finetune import Finetune, peft_model, peft_update
 from fcit_flower.methods.registry import register
@@ -128,6 +129,14 @@ class Ewc(Finetune):
     """Finetune's adapter with the EWC penalty and per-stage consolidation."""
 
     name = "ewc"
+
+    def check_config(self, config: RunConfig) -> None:
+        """No differential privacy: Fisher uploads are neither clipped nor noised."""
+        if config.dp != "off":
+            raise ConfigError(
+                f"dp={config.dp!r} is not supported by method={self.name!r}: "
+                "its Fisher uploads are averaged without clipping or noise"
+            )
 
     def build_server(self, setup: ServerSetup) -> tuple[ContinualFedAvg, Arrays]:
         """The EWC strategy (Fisher rounds, anchor and Fisher sent down)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from flwr.common import log
 
-from fcit_flower.config import RunConfig
+from fcit_flower.config import ConfigError, RunConfig
 from fcit_flower.methods.finetune import Finetune, peft_model, peft_update
 from fcit_flower.methods.registry import register
 from fcit_flower.protocol import Arrays, split_projector
@@ -56,6 +56,14 @@ class MultiTask(Finetune):
 
     name = "mtl"
     evaluated_once = True
+
+    def check_config(self, config: RunConfig) -> None:
+        """No differential privacy: the server trains on every site's pooled data."""
+        if config.dp != "off":
+            raise ConfigError(
+                f"dp={config.dp!r} is not supported by method={self.name!r}: "
+                "it trains on the pooled data of every site in the ServerApp"
+            )
 
     def central_training(
         self, config: RunConfig, runtime: Runtime, arrays: Arrays, stage: int

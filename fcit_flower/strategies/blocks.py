@@ -20,7 +20,6 @@ from fcit_flower.protocol import (
     block_prefix,
     split_projector,
 )
-from fcit_flower.strategies.aggregation import weighted_average
 from fcit_flower.strategies.continual import ContinualFedAvg, Federation
 from fcit_flower.strategies.uploads import Upload
 
@@ -72,8 +71,10 @@ class BlockLora(ContinualFedAvg):
     def apply_uploads(self, uploads: list[Upload]) -> None:
         """Average the current block (own optimizer state) and the projector."""
         prefix = block_prefix(self._stage)
-        averaged = weighted_average(
-            [u.arrays for u in uploads], [u.weight for u in uploads]
+        averaged = self.average(
+            f"block{self._stage}",
+            [u.arrays for u in uploads],
+            [u.weight for u in uploads],
         )
         block = {k: v for k, v in averaged.items() if k.startswith(prefix)}
         current = {k: self.current[k] for k in block}

@@ -9,7 +9,9 @@ Subclasses change a round through four hooks and call ``super()`` for the rest:
 :meth:`ContinualFedAvg.begin_stage`, :meth:`~ContinualFedAvg.admit` (which sampled
 clients train), :meth:`~ContinualFedAvg.client_arrays` /
 :meth:`~ContinualFedAvg.instructions` (what each one gets), and
-:meth:`~ContinualFedAvg.apply_uploads` (how valid uploads change the global state).
+:meth:`~ContinualFedAvg.apply_uploads` (how valid uploads change the global state;
+each group through :meth:`~ContinualFedAvg.average`, which under ``dp = "central"``
+is the unweighted mean of clipped uploads plus noise: :mod:`fcit_flower.privacy`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fcit_flower.config import RunConfig
+from fcit_flower.privacy import PrivacySpec
 from fcit_flower.protocol import (
     ARRAYS_KEY,
     ATTEMPT,
@@ -44,6 +47,7 @@ from fcit_flower.protocol import (
     to_record,
 )
 from fcit_flower.strategies.aggregation import weighted_average
+from fcit_flower.strategies.privacy_ledger import PrivacyLedger
 from fcit_flower.strategies.server_optim import OptimizerBank, ServerOptimizerSpec
 from fcit_flower.strategies.uploads import RoundPolicy, Upload, UploadCheck
 
@@ -74,12 +78,15 @@ class Federation:
     on_round_end : RoundEndHook, optional
         Called once a round's aggregate is in the strategy's ``current`` arrays
         (the run's round checkpoint).
+    privacy : PrivacySpec, optional
+        Differential privacy of the uploads (``None``: off).
     """
 
     node_clients: Mapping[int, int]
     policy: RoundPolicy
     optimizer: ServerOptimizerSpec
     on_round_end: RoundEndHook | None = None
+    privacy: PrivacySpec | None = None
 
     @classmethod
     def from_config(
@@ -94,6 +101,7 @@ class Federation:
             RoundPolicy.from_config(config),
             ServerOptimizerSpec.from_config(config),
             on_round_end,
+            privacy=PrivacySpec.from_config(config),
         )
 
 
@@ -135,6 +143,9 @@ class ContinualFedAvg(FedAvg):
         self.policy = federation.policy
         self.optimizers = OptimizerBank(federation.optimizer)
         self.on_round_end = federation.on_round_end
+        self.privacy = (
+            None if federation.privacy is None else PrivacyLedger(federation.privacy)
+        )
         self.current: Arrays = {}
         self.uploads = UploadCheck(self.policy, self.node_clients)
         # Per round: wall seconds, client handler seconds (sum, max), aggregation.
@@ -220,6 +231,10 @@ class ContinualFedAvg(FedAvg):
             stage=stage,
             server_round=server_round,
         )
+        if self.privacy is not None:  # before anything leaves the server
+            self.privacy.check_budget(
+                stage=stage, server_round=server_round, available=len(available)
+            )
         log(
             INFO,
             "configure_train: stage %d round %d clients %s",
@@ -270,7 +285,10 @@ class ContinualFedAvg(FedAvg):
             ),
             grid=self._grid,
         )
-        self.apply_uploads(uploads)
+        if self.privacy is None:
+            self.apply_uploads(uploads)
+        else:
+            self.apply_private(server_round, uploads)
         self.record_timing(server_round, uploads, aggregation_started)
         if self.on_round_end is not None:
             self.on_round_end(self._stage, server_round, self.state())
@@ -278,11 +296,48 @@ class ContinualFedAvg(FedAvg):
 
     def apply_uploads(self, uploads: list[Upload]) -> None:
         """Sample-weighted average of the uploads, then a server-optimizer step."""
-        averaged = weighted_average(
-            [u.arrays for u in uploads], [u.weight for u in uploads]
+        averaged = self.average(
+            "global", [u.arrays for u in uploads], [u.weight for u in uploads]
         )
         self.current = self.optimizers.step(
             "global", self.current, averaged, stage=self._stage
+        )
+
+    def average(
+        self, group: str, arrays: list[Arrays], weights: list[float]
+    ) -> dict[str, np.ndarray]:
+        """The average of one group (adapter, subspace, block, projector).
+
+        Under central DP the uploads arrive clipped with weight 1 (the unweighted
+        mean) and the group gets its own seeded noise (:class:`PrivacyLedger`).
+        """
+        averaged = weighted_average(arrays, weights)
+        if self.privacy is None or self.privacy.spec.mode != "central":
+            return averaged
+        return self.privacy.noised(
+            averaged,
+            group=group,
+            count=len(arrays),
+            stage=self._stage,
+            server_round=read_int(self._round_config, SERVER_ROUND),
+        )
+
+    def apply_private(self, server_round: int, uploads: list[Upload]) -> None:
+        """Average the uploads under DP, then account the round.
+
+        Central: each upload is clipped first (:meth:`PrivacyLedger.clip`) and each
+        group noised (:meth:`average`); local: the clients did both.
+        """
+        assert self.privacy is not None  # only called under DP
+        scaled = 0  # local DP: the clients clip, unseen here
+        if self.privacy.spec.mode == "central":
+            uploads, scaled = self.privacy.clip(uploads, self.expected_upload)
+        self.apply_uploads(uploads)
+        self.privacy.record(
+            stage=self._stage,
+            server_round=server_round,
+            clipped=scaled,
+            uploads=len(uploads),
         )
 
     def record_timing(
@@ -313,6 +368,8 @@ class ContinualFedAvg(FedAvg):
             "rejected": self.rejected,
             "timings": self.timings,
         }
+        if self.privacy is not None:
+            meta["privacy"] = self.privacy.state()
         return StrategyState(arrays, meta)
 
     def load_state(
@@ -324,6 +381,8 @@ class ContinualFedAvg(FedAvg):
         self._stage = int(meta["stage"])
         self.uploads.rejected = list(meta["rejected"])
         self.timings = list(meta.get("timings", []))
+        if self.privacy is not None:
+            self.privacy.load_state(meta["privacy"])
 
 
 def mean_metrics(uploads: list[Upload]) -> MetricRecord:

@@ -42,7 +42,7 @@ from fcit_flower.protocol import (
     token_key,
     token_weight_key,
 )
-from fcit_flower.strategies.aggregation import token_problem, weighted_average
+from fcit_flower.strategies.aggregation import token_problem
 from fcit_flower.strategies.continual import (
     ContinualFedAvg,
     Federation,
@@ -247,7 +247,9 @@ class Disco(ContinualFedAvg):
             )
         for slot, group in sorted(by_slot.items()):
             current = subspace_arrays(self.current, slot)
-            averaged = weighted_average([g[0] for g in group], [g[1] for g in group])
+            averaged = self.average(
+                f"slot{slot}", [g[0] for g in group], [g[1] for g in group]
+            )
             stepped = self.optimizers.step(
                 f"slot{slot}", current, averaged, stage=self._stage
             )
@@ -255,7 +257,8 @@ class Disco(ContinualFedAvg):
                 self.current[slot_prefix(slot) + key] = value
         projector = split_projector(self.current)[1]
         if projector:
-            averaged = weighted_average(
+            averaged = self.average(
+                "projector",
                 [{k: u.arrays[k] for k in projector} for u in uploads],
                 [u.weight for u in uploads],
             )
