@@ -87,6 +87,9 @@ def main() -> None:
             )
             zero = score(metric, outputs, answers)
             rank = config.lora_rank
+            # PEFT draws lora_A from the global generator: seed it per task, so a
+            # task's score does not depend on which tasks ran before it.
+            torch.manual_seed(PROBE_SEED)
             model = get_peft_model(
                 copy.deepcopy(base),
                 lora_config(rank, config.scaling(rank), config.lora_dropout),
