@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.bench_identity import commit
+
 METHODS = ("finetune", "disco", "ewc", "olora", "mlora", "moelora", "mtl")
 SMALL = {
     "num-clients": 3,
@@ -104,16 +106,6 @@ def run_method(method: str, results: Path, train_projector: bool) -> dict[str, A
         "predictions_sha256": hashlib.sha256(encoded).hexdigest(),
         "logits": logits.hexdigest(),
     }
-
-
-def commit() -> str:
-    """The git commit of the current directory (or ``unknown``)."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def run(out: Path, mode: str, train_projector: bool) -> None:
