@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -36,12 +37,12 @@ PROBE_SEED = 777  # not a seed of the benchmark's splits
 
 
 def _samples(
-    task: str, split: str, count: int, size: int, folder: Path
+    task: str, split: str, count: int, size: int, folder: Path, seed: int
 ) -> list[Sample]:
-    records, images, _ = _draw_split(task, split, count, PROBE_SEED, size, set())
+    records, images, _ = _draw_split(task, split, count, seed, size, set())
     samples = []
     for index, (record, pixels) in enumerate(zip(records, images, strict=True)):
-        path = folder / f"{task}-{split}-{index}.png"
+        path = folder / f"{task}-{seed}-{split}-{index}.png"
         Image.fromarray(pixels).save(path)
         samples.append(
             Sample(
@@ -60,6 +61,11 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=400)
     parser.add_argument("--val", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument(
+        "--seeds",
+        default=str(PROBE_SEED),
+        help="probe seeds (data and LoRA init), comma-separated: one row each",
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     # One thread, as a simulated client trains: scores depend on the thread count.
@@ -69,15 +75,22 @@ def main() -> None:
     base, tokenizer = load_tiny_base(ensure_tiny_base())
     for param in base.parameters():
         param.requires_grad_(False)
+    seeds = [int(s) for s in args.seeds.split(",")]
     rows = table_header(
-        "task", "chance", "majority (val)", "zero-shot (val)", "trained (val)", "s"
+        "task",
+        "probe seed",
+        "chance",
+        "majority (val)",
+        "zero-shot (val)",
+        "trained (val)",
+        "s",
     )
     size, tokens = spec.image_size, spec.num_image_tokens
     with tempfile.TemporaryDirectory() as tmp:
-        for task in args.tasks.split(","):
+        for task, seed in itertools.product(args.tasks.split(","), seeds):
             start = time.perf_counter()
-            train = _samples(task, "train", args.train, size, Path(tmp))
-            val = _samples(task, "val", args.val, size, Path(tmp))
+            train = _samples(task, "train", args.train, size, Path(tmp), seed)
+            val = _samples(task, "val", args.val, size, Path(tmp), seed)
             metric = TASKS[task].metric
             answers = [s.answer for s in val]
             majority = collections.Counter(answers).most_common(1)[0][0]
@@ -89,7 +102,7 @@ def main() -> None:
             rank = config.lora_rank
             # PEFT draws lora_A from the global generator: seed it per task, so a
             # task's score does not depend on which tasks ran before it.
-            torch.manual_seed(PROBE_SEED)
+            torch.manual_seed(seed)
             model = get_peft_model(
                 copy.deepcopy(base),
                 lora_config(rank, config.scaling(rank), config.lora_dropout),
@@ -113,8 +126,9 @@ def main() -> None:
             )
             trained = score(metric, outputs, answers)
             rows.append(
-                f"| {task} | {TASK_SPECS[task].chance:.1f} | {majority_score:.1f} | "
-                f"{zero:.1f} | {trained:.1f} | {time.perf_counter() - start:.0f} |"
+                f"| {task} | {seed} | {TASK_SPECS[task].chance:.1f} | "
+                f"{majority_score:.1f} | {zero:.1f} | {trained:.1f} | "
+                f"{time.perf_counter() - start:.0f} |"
             )
             example = f"{val[0].answer!r} -> {outputs[0]!r}"
             print(rows[-1], "e.g.", example, flush=True)

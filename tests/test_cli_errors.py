@@ -289,3 +289,17 @@ def test_a_guard_switched_off_is_warned_before_launch(monkeypatch, capsys, tmp_p
     err = capsys.readouterr().err
     assert "fcit-flower: warning: max-update-norm=0: this upload guard is OFF" in err
     assert "max-token-norm=0" not in err
+
+
+def test_a_finished_run_on_other_data_is_not_reused(tmp_path):
+    from fcit_flower.launch.recovery import finished_metrics
+    from fcit_flower.tasks.data import data_root_path
+
+    run_dir = _run_with_checkpoint(tmp_path, end=True, complete=True)
+    config = RunConfig.from_mapping(
+        json.loads((run_dir / "metrics.json").read_text())["config"]
+    )
+    assert finished_metrics(config) is not None  # no manifest: config decides
+    for used, reused in [(str(data_root_path(config)), True), ("/old/v2.1", False)]:
+        (run_dir / "manifest.json").write_text(json.dumps({"data_root": used}))
+        assert (finished_metrics(config) is not None) is reused, used

@@ -1,7 +1,9 @@
 import filecmp
 import json
 import re
+from collections import Counter
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -112,6 +114,27 @@ def test_no_image_is_shared_across_splits_or_with_pretraining():
     pretraining = pretraining_hashes(CORPUS_SEED, 32)
     for split in SPLITS:
         assert not hashes[split] & pretraining, split
+
+
+@pytest.mark.parametrize("task", [t for t, spec in TASK_SPECS.items() if spec.answers])
+def test_uniform_answer_spaces_are_balanced_in_val_and_test(task):
+    from fcit_flower.config import RunConfig
+    from fcit_flower.tasks.data import data_root
+
+    spec = TASK_SPECS[task]
+    rng = np.random.default_rng(5)
+    drawn = Counter(spec.generate(rng, 32, "train")[3] for _ in range(2000))
+    # the declared space is the generator's, and it is drawn about uniformly
+    assert set(drawn) == set(spec.answers)
+    mean = 2000 / len(spec.answers)
+    assert all(abs(n - mean) < 5 * mean**0.5 for n in drawn.values()), drawn
+    root = data_root(RunConfig())
+    for split in ("val", "test"):
+        counts = Counter(r["answer"] for r in _records(root, task, split))
+        assert max(counts.values()) - min(counts.values()) <= 1, (split, counts)
+        assert set(counts) <= set(spec.answers)
+    stats = json.loads((root / "stats.json").read_text())[task]
+    assert stats["majority"] <= 100 * (-(-50 // len(spec.answers))) / 50
 
 
 def test_statistics(built):

@@ -50,7 +50,21 @@ def finished_metrics(config: RunConfig) -> dict[str, Any] | None:
     if not isinstance(saved, dict):
         return None
     differing = config_differences(saved, config.to_mapping())
-    return None if differing else metrics
+    if differing or _other_data(config):
+        return None
+    return metrics
+
+
+def _other_data(config: RunConfig) -> bool:
+    """Whether the run read another data root (e.g. an older mini-FCIT version)."""
+    from fcit_flower.tasks.data import data_root_path
+
+    try:
+        manifest = json.loads((config.run_dir / "manifest.json").read_text())
+        used = manifest["data_root"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # a run without a manifest is judged by its config alone
+    return bool(used != str(data_root_path(config)))
 
 
 def resume_point(

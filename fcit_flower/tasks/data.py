@@ -31,14 +31,21 @@ from fcit_flower.tasks.schedule import Schedule
 MINI_FCIT_IMAGE_SIZE = 32
 
 
-def data_root(config: RunConfig) -> Path:
-    """The configured data root, building the embedded mini-FCIT when it is empty."""
+def data_root_path(config: RunConfig) -> Path:
+    """Where the run's data lies: ``data-root``, or the embedded build's folder."""
     if config.data_root:
         return Path(config.data_root).expanduser().resolve()
-    root = default_cache_dir() / (
+    return default_cache_dir() / (
         f"mini-fcit-{MINI_FCIT_VERSION}-d{config.data_seed}-n{config.train_size}"
         f"-v{config.val_size}-t{config.test_size}"
     )
+
+
+def data_root(config: RunConfig) -> Path:
+    """The configured data root, building the embedded mini-FCIT when it is empty."""
+    root = data_root_path(config)
+    if config.data_root:
+        return root
     return build_mini_fcit(
         root,
         seed=config.data_seed,

@@ -7,11 +7,12 @@ FCIT layout: ``<root>/<task>/train.json`` (LLaVA conversations), ``val.json`` an
 ``heldout``), PNG images under ``<root>/images/``, paths relative to ``<root>``, and
 ``stats.json`` (per task: chance, majority answer and its score, answer counts).
 
-Clean splits: every image is compared by decoded pixels (:func:`pixel_hash`) with
-every image drawn before it, test first, then val, then train, and with the tiny
-base's whole pre-training corpus; a duplicate is redrawn. Test sets therefore do not
-change with ``train_size``. Deterministic in ``seed``; built once (a ``.complete``
-marker holds the parameters) under a file lock.
+Val and test items of a task with a uniform answer space are balanced over it
+(:attr:`TaskSpec.answers`). Clean splits: every image is compared by decoded
+pixels (:func:`pixel_hash`) with every image drawn before it, test first, then
+val, then train, and with the tiny base's whole pre-training corpus; a duplicate is
+redrawn. Test sets therefore do not change with ``train_size``. Deterministic in
+``seed``; built once (a ``.complete`` marker holds the parameters) under a file lock.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from fcit_flower.tasks.mini_fcit.tasks import TASK_SPECS, instruction
 
 log = logging.getLogger(__name__)
 
-VERSION = "v2.1"
+VERSION = "v2.2"
 SPLITS = ("test", "val", "train")  # build order: earlier splits keep their images
 SPLIT_SEED = {"train": 0, "test": 1, "val": 2}
 HELDOUT_SHARE = 0.5  # of val and test items phrased with held-out templates
@@ -69,9 +70,23 @@ def _draw_split(
     rng = _rng(seed, task, split)
     records: list[dict[str, Any]] = []
     images: list[np.ndarray] = []
-    redraws = 0
+    redraws = skipped = 0
+    # Val and test are balanced over a uniform answer space: no answer more than
+    # its share, so 50 items do not hand the majority class a sampling accident.
+    balanced = split != "train" and bool(spec.answers)
+    share, extra = divmod(count, len(spec.answers)) if balanced else (count, 0)
+    drawn: Counter[str] = Counter()
     while len(records) < count:
         pixels, kind, fields, answer = spec.generate(rng, size, split)
+        # ``share`` items per answer, one more for the first ``extra`` to get there
+        full = drawn[answer] >= share and (
+            drawn[answer] > share or sum(n > share for n in drawn.values()) >= extra
+        )
+        if balanced and full:
+            skipped += 1
+            if skipped > MAX_REDRAWS * max(1, count):
+                raise RuntimeError(f"mini-FCIT {task}/{split}: answers not balanced")
+            continue
         digest = pixel_hash(pixels)
         if digest in seen:
             redraws += 1
@@ -81,6 +96,7 @@ def _draw_split(
                 )
             continue
         seen.add(digest)
+        drawn[answer] += 1
         phrasings = spec.phrasings[kind]
         heldout = split != "train" and rng.random() < HELDOUT_SHARE
         options = phrasings.heldout if heldout else phrasings.train

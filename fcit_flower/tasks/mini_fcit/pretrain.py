@@ -51,7 +51,7 @@ from fcit_flower.tasks.mini_fcit.pictures import (
 
 # (pixels, instruction, answer)
 Example = tuple[np.ndarray, str, str]
-CORPUS_VERSION = 4
+CORPUS_VERSION = 5
 # The base's corpus: its size and seed (mini-FCIT excludes exactly these images).
 CORPUS_EXAMPLES = 24000
 ALIGNMENT_EXAMPLES = 16000
@@ -110,6 +110,38 @@ def exists_question(rng: np.random.Generator, size: int) -> Example:
         ),
     )
     return pixels, _suffix(rng, question), answer
+
+
+def yes_no_question(rng: np.random.Generator, size: int) -> Example:
+    """Yes/no on an object's colour or shape, or an end bar's colour (half: yes).
+
+    Grounds "yes" and "no" in what the base sees, as LLaVA's own instruction data
+    does; no height, count or comparison is asked.
+    """
+    kind = int(rng.integers(0, 3))
+    if kind == 2:
+        pixels, colours, _ = chart_picture(rng, size)
+        end = pick(rng, ("leftmost", "rightmost"))
+        truth = colours[0] if end == "leftmost" else colours[-1]
+        named = (
+            truth
+            if rng.random() < 0.5
+            else pick(rng, [c for c in COLOURS if c != truth])
+        )
+        question = f"Is the {end} bar {named}?"
+    else:
+        pixels, shape, colour, _, _ = object_picture(rng, size)
+        truth, pool = (colour, COLOURS) if kind == 0 else (shape, SHAPES)
+        named = (
+            truth if rng.random() < 0.5 else pick(rng, [p for p in pool if p != truth])
+        )
+        question = pick(
+            rng,
+            (f"Is the object {named}?", f"Is this object {named}?")
+            if kind == 0
+            else (f"Is this a {named}?", f"Is the shape a {named}?"),
+        )
+    return pixels, _suffix(rng, question), "yes" if named == truth else "no"
 
 
 def corner_question(rng: np.random.Generator, size: int) -> Example:
@@ -293,6 +325,7 @@ FAMILIES: tuple[Callable[[np.random.Generator, int], Example], ...] = (
     colour_question,
     shape_question,
     exists_question,
+    yes_no_question,
     corner_question,
     total_question,
     choice_question,

@@ -19,6 +19,7 @@ import numpy as np
 from fcit_flower.tasks.mini_fcit.drawing import COLOURS, SHAPES
 from fcit_flower.tasks.mini_fcit.generators import (
     LETTER,
+    LETTERS,
     SHORT,
     Item,
     aokvqa,
@@ -57,11 +58,17 @@ class TaskSpec:
         Question type -> :class:`Phrasings`.
     chance : float
         Accuracy of a uniform guess over the task's answer space, in percent.
+    answers : tuple of str
+        The answer space when the generator draws answers uniformly from it (empty
+        otherwise). Val and test items of such a task are balanced over it, so the
+        majority-class rate of 50 items is the task's chance rate rather than a
+        sampling accident (IconQA's most frequent answer was 30% of 50 items).
     """
 
     generate: Callable[[np.random.Generator, int, str], Item]
     phrasings: dict[str, Phrasings]
     chance: float
+    answers: tuple[str, ...] = ()
 
 
 def _options(question: str) -> str:
@@ -88,6 +95,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             )
         },
         chance=100 / len(SHAPES),
+        answers=SHAPES,
     ),
     "iconqa": TaskSpec(
         iconqa,
@@ -108,6 +116,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             )
         },
         chance=100 / 6,
+        answers=tuple(str(n) for n in range(1, 7)),
     ),
     "grounding": TaskSpec(
         grounding,
@@ -175,6 +184,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             ),
         },
         chance=25.0,
+        answers=tuple(LETTERS),
     ),
     "arxivqa": TaskSpec(
         arxivqa,
@@ -195,6 +205,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             )
         },
         chance=100 / len(COLOURS),
+        answers=COLOURS,
     ),
     "figureqa": TaskSpec(
         figureqa,
@@ -213,6 +224,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             ),
         },
         chance=50.0,
+        answers=("yes", "no"),
     ),
     "dvqa": TaskSpec(
         dvqa,
@@ -231,6 +243,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             )
         },
         chance=20.0,
+        answers=tuple(str(n) for n in range(1, 6)),
     ),
     "clevr-math": TaskSpec(
         clevr_math,
@@ -339,6 +352,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             )
         },
         chance=100 / len(COLOURS),
+        answers=COLOURS,
     ),
 }
 
