@@ -221,9 +221,9 @@ def test_a_site_asked_twice_in_a_stage_counts_twice_and_state_round_trips():
     restored = PrivacyLedger(spec(token_noise=1.0))
     restored.load_state(json.loads(json.dumps(ledger.state())))
     for each in (ledger, restored):  # site 1's reply failed: asked again
-        assert each.token_events(stage=0, positions=[1, 2]) == 1
+        assert each.tokens.events(stage=0, positions=[1, 2]) == 1
         each.release_tokens(stage=0, server_round=2, positions=[1, 2])
-        assert each.token_events(stage=1, positions=[1]) == 1
+        assert each.tokens.events(stage=1, positions=[1]) == 1
     assert restored.epsilon() == ledger.epsilon()
     assert restored.accountant.num_releases == 2
     older = ledger.state()

@@ -77,6 +77,7 @@ from fcit_flower.privacy import (
     group_seed,
     noise_std,
 )
+from fcit_flower.strategies.token_releases import TokenReleases
 from fcit_flower.strategies.uploads import Upload
 
 # Replacing one site's data moves the sum of clipped updates by up to 2 C.
@@ -160,12 +161,7 @@ class PrivacyLedger:
         self.noise_seed = spec.noise_seed or secrets.randbits(63)
         self.rounds: list[dict[str, Any]] = []
         self._released: dict[str, int] = {}  # group -> clients, this round
-        # Token releases: the stage they count in, releases per site in it, the
-        # token events composed in it and since the last recorded round.
-        self._token_stage = -1
-        self._token_counts: dict[int, int] = {}
-        self._token_composed = 0
-        self._round_token_events = 0
+        self.tokens = TokenReleases()
 
     def epsilon(self) -> float:
         """Epsilon at ``dp-delta`` spent so far (0 before the first release)."""
@@ -214,17 +210,6 @@ class PrivacyLedger:
                 f"{self.epsilon():.4g} at dp-delta={self.spec.delta:g})"
             )
 
-    def token_events(self, *, stage: int, positions: list[int]) -> int:
-        """Token events that releasing the tokens of ``positions`` now would add.
-
-        The worst site's release count in ``stage`` is what is composed: this
-        is how far one more release of each of ``positions`` raises it.
-        """
-        same = stage == self._token_stage
-        counts = self._token_counts if same else {}
-        worst = max((counts.get(p, 0) + 1 for p in positions), default=0)
-        return max(0, worst - (self._token_composed if same else 0))
-
     def check_tokens(
         self, *, stage: int, server_round: int, positions: list[int]
     ) -> None:
@@ -235,7 +220,7 @@ class PrivacyLedger:
         PrivacyBudgetError
             Naming the round, epsilon so far and the budget.
         """
-        events = self.token_events(stage=stage, positions=positions)
+        events = self.tokens.events(stage=stage, positions=positions)
         self._check(
             stage=stage,
             server_round=server_round,
@@ -247,15 +232,9 @@ class PrivacyLedger:
         self, *, stage: int, server_round: int, positions: list[int]
     ) -> None:
         """Compose the token releases of ``positions`` (sites that replied)."""
-        events = self.token_events(stage=stage, positions=positions)
-        if stage != self._token_stage:
-            self._token_stage, self._token_counts, self._token_composed = stage, {}, 0
-        for position in positions:
-            self._token_counts[position] = self._token_counts.get(position, 0) + 1
+        events = self.tokens.add(stage=stage, positions=positions)
         if events:
             self.accountant.compose(token_event(self.spec), count=events)
-        self._token_composed += events
-        self._round_token_events += events
         log(
             INFO,
             "dp: stage %d round %d: %d noised identity tokens (%d events); "
@@ -318,10 +297,9 @@ class PrivacyLedger:
             "clipped": clipped,
         }
         if self.spec.token_noise:
-            entry["token_events"] = self._round_token_events
+            entry["token_events"] = self.tokens.take_pending()
         self.rounds.append(entry)
         self._released = {}
-        self._round_token_events = 0
         clipped_part = {
             "central": f"{clipped} of {uploads} updates clipped to {self.spec.clip:g}",
             "local": f"{uploads} locally noised updates",
@@ -392,12 +370,7 @@ class PrivacyLedger:
             "accountant": self.accountant.state_dict(),
             "noise_seed": self.noise_seed,
             "rounds": self.rounds,
-            "tokens": {
-                "stage": self._token_stage,
-                "counts": {str(p): c for p, c in self._token_counts.items()},
-                "composed": self._token_composed,
-                "round_events": self._round_token_events,
-            },
+            "tokens": self.tokens.state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -405,10 +378,4 @@ class PrivacyLedger:
         self.accountant.load_state_dict(state["accountant"])
         self.noise_seed = int(state["noise_seed"])
         self.rounds = list(state["rounds"])
-        tokens = state.get("tokens", {})
-        self._token_stage = int(tokens.get("stage", -1))
-        self._token_counts = {
-            int(p): int(c) for p, c in tokens.get("counts", {}).items()
-        }
-        self._token_composed = int(tokens.get("composed", 0))
-        self._round_token_events = int(tokens.get("round_events", 0))
+        self.tokens = TokenReleases.from_state(state.get("tokens", {}))
