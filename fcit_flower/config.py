@@ -61,7 +61,8 @@ _POSITIVE_KEYS = (
     "beta lr projector-lr lora-alpha ssa-eps server-lr server-eps num-clients "
     "clients-per-round rounds-per-stage local-epochs batch-size lora-rank "
     "num-subspaces train-size test-size val-size min-client-size max-new-tokens "
-    "checkpoint-keep round-timeout max-num-examples mtl-epochs dp-clip dp-noise"
+    "checkpoint-keep round-timeout max-num-examples mtl-epochs dp-clip dp-noise "
+    "token-clip"
 ).split()
 _FRACTION_KEYS = (
     "lora-dropout warmup-ratio server-momentum server-beta1 server-beta2 "
@@ -71,7 +72,7 @@ _FRACTION_KEYS = (
 # warning when the run starts; NaN and inf are refused like every float).
 _NON_NEGATIVE_KEYS = (
     "seed data-seed fault-seed max-round-retries max-update-norm max-token-norm "
-    "dp-max-epsilon dp-noise-seed"
+    "dp-max-epsilon dp-noise-seed token-noise"
 ).split()
 
 
@@ -162,6 +163,9 @@ class RunConfig:
     dp_delta: float = 1e-5
     dp_max_epsilon: float = 0.0
     dp_noise_seed: int = 0
+    # Identity-token protection (DISCO): clip to token-clip, noise token-noise * clip.
+    token_clip: float = 1.0
+    token_noise: float = 0.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -296,10 +300,17 @@ class RunConfig:
         choice("fault-kind", self.fault_kind, FAULT_KINDS)
 
     def _validate_privacy(self) -> None:
-        """``dp`` and its delta (clip and noise are positive keys)."""
+        """``dp`` and its delta (clip and noise are positive keys); token noise."""
         choice("dp", self.dp, DP_MODES)
         if not 0.0 < self.dp_delta < 1.0:
             raise ConfigError(f"dp-delta={self.dp_delta} must lie in (0, 1)")
+        # Refused rather than ignored: a user who asks for token noise expects
+        # a protected token, and only DISCO's clients send one.
+        if self.token_noise > 0 and self.method != "disco":
+            raise ConfigError(
+                f"token-noise={self.token_noise} needs method='disco' (only DISCO "
+                f"sends identity tokens), not method={self.method!r}"
+            )
 
     def _validate_real_model(self) -> None:
         """Keys of the real-model path: checkpoint, quantization, device."""

@@ -30,6 +30,13 @@ The server's noise comes from a generator seeded by (noise seed, stage, round,
 group), so a resumed run adds exactly the noise an uninterrupted one adds. Flower's
 ``add_gaussian_noise_inplace`` draws from NumPy's global generator, which a resume
 cannot replay, so it is not used.
+
+Identity tokens (:func:`privatize_token`, ``token-noise > 0``, DISCO only): the
+token, the mean sentence embedding of a site's instructions, is itself a release
+that a text-embedding inversion can read. Each DISCO client clips it to L2 norm
+``token-clip`` and adds Gaussian noise of std ``token-noise * token-clip`` per
+coordinate before replying (the Gaussian mechanism, local DP of the token),
+whatever ``dp`` is; the ledger accounts every release.
 """
 
 from __future__ import annotations
@@ -72,6 +79,10 @@ class PrivacySpec:
         ``num-clients``: the sites rounds sample from.
     sample_size : int
         ``clients-per-round``: sites sampled per round.
+    token_clip : float
+        ``token-clip``: L2 bound of an identity token.
+    token_noise : float
+        ``token-noise``: noise multiplier of identity tokens (0: sent unnoised).
     """
 
     mode: str
@@ -82,11 +93,16 @@ class PrivacySpec:
     noise_seed: int
     population: int
     sample_size: int
+    token_clip: float = 1.0
+    token_noise: float = 0.0
 
     @classmethod
     def from_config(cls, config: RunConfig) -> PrivacySpec | None:
-        """The spec of a run-config with DP on, else ``None``."""
-        if config.dp == "off":
+        """The spec of a run-config with DP or token noise on, else ``None``.
+
+        ``mode`` is ``"off"`` when only the identity tokens are noised.
+        """
+        if config.dp == "off" and not config.token_noise:
             return None
         return cls(
             mode=config.dp,
@@ -97,6 +113,8 @@ class PrivacySpec:
             noise_seed=config.dp_noise_seed,
             population=config.num_clients,
             sample_size=config.clients_per_round,
+            token_clip=config.token_clip,
+            token_noise=config.token_noise,
         )
 
 
@@ -184,3 +202,47 @@ def local_seed(noise_seed: int, *coordinates: int) -> list[int] | None:
     A fixed seed is in the run-config, which the server reads: tests only.
     """
     return [noise_seed, *coordinates] if noise_seed else None
+
+
+# Keeps token noise apart from update noise under one ``dp-noise-seed``.
+_TOKEN_STREAM = zlib.crc32(b"identity-token")
+
+
+def token_seed(noise_seed: int, *, stage: int, position: int) -> list[int] | None:
+    """The seed of a site's token noise at ``stage`` (as :func:`local_seed`).
+
+    One seed per (site, stage): a site asked again in the same stage resends
+    the same noised token.
+    """
+    return local_seed(noise_seed, _TOKEN_STREAM, stage, position)
+
+
+def privatize_token(
+    token: np.ndarray, *, clip: float, noise: float, seed: list[int] | None
+) -> np.ndarray:
+    """An identity token clipped to L2 norm ``clip`` plus noise of std ``noise * clip``.
+
+    The Gaussian mechanism on the client (local DP of the token): replacing a
+    site's data moves its clipped token by at most ``2 * clip``, so one release
+    is a Gaussian event of multiplier ``noise / 2`` (the ledger's replace-one
+    convention). Returns float32 (what the server checks).
+    """
+    value = np.asarray(token, dtype=np.float64)
+    noised = privatize_locally(
+        {"token": value},
+        {"token": np.zeros_like(value)},
+        clip=clip,
+        noise=noise,
+        seed=seed,
+    )
+    return noised["token"].astype(np.float32)
+
+
+def noised_token_bound(*, clip: float, noise: float, dimension: int) -> float:
+    """An L2 norm an honest noised token exceeds with probability below 1e-21.
+
+    ``||clipped + e|| <= C + ||e||`` and ``||e|| / (z C)`` is chi with ``d``
+    degrees of freedom, above ``sqrt(d) + t`` with probability at most
+    ``exp(-t^2 / 2)`` (Gaussian concentration of a 1-Lipschitz function); t = 10.
+    """
+    return float(clip * (1.0 + noise * (np.sqrt(dimension) + 10.0)))

@@ -63,12 +63,14 @@ from fcit_flower.models.adapters import (
 )
 from fcit_flower.models.identity import encoder_location
 from fcit_flower.models.subspace_lora import load_slots, set_activation
+from fcit_flower.privacy import noised_token_bound, privatize_token, token_seed
 from fcit_flower.protocol import (
     ARRAYS_KEY,
     IDENTITY_TOKEN,
     KIND,
     METRICS_KEY,
     NUM_EXAMPLES,
+    STAGE,
     SUBSPACE,
     TOKEN_KEY,
     Arrays,
@@ -140,6 +142,25 @@ def ssa_weights(
     return weights
 
 
+def token_norm_guard(config: RunConfig, runtime: Runtime) -> float:
+    """``max-token-norm``, raised to what an honest noised token can reach.
+
+    Noise of std ``z_t C`` on ``d`` coordinates has norm about ``z_t C sqrt(d)``
+    (20 for z_t = 1, d = 384): the guard would refuse every honest token. It is
+    raised to a bound honest tokens exceed with negligible probability instead
+    of switched off; 0 (off) stays off.
+    """
+    limit = config.max_token_norm
+    if not config.token_noise or not limit:
+        return limit
+    bound = noised_token_bound(
+        clip=config.token_clip,
+        noise=config.token_noise,
+        dimension=token_dimension(config, runtime),
+    )
+    return max(limit, bound)
+
+
 def ssa_evaluation_model(
     config: RunConfig, runtime: Runtime, arrays: Arrays
 ) -> EvaluationModel:
@@ -197,7 +218,7 @@ class Disco(Method):
             tau=config.tau,
             token_dim=token_dimension(config, setup.runtime),
             init_subspace=setup.lora_factors(config.subspace_rank),
-            max_token_norm=config.max_token_norm,
+            max_token_norm=token_norm_guard(config, setup.runtime),
             # Routing diagnostics from the schedule: no task name leaves a client.
             client_tasks=self.schedule(setup.runtime.schedule).client_tasks,
         )
@@ -208,8 +229,18 @@ class Disco(Method):
         kind = setup.request.get(KIND)
         if kind != IDENTITY_TOKEN:
             raise ProtocolError(f"DISCO answers no {kind!r} query")
-        features = sample_features(setup.config, setup.runtime, setup.samples)
+        config = setup.config
+        features = sample_features(config, setup.runtime, setup.samples)
         token = features.mean(axis=0)
+        if config.token_noise > 0:  # no unnoised token leaves the site
+            seed = token_seed(
+                config.dp_noise_seed,
+                stage=read_int(setup.request, STAGE),
+                position=setup.position,
+            )
+            token = privatize_token(
+                token, clip=config.token_clip, noise=config.token_noise, seed=seed
+            )
         return RecordDict(
             {
                 ARRAYS_KEY: to_record({TOKEN_KEY: token.astype(np.float32)}),

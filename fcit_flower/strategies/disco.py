@@ -134,6 +134,16 @@ class Disco(ContinualFedAvg):
         self, grid: Grid, newcomers: list[tuple[int, int]], server_round: int
     ) -> None:
         stage = self._stage
+        # The ledger of noised tokens (token-noise > 0), else None.
+        tokens = self.privacy
+        if tokens is not None and not tokens.spec.token_noise:
+            tokens = None
+        if tokens is not None:  # before any token leaves a site
+            tokens.check_tokens(
+                stage=stage,
+                server_round=server_round,
+                positions=[p for _, p in newcomers],
+            )
         query = [
             Message(
                 content=RecordDict(
@@ -148,6 +158,16 @@ class Disco(ContinualFedAvg):
             r.metadata.src_node_id: r
             for r in grid.send_and_receive(query, timeout=self.query_timeout)
         }
+        if tokens is not None:  # every token that left a site counts, used or not
+            tokens.release_tokens(
+                stage=stage,
+                server_round=server_round,
+                positions=[
+                    p
+                    for n, p in newcomers
+                    if n in replies and not replies[n].has_error()
+                ],
+            )
         slots = slots_from_arrays(self.current, self.num_subspaces, self.tau)
         for node, position in newcomers:
             reply = replies.get(node)

@@ -32,9 +32,23 @@ accounted path takes only a ``FedAvg`` whose ``aggregate_train`` is Flower's own
 per-group averages, server optimizers). So the strategies use Flower's clipping
 helpers per group and this ledger drives Flower's accountant directly.
 
-Not accounted: the identity tokens DISCO's server asks for, the slot each site is
-routed to and so the counts ``n_g`` (they depend on the tokens), the clients'
-training metrics and sample counts, and whether an update was clipped.
+Identity tokens (``token-noise`` = z_t > 0, DISCO): a site clips its token to
+``token-clip`` and adds noise of std ``z_t * token-clip`` itself
+(:func:`~fcit_flower.privacy.privatize_token`), so one release is a Gaussian
+event of multiplier ``z_t / 2`` (replace-one: the token moves by up to twice the
+clip). No amplification: tokens are asked of the sites the server picked, which
+it knows, and over a stage every site may be asked. A site is asked once per stage
+(again only when its reply failed); the ledger composes, per stage, as many token
+events as the site asked most often in that stage (an upper bound for every other
+site). Token events compose with the update events in the same RDP accountant,
+so ``epsilon`` covers both. With ``dp = "off"`` only token events are composed;
+the tokens are still accounted and reported (a user who turns token noise on
+wants its epsilon; the updates are then not protected and the report says so).
+
+Not accounted: unnoised identity tokens (``token-noise = 0``), the slot each site
+is routed to and so the counts ``n_g`` (they depend on the tokens; with noised
+tokens they are post-processing of accounted releases), the clients' training
+metrics and sample counts, and whether an update was clipped.
 """
 
 from __future__ import annotations
@@ -63,6 +77,7 @@ from fcit_flower.privacy import (
     group_seed,
     noise_std,
 )
+from fcit_flower.strategies.token_releases import TokenReleases
 from fcit_flower.strategies.uploads import Upload
 
 # Replacing one site's data moves the sum of clipped updates by up to 2 C.
@@ -70,7 +85,12 @@ REPLACE_ONE_SENSITIVITY = 2.0
 ACCOUNTING = {
     "central": "rdp, sampling without replacement, replace-one site",
     "local": "rdp, no amplification, every round counted for every site",
+    "off": "rdp, identity tokens only (updates not protected)",
 }
+TOKEN_ACCOUNTING = (
+    "one Gaussian event (multiplier token-noise / 2, no amplification) per token "
+    "release of the site asked most often in each stage"
+)
 
 
 class PrivacyBudgetError(PrivacyBudgetExhausted):
@@ -79,7 +99,10 @@ class PrivacyBudgetError(PrivacyBudgetExhausted):
 
 def accountant_config(spec: PrivacySpec) -> PrivacyConfig:
     """Flower's accounting model of a run (see the module docstring)."""
-    if spec.mode == "local":  # Flower pairs no-amplification with add-or-remove;
+    if spec.mode in (
+        "local",
+        "off",
+    ):  # Flower pairs no-amplification with add-or-remove;
         # a plain Gaussian's RDP is the same under either relation at one multiplier
         sampling, relation = (
             SamplingMethod.NO_AMPLIFICATION,
@@ -108,6 +131,19 @@ def round_event(spec: PrivacySpec) -> GaussianPrivacyEvent:
     )
 
 
+def token_event(spec: PrivacySpec) -> GaussianPrivacyEvent:
+    """One identity-token release: multiplier ``z_t / 2``, no amplification.
+
+    ``sample_size = population``: under the central accountant's sampling
+    without replacement a sample of everyone is the plain Gaussian (q = 1).
+    """
+    return GaussianPrivacyEvent(
+        noise_multiplier=spec.token_noise / REPLACE_ONE_SENSITIVITY,
+        sample_size=spec.population,
+        population_size=spec.population,
+    )
+
+
 class PrivacyLedger:
     """The run's accountant and noise seed; the noise and epsilon of every round.
 
@@ -125,6 +161,7 @@ class PrivacyLedger:
         self.noise_seed = spec.noise_seed or secrets.randbits(63)
         self.rounds: list[dict[str, Any]] = []
         self._released: dict[str, int] = {}  # group -> clients, this round
+        self.tokens = TokenReleases()
 
     def epsilon(self) -> float:
         """Epsilon at ``dp-delta`` spent so far (0 before the first release)."""
@@ -140,7 +177,7 @@ class PrivacyLedger:
         PrivacyBudgetError
             Naming the round, epsilon so far and the budget.
         """
-        if available < self.spec.population:
+        if self.spec.mode != "off" and available < self.spec.population:
             log(
                 WARNING,
                 "dp: %d of num-clients=%d sites are connected; epsilon assumes "
@@ -148,13 +185,67 @@ class PrivacyLedger:
                 available,
                 self.spec.population,
             )
+        self._check(stage=stage, server_round=server_round, token_events=0)
+
+    def _projected_epsilon(self, token_events: int) -> float:
+        """Epsilon after ``token_events`` more token events and the round's release."""
+        projected = RdpAccountant(accountant_config(self.spec))
+        projected.load_state_dict(self.accountant.state_dict())
+        if token_events:
+            projected.compose(token_event(self.spec), count=token_events)
+        if self.spec.mode != "off":
+            projected.compose(round_event(self.spec))
+        if not projected.num_releases:
+            return 0.0
+        return projected.get_epsilon(self.spec.delta)
+
+    def _check(
+        self, *, stage: int, server_round: int, token_events: int, what: str = ""
+    ) -> None:
         budget = self.spec.max_epsilon
-        if budget and self.accountant.would_exceed(round_event(self.spec)):
+        if budget and self._projected_epsilon(token_events) > budget:
             raise PrivacyBudgetError(
-                f"privacy budget: stage {stage + 1} round {server_round} would "
+                f"privacy budget: stage {stage + 1} round {server_round}{what} would "
                 f"exceed dp-max-epsilon={budget:g} (epsilon so far "
                 f"{self.epsilon():.4g} at dp-delta={self.spec.delta:g})"
             )
+
+    def check_tokens(
+        self, *, stage: int, server_round: int, positions: list[int]
+    ) -> None:
+        """Refuse a token query that, with the round after it, exceeds the budget.
+
+        Raises
+        ------
+        PrivacyBudgetError
+            Naming the round, epsilon so far and the budget.
+        """
+        events = self.tokens.events(stage=stage, positions=positions)
+        self._check(
+            stage=stage,
+            server_round=server_round,
+            token_events=events,
+            what=f" with {len(positions)} identity tokens",
+        )
+
+    def release_tokens(
+        self, *, stage: int, server_round: int, positions: list[int]
+    ) -> None:
+        """Compose the token releases of ``positions`` (sites that replied)."""
+        events = self.tokens.add(stage=stage, positions=positions)
+        if events:
+            self.accountant.compose(token_event(self.spec), count=events)
+        log(
+            INFO,
+            "dp: stage %d round %d: %d noised identity tokens (%d events); "
+            "epsilon %.4g at delta %g",
+            stage + 1,
+            server_round,
+            len(positions),
+            events,
+            self.epsilon(),
+            self.spec.delta,
+        )
 
     def clip(
         self, uploads: list[Upload], sent: Callable[[int], Arrays]
@@ -195,23 +286,25 @@ class PrivacyLedger:
         self, *, stage: int, server_round: int, clipped: int, uploads: int
     ) -> None:
         """Compose the round's release; remember epsilon and the group sizes."""
-        self.accountant.compose(round_event(self.spec))
-        self.rounds.append(
-            {
-                "stage": stage,
-                "round": server_round,
-                "epsilon": self.epsilon(),
-                # central: sites per group; local: the uploads (noised by the sites)
-                "clients": dict(sorted(self._released.items())) or {"all": uploads},
-                "clipped": clipped,
-            }
-        )
+        if self.spec.mode != "off":  # dp = off: only identity tokens are noised
+            self.accountant.compose(round_event(self.spec))
+        entry = {
+            "stage": stage,
+            "round": server_round,
+            "epsilon": self.epsilon(),
+            # central: sites per group; local: the uploads (noised by the sites)
+            "clients": dict(sorted(self._released.items())) or {"all": uploads},
+            "clipped": clipped,
+        }
+        if self.spec.token_noise:
+            entry["token_events"] = self.tokens.take_pending()
+        self.rounds.append(entry)
         self._released = {}
-        clipped_part = (
-            f"{clipped} of {uploads} updates clipped to {self.spec.clip:g}"
-            if self.spec.mode == "central"
-            else f"{uploads} locally noised updates"
-        )
+        clipped_part = {
+            "central": f"{clipped} of {uploads} updates clipped to {self.spec.clip:g}",
+            "local": f"{uploads} locally noised updates",
+            "off": f"{uploads} updates without DP (dp=off)",
+        }[self.spec.mode]
         log(
             INFO,
             "dp: stage %d round %d: %s; epsilon %.4g at delta %g",
@@ -236,19 +329,28 @@ class PrivacyLedger:
         per_stage = []
         for stage, entries in sorted(stages.items()):
             alone = RdpAccountant(accountant_config(self.spec))
-            alone.compose(round_event(self.spec), count=len(entries))
+            if self.spec.mode != "off":
+                alone.compose(round_event(self.spec), count=len(entries))
+            tokens = sum(e.get("token_events", 0) for e in entries)
+            if tokens:
+                alone.compose(token_event(self.spec), count=tokens)
             per_stage.append(
                 {
                     "stage": stage,
                     "rounds": len(entries),
                     "epsilon": entries[-1]["epsilon"],
-                    "stage_epsilon": alone.get_epsilon(self.spec.delta),
+                    "stage_epsilon": (
+                        alone.get_epsilon(self.spec.delta)
+                        if alone.num_releases
+                        else 0.0
+                    ),
                 }
             )
-        return {
+        updates = self.spec.mode != "off"
+        report: dict[str, Any] = {
             "mode": self.spec.mode,
-            "clip": self.spec.clip,
-            "noise_multiplier": self.spec.noise,
+            "clip": self.spec.clip if updates else None,
+            "noise_multiplier": self.spec.noise if updates else None,
             "delta": self.spec.delta,
             "max_epsilon": self.spec.max_epsilon or None,
             "accounting": ACCOUNTING[self.spec.mode],
@@ -256,6 +358,11 @@ class PrivacyLedger:
             "per_stage": per_stage,
             "per_round": self.rounds,
         }
+        if self.spec.token_noise:
+            report["token_clip"] = self.spec.token_clip
+            report["token_noise_multiplier"] = self.spec.token_noise
+            report["token_accounting"] = TOKEN_ACCOUNTING
+        return report
 
     def state(self) -> dict[str, Any]:
         """JSON state for checkpoints (the accountant's own, the seed, the rounds)."""
@@ -263,10 +370,12 @@ class PrivacyLedger:
             "accountant": self.accountant.state_dict(),
             "noise_seed": self.noise_seed,
             "rounds": self.rounds,
+            "tokens": self.tokens.state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state` returned."""
+        """Restore what :meth:`state` returned (tokens: absent before token noise)."""
         self.accountant.load_state_dict(state["accountant"])
         self.noise_seed = int(state["noise_seed"])
         self.rounds = list(state["rounds"])
+        self.tokens = TokenReleases.from_state(state.get("tokens", {}))
