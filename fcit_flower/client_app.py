@@ -50,12 +50,11 @@ from fcit_flower.protocol import (
     STAGE,
     TRAIN_LOSS,
     read_int,
-    to_numpy,
-    to_record,
 )
 from fcit_flower.runtime import prepare_runtime
 from fcit_flower.tasks.data import load_task
 from fcit_flower.tasks.fcit_data import Sample
+from fcit_flower.transport import decode_arrays, encode_arrays
 
 app = ClientApp()
 
@@ -192,7 +191,8 @@ def train(msg: Message, context: Context) -> Message:
             f"round {server_round} client {position} attempt {attempt}"
         )
     setup = client_setup(method, config, context, request)
-    received = to_numpy(msg.content.array_records[ARRAYS_KEY])
+    transport = config.transport_dtype
+    received = decode_arrays(msg.content.array_records[ARRAYS_KEY], transport=transport)
     update = method.train_client(setup, received)
     if config.dp == "local":  # nothing unnoised leaves the site
         seed = local_seed(config.dp_noise_seed, stage, server_round, position, attempt)
@@ -216,7 +216,8 @@ def train(msg: Message, context: Context) -> Message:
         CLIENT_SECONDS: time.perf_counter() - started,
         **update.metrics,
     }
-    content = RecordDict(
-        {ARRAYS_KEY: to_record(update.arrays), METRICS_KEY: MetricRecord(metrics)}
-    )
+    # In 16 bits the upload is the update against what arrived (the rounded
+    # global the client trained from); the server adds it to what it sent.
+    arrays = encode_arrays(update.arrays, transport=transport, reference=received)
+    content = RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)

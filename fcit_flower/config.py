@@ -53,6 +53,8 @@ DEVICES = ("cpu", "cuda")
 PARTITIONS = ("quantity", "label")
 EVAL_SPLITS = ("test", "val")
 EXPORTS = ("every-stage", "final", "off")
+# How adapter arrays travel, both ways (fcit_flower/transport.py).
+TRANSPORT_DTYPES = ("float32", "bfloat16")
 # Client-level differential privacy: off, central (the server clips and noises the
 # aggregates) or local (every client clips and noises its own upload).
 DP_MODES = ("off", "central", "local")
@@ -135,6 +137,7 @@ class RunConfig:
     max_update_norm: float = 10.0
     max_token_norm: float = 100.0
     max_num_examples: int = 1_000_000
+    transport_dtype: str = "float32"
     # The real-model path: LLaVA from a local checkpoint, QLoRA, CLIP tokens.
     quantization: str = "none"
     torch_dtype: str = "float32"
@@ -298,6 +301,7 @@ class RunConfig:
                 f"[1, clients-per-round={self.clients_per_round}]"
             )
         choice("fault-kind", self.fault_kind, FAULT_KINDS)
+        choice("transport-dtype", self.transport_dtype, TRANSPORT_DTYPES)
 
     def _validate_privacy(self) -> None:
         """``dp`` and its delta (clip and noise are positive keys); token noise."""

@@ -137,13 +137,25 @@ def test_faulty_clients_in_process_are_all_caught(tmp_path, kind, reason):
     assert metrics[counted] == len(caught)
 
 
-@pytest.mark.parametrize("method", ["ewc", "olora", "moelora"])
-def test_baselines_resume_mid_stage_to_identical_tensors(tmp_path, method):
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"method": "ewc"},
+        {"method": "olora"},
+        {"method": "moelora"},
+        # 16-bit messages, float32 server state: the resumed run re-sends the same
+        # bits, so it ends bit-exact too (DISCO with FedAdam's moments)
+        {"method": "disco", "transport-dtype": "bfloat16"},
+    ],
+    ids=["ewc", "olora", "moelora", "disco-bfloat16"],
+)
+def test_baselines_resume_mid_stage_to_identical_tensors(tmp_path, overrides):
     # EWC's anchor and Fisher and O-LoRA's per-block optimizer state live in the
     # checkpoint too: drop what came after stage 2 round 1 and resume from there.
+    method = overrides["method"]
     config = {
         **TINY,
-        "method": method,
+        **overrides,
         "num-stages": 2,
         "results-dir": str(tmp_path),
         "run-name": method,
@@ -166,3 +178,4 @@ def test_baselines_resume_mid_stage_to_identical_tensors(tmp_path, method):
         np.testing.assert_array_equal(final[key], again[key], err_msg=key)
     if method == "ewc":
         assert any(k.startswith("ewc/") for k in final)
+    assert all(v.dtype != np.uint16 for v in final.values())  # float32 state

@@ -50,6 +50,7 @@ from fcit_flower.strategies.aggregation import weighted_average
 from fcit_flower.strategies.privacy_ledger import PrivacyLedger
 from fcit_flower.strategies.server_optim import OptimizerBank, ServerOptimizerSpec
 from fcit_flower.strategies.uploads import RoundPolicy, Upload, UploadCheck
+from fcit_flower.transport import encode_arrays
 
 
 class StrategyState(NamedTuple):
@@ -248,9 +249,10 @@ class ContinualFedAvg(FedAvg):
     def _train_message(self, node: int, position: int, attempt: int) -> Message:
         config = self.client_config(position, self._round_config)
         config[ATTEMPT] = attempt
-        content = RecordDict(
-            {ARRAYS_KEY: to_record(self.client_arrays(position)), CONFIG_KEY: config}
+        arrays = encode_arrays(
+            self.client_arrays(position), transport=self.policy.transport_dtype
         )
+        content = RecordDict({ARRAYS_KEY: arrays, CONFIG_KEY: config})
         return Message(
             content=content, dst_node_id=node, message_type=MessageType.TRAIN
         )
@@ -284,6 +286,9 @@ class ContinualFedAvg(FedAvg):
                 node, self._round_clients[node], attempt
             ),
             grid=self._grid,
+            # A 16-bit upload is the client's update; added to what was sent in
+            # float32, the global's own rounding never reaches the aggregate.
+            sent=self.client_arrays,
         )
         if self.privacy is None:
             self.apply_uploads(uploads)

@@ -3,11 +3,13 @@
 Every reply is checked in one place before any aggregation (the role of Flower's
 ``FedAvg`` reply check, with the checks a continual run needs): it must carry
 arrays and metrics, a positive sample count within bounds, come from a client
-sampled this round, and match what that client was sent (keys, shapes, dtypes,
-finite values, bounded update norm; :func:`~fcit_flower.strategies.aggregation.
-upload_problem`). Errors, missing replies and bad uploads are logged with their
-reason and recorded; they never reach the aggregate. When fewer than
-``min-clients-per-round`` valid uploads arrive, the failed clients are asked again.
+sampled this round, arrive in the run's ``transport-dtype``
+(:func:`~fcit_flower.transport.decode_arrays`), and match what that client was sent
+(keys, shapes, dtypes, finite values, bounded update norm;
+:func:`~fcit_flower.strategies.aggregation.upload_problem`). Errors, missing
+replies and bad uploads are logged with their reason and recorded; they never reach
+the aggregate. When fewer than ``min-clients-per-round`` valid uploads arrive, the
+failed clients are asked again.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from fcit_flower.config import RunConfig
-from fcit_flower.protocol import ARRAYS_KEY, METRICS_KEY, NUM_EXAMPLES, Arrays, to_numpy
+from fcit_flower.protocol import ARRAYS_KEY, METRICS_KEY, NUM_EXAMPLES, Arrays
 from fcit_flower.strategies.aggregation import upload_problem
+from fcit_flower.transport import TransportError, decode_arrays
 
 
 class RoundFailedError(RuntimeError):
@@ -77,6 +80,8 @@ class RoundPolicy:
         reference norm (0 disables the check).
     max_num_examples : int
         Uploads claiming more samples are rejected.
+    transport_dtype : {"float32", "bfloat16"}
+        The format arrays travel in; an upload in another one is rejected.
     """
 
     clients_per_round: int
@@ -86,6 +91,7 @@ class RoundPolicy:
     round_timeout: float = 3600.0
     max_update_norm: float = 0.0
     max_num_examples: int = 1_000_000
+    transport_dtype: str = "float32"
 
     @classmethod
     def from_config(cls, config: RunConfig) -> RoundPolicy:
@@ -155,15 +161,26 @@ class UploadCheck:
         reply: Message,
         sampled: Mapping[int, int],
         expected: Arrays,
+        sent: Arrays | None = None,
     ) -> tuple[str | None, Upload]:
-        """The common checks of one reply: (problem or ``None``, the upload)."""
+        """The common checks of one reply: (problem or ``None``, the upload).
+
+        ``sent`` is what the client was sent (float32): a 16-bit upload carries
+        its difference from it (:mod:`fcit_flower.transport`).
+        """
         content = reply.content
+        empty = Upload(position, {}, 0.0, MetricRecord())
         if ARRAYS_KEY not in content or METRICS_KEY not in content:
-            return "reply lacks arrays or metrics", Upload(
-                position, {}, 0.0, MetricRecord()
-            )
+            return "reply lacks arrays or metrics", empty
         metrics = content.metric_records[METRICS_KEY]
-        arrays = to_numpy(content.array_records[ARRAYS_KEY])
+        try:
+            arrays = decode_arrays(
+                content.array_records[ARRAYS_KEY],
+                transport=self.policy.transport_dtype,
+                reference=sent,
+            )
+        except TransportError as error:
+            return str(error), empty._replace(metrics=metrics)
         weight = float(metrics.get(NUM_EXAMPLES, 0))  # type: ignore[arg-type]
         upload = Upload(position, arrays, weight, metrics)
         if not weight > 0 or not np.isfinite(weight):
@@ -188,11 +205,13 @@ class UploadCheck:
         waited_for: Mapping[int, int],
         expected: Callable[[int], Arrays],
         inspect: Callable[[int, Upload], str | None],
+        sent: Callable[[int], Arrays] | None = None,
     ) -> tuple[list[Upload], list[int]]:
         """The valid uploads among ``replies`` and the nodes that failed.
 
         Nodes of ``waited_for`` that did not answer count as failed (no reply).
-        ``inspect`` adds a strategy's own checks to an upload that passed these.
+        ``inspect`` adds a strategy's own checks to an upload that passed these;
+        ``sent(position)`` is what a client was sent (for 16-bit uploads).
         """
         errors = [r for r in replies if r.has_error()]
         log(
@@ -209,7 +228,12 @@ class UploadCheck:
                 continue
             node = reply.metadata.src_node_id
             position = self.node_clients.get(node, -1)
-            problem, upload = self.inspect(position, reply, sampled, expected(position))
+            reference = None
+            if sent is not None and position in sampled.values():
+                reference = sent(position)
+            problem, upload = self.inspect(
+                position, reply, sampled, expected(position), reference
+            )
             if problem is None:
                 problem = inspect(position, upload)
             if problem is not None:
@@ -248,10 +272,12 @@ class UploadCheck:
         inspect: Callable[[int, Upload], str | None],
         resend: Callable[[int, int], Message],
         grid: Grid,
+        sent: Callable[[int], Arrays] | None = None,
     ) -> list[Upload]:
         """The round's valid uploads, retrying failed clients while too few.
 
-        ``resend(node, attempt)`` builds the TRAIN message of a retry.
+        ``resend(node, attempt)`` builds the TRAIN message of a retry; ``sent`` as
+        in :meth:`check`.
 
         Raises
         ------
@@ -268,6 +294,7 @@ class UploadCheck:
             waited_for=sampled,
             expected=expected,
             inspect=inspect,
+            sent=sent,
         )
         failed = [n for n in failed if n in sampled]  # ours to retry
         attempt = 0
@@ -299,6 +326,7 @@ class UploadCheck:
                 waited_for={n: sampled[n] for n in failed},
                 expected=expected,
                 inspect=inspect,
+                sent=sent,
             )
             uploads += more
         if len(uploads) < policy.min_clients_per_round:
