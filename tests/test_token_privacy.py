@@ -10,8 +10,9 @@ from dp_accounting.privacy_accountant import NeighboringRelation
 from dp_accounting.rdp import RdpAccountant
 from fake_grid import FakeGrid
 from flwr.app import ConfigRecord
+from test_differential_privacy import _disco as _strategy
 from test_differential_privacy import spec
-from test_disco_strategy import NODES, SIZES, TOKENS, honest, init, make_handler
+from test_disco_strategy import NODES, SIZES, TOKENS, honest, make_handler
 from test_disco_strategy import run_round as disco_round
 
 from fcit_flower.config import ConfigError, RunConfig
@@ -27,11 +28,7 @@ from fcit_flower.privacy import (
     token_seed,
 )
 from fcit_flower.protocol import IDENTITY_TOKEN, KIND, STAGE, subspace_arrays
-from fcit_flower.strategies.continual import Federation
-from fcit_flower.strategies.disco import Disco
 from fcit_flower.strategies.privacy_ledger import PrivacyBudgetError, PrivacyLedger
-from fcit_flower.strategies.server_optim import ServerOptimizerSpec
-from fcit_flower.strategies.uploads import RoundPolicy
 from fcit_flower.tasks.fcit_data import Sample
 
 # --- the client's mechanism --------------------------------------------------
@@ -229,17 +226,6 @@ def test_a_site_asked_twice_in_a_stage_counts_twice_and_state_round_trips():
     older = ledger.state()
     del older["tokens"]  # a checkpoint written before token noise existed
     PrivacyLedger(spec()).load_state(older)
-
-
-def _strategy(privacy):
-    policy = RoundPolicy(clients_per_round=8, seed=0, max_update_norm=100.0)
-    return Disco(
-        federation=Federation(NODES, policy, ServerOptimizerSpec(), privacy=privacy),
-        num_subspaces=4,
-        tau=0.9,
-        token_dim=4,
-        init_subspace=init,
-    )
 
 
 def test_disco_accounts_every_released_token_and_keeps_plain_averages_if_dp_off():
