@@ -27,6 +27,7 @@ from bench.common import (
     run_name,
     table_header,
 )
+from fcit_flower.tasks.mini_fcit import VERSION
 
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("finetune", {"method": "finetune"}),
@@ -55,7 +56,7 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("disco rounds-per-stage=1", {"rounds-per-stage": 1}),
 ]
 
-TITLE = "Ablations and variants (mini-FCIT v2.1, Hom, beta 1, seed 0, test split)"
+TITLE = f"Ablations and variants (mini-FCIT {VERSION}, Hom, beta 1, seed 0, test split)"
 
 
 def _cell(value: float | None) -> str:

@@ -35,6 +35,7 @@ from bench.common import (
 from fcit_flower.config import RunConfig
 from fcit_flower.report.comparison import DEFINITIONS, compare_table, run_summary
 from fcit_flower.tasks.data import data_root
+from fcit_flower.tasks.mini_fcit import VERSION
 
 METHODS = "zeroshot,finetune,ewc,olora,mlora,moelora,disco,mtl"
 
@@ -99,7 +100,7 @@ def main() -> None:
     add("--first-seed-only", default="", help="comma-separated methods")
     add("--run-config", default="", help="key=value overrides")
     add("--results-dir", default="results/bench-mini-fcit")
-    add("--title", default="mini-FCIT v2.1 comparison")
+    add("--title", default=f"mini-FCIT {VERSION} comparison")
     add("--no-record", action="store_true")
     args = parser.parse_args()
     common = parse_overrides(args.run_config)
