@@ -49,7 +49,12 @@ from fcit_flower.protocol import (
 from fcit_flower.strategies.aggregation import weighted_average
 from fcit_flower.strategies.privacy_ledger import PrivacyLedger
 from fcit_flower.strategies.server_optim import OptimizerBank, ServerOptimizerSpec
-from fcit_flower.strategies.uploads import RoundPolicy, Upload, UploadCheck
+from fcit_flower.strategies.uploads import (
+    RoundPolicy,
+    Upload,
+    UploadCheck,
+    sample_clients,
+)
 from fcit_flower.transport import encode_arrays
 
 
@@ -104,23 +109,6 @@ class Federation:
             on_round_end,
             privacy=PrivacySpec.from_config(config),
         )
-
-
-def sample_clients(
-    available: Mapping[int, int], k: int, *, seed: int, stage: int, server_round: int
-) -> list[tuple[int, int]]:
-    """Pick ``k`` (node id, client position) pairs, seeded by stage and round.
-
-    Positions are sampled, not node ids, so the same seed picks the same clients in
-    simulation and deployment whatever ids the nodes got.
-    """
-    positions = sorted(available.values())
-    if len(positions) < k:
-        raise RuntimeError(f"{len(positions)} clients available, {k} needed per round")
-    rng = np.random.default_rng([seed, stage, server_round])
-    chosen = sorted(rng.choice(positions, size=k, replace=False).tolist())
-    node_of = {pos: node for node, pos in available.items()}
-    return [(node_of[p], p) for p in chosen]
 
 
 class ContinualFedAvg(FedAvg):

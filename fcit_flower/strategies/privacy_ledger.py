@@ -8,7 +8,7 @@ so a round is one Gaussian release of the whole vector of group sums, whatever t
 number of subspaces: one event per round.
 
 Sampling. The accountant assumes what the sampler does
-(:func:`~fcit_flower.strategies.continual.sample_clients`): a uniformly random
+(:func:`~fcit_flower.strategies.uploads.sample_clients`): a uniformly random
 subset of exactly ``clients-per-round`` of ``num-clients`` sites, without
 replacement, fresh each round. That is Flower's ``without-replacement`` sampling,
 which dp-accounting analyses with the *replace-one* neighbouring relation (Wang,

@@ -55,6 +55,23 @@ class Upload(NamedTuple):
     metrics: MetricRecord
 
 
+def sample_clients(
+    available: Mapping[int, int], k: int, *, seed: int, stage: int, server_round: int
+) -> list[tuple[int, int]]:
+    """Pick ``k`` (node id, client position) pairs, seeded by stage and round.
+
+    Positions are sampled, not node ids, so the same seed picks the same clients in
+    simulation and deployment whatever ids the nodes got.
+    """
+    positions = sorted(available.values())
+    if len(positions) < k:
+        raise RuntimeError(f"{len(positions)} clients available, {k} needed per round")
+    rng = np.random.default_rng([seed, stage, server_round])
+    chosen = sorted(rng.choice(positions, size=k, replace=False).tolist())
+    node_of = {pos: node for node, pos in available.items()}
+    return [(node_of[p], p) for p in chosen]
+
+
 @dataclass(frozen=True)
 class RoundPolicy:
     """How a round samples clients, which uploads it accepts and how it retries.
