@@ -122,25 +122,20 @@ def yes_no_question(rng: np.random.Generator, size: int) -> Example:
     if kind == 2:
         pixels, colours, _ = chart_picture(rng, size)
         end = pick(rng, ("leftmost", "rightmost"))
-        truth = colours[0] if end == "leftmost" else colours[-1]
-        named = (
-            truth
-            if rng.random() < 0.5
-            else pick(rng, [c for c in COLOURS if c != truth])
-        )
-        question = f"Is the {end} bar {named}?"
+        truth, pool = (colours[0] if end == "leftmost" else colours[-1]), COLOURS
+        templates: tuple[str, ...] = (f"Is the {end} bar {{}}?",)
     else:
         pixels, shape, colour, _, _ = object_picture(rng, size)
         truth, pool = (colour, COLOURS) if kind == 0 else (shape, SHAPES)
-        named = (
-            truth if rng.random() < 0.5 else pick(rng, [p for p in pool if p != truth])
-        )
-        question = pick(
-            rng,
-            (f"Is the object {named}?", f"Is this object {named}?")
+        templates = (
+            ("Is the object {}?", "Is this object {}?")
             if kind == 0
-            else (f"Is this a {named}?", f"Is the shape a {named}?"),
+            else ("Is this a {}?", "Is the shape a {}?")
         )
+    named = truth if rng.random() < 0.5 else pick(rng, [p for p in pool if p != truth])
+    # one chart phrasing: drawing none keeps the corpus (and the base) as built
+    template = templates[0] if len(templates) == 1 else pick(rng, templates)
+    question = template.format(named)
     return pixels, _suffix(rng, question), "yes" if named == truth else "no"
 
 
