@@ -7,7 +7,8 @@ prints and writes a Last / Avg / BWT table and a report (``report.md``/``.html``
 with plots). ``fcit-flower report DIR`` (re)builds the reports of finished runs.
 ``--resume`` keeps what an interrupted comparison already computed;
 ``fcit-flower resume <run-dir>`` continues one run from its last good checkpoint.
-``predict``/``evaluate`` use an exported model; ``base`` prints the base's SHA-256.
+``predict``/``evaluate`` use an exported model; ``base`` prints the base's SHA-256;
+``dp-noise`` prints the noise multiplier that spends a target epsilon.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, TextIO, cast
 from fcit_flower.config import RunConfig
 from fcit_flower.export.commands import COMMANDS, add_commands
 from fcit_flower.launch.base_command import add_base_command, base_command
+from fcit_flower.launch.dp_command import add_dp_command, dp_noise_command
 from fcit_flower.launch.plan import parse_overrides, plan_runs, resume_overrides
 from fcit_flower.launch.quiet import LogNoise, quiet_this_process
 from fcit_flower.launch.recovery import (
@@ -332,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     add_commands(sub)
     add_base_command(sub)
+    add_dp_command(sub)
     return parser
 
 
@@ -371,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet_this_process()  # known harmless third-party warnings only
     commands = {"compare": compare, "resume": resume, "report": report, **COMMANDS}
     commands["base"] = base_command
+    commands["dp-noise"] = dp_noise_command
     try:
         return commands[args.command](args)
     except ValueError as error:  # ConfigError, DataError, ReportError, ...

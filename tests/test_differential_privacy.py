@@ -150,6 +150,7 @@ def test_disco_subspace_is_unweighted_mean_of_clipped_updates_plus_seeded_noise(
     entry = strategy.privacy.rounds[0]
     assert entry["clients"] == {"projector": 8, "slot0": 4, "slot1": 4}
     assert entry["clipped"] == 8  # every update is longer than 2 (client 0: 12**0.5)
+    assert entry["uploads"] == 8
 
 
 def test_dp_off_never_enters_the_private_path(monkeypatch):
@@ -231,6 +232,40 @@ def test_epsilon_per_stage_in_the_report():
     assert report["per_stage"][1]["stage_epsilon"] == pytest.approx(two)
     assert report["epsilon"] == pytest.approx(four)
     json.dumps(report)  # goes into metrics.json
+
+
+def test_noise_for_epsilon_is_the_smallest_noise_within_the_target():
+    privacy, target, rounds = spec(), 2.0, 4
+    noise = privacy_ledger.noise_for_epsilon(privacy, epsilon=target, rounds=rounds)
+    spent = _ledger_after(spec(noise=noise), rounds).epsilon()
+    assert spent <= target
+    # 0.2% less noise spends more than the target: the bisection found the edge
+    less = _ledger_after(spec(noise=noise * 0.998), rounds).epsilon()
+    assert less > target
+    assert privacy_ledger.planned_epsilon(spec(noise=noise), rounds=rounds) == spent
+
+
+def test_noise_for_epsilon_refuses_what_it_cannot_calibrate():
+    with pytest.raises(ValueError, match="no update noise"):
+        privacy_ledger.noise_for_epsilon(spec(mode="off"), epsilon=1.0, rounds=2)
+    with pytest.raises(ValueError, match="must be > 0"):
+        privacy_ledger.noise_for_epsilon(spec(), epsilon=0.0, rounds=2)
+
+
+def test_dp_noise_command_prints_the_calibrated_noise(capsys):
+    from fcit_flower.cli import main
+
+    overrides = "num-clients=6 clients-per-round=3 num-stages=2 rounds-per-stage=2"
+    assert main(["dp-noise", "--epsilon", "4", "--run-config", overrides]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "dp='central': 4 rounds, 3 of 6 sites per round, dp-delta=1e-05"
+    noise = float(lines[1].split("dp-noise=")[1])  # printed to 4 digits
+    privacy = spec(population=6, sample_size=3, noise=noise * 1.001)
+    assert privacy_ledger.planned_epsilon(privacy, rounds=4) <= 4.0
+    privacy = spec(population=6, sample_size=3, noise=noise * 0.997)
+    assert privacy_ledger.planned_epsilon(privacy, rounds=4) > 4.0
+    assert main(["dp-noise", "--epsilon", "inf"]) == 2
+    assert "--epsilon 'inf'" in capsys.readouterr().err
 
 
 def test_budget_stops_before_the_round_that_would_exceed_it():
