@@ -3,7 +3,7 @@
 Central DP (``dp = "central"``): each site's update clipped to ``dp-clip`` = C, each
 group mean noised with std ``z C / n``; ``z`` for a target epsilon at delta 1e-5 over
 the whole schedule comes from the run's own accountant
-(:func:`fcit_flower.strategies.privacy_ledger.noise_for_epsilon`, the same as
+(:func:`fcit_flower.strategies.dp_calibration.noise_for_epsilon`, the same as
 ``fcit-flower dp-noise``). Identity tokens are not noised (``token-noise = 0``):
 DISCO's epsilon covers its updates, not its tokens (README "Privacy"; the token
 bench shows what noising them costs).
@@ -33,12 +33,12 @@ from typing import Any
 from bench.common import diagonal, mean, record_rows, run_cached, table_header
 from fcit_flower.config import RunConfig
 from fcit_flower.privacy import PrivacySpec
-from fcit_flower.strategies.privacy_ledger import noise_for_epsilon
+from fcit_flower.strategies.dp_calibration import noise_for_epsilon
 from fcit_flower.tasks.mini_fcit import VERSION
 from fcit_flower.tasks.schedule import make_schedule
 
 EPSILONS = (8.0, 4.0, 1.0)
-CLIPS = (0.03, 0.1, 0.3)
+CLIPS = (0.001, 0.003, 0.01, 0.03)
 DELTA = 1e-5
 
 
@@ -95,9 +95,18 @@ def clip_part(methods: list[str], results: Path) -> list[str]:
         "clipped",
         "epsilon",
     )
+    val = {"eval-split": "val"}
     for method in methods:
+        # References: the method without DP, and the base (zero-shot), on val
+        for name in ("zeroshot", method)[methods.index(method) > 0 :]:
+            metrics = run_cached({"method": name, "seed": 0, **val}, results)
+            rows.append(
+                f"| {name} (dp off) | - | - | {metrics['last']:.2f} | "
+                f"{metrics['avg']:.2f} | {mean(diagonal(metrics)):.2f} | - | inf |"
+            )
+            print(rows[-1], flush=True)
         for clip in CLIPS:
-            values = dp_values(method, 0, clip, noise, **{"eval-split": "val"})
+            values = dp_values(method, 0, clip, noise, **val)
             metrics = run_cached(values, results)
             rows.append(
                 f"| {method} | {clip:g} | {noise:g} | {metrics['last']:.2f} | "
@@ -170,7 +179,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument(
         "--clip",
-        default="finetune=0.1,disco=0.1",
+        default="finetune=0.001,disco=0.001",
         help="each method's dp-clip (the clip part's val choice)",
     )
     parser.add_argument("--results-dir", default="results/bench-mini-fcit")

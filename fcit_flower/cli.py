@@ -5,10 +5,10 @@ seed as a Flower simulation (``flwr run`` against a private local SuperLink), ch
 that each run really completed (Flower's final status *and* complete results), and
 prints and writes a Last / Avg / BWT table and a report (``report.md``/``.html``
 with plots). ``fcit-flower report DIR`` (re)builds the reports of finished runs.
-``--resume`` keeps what an interrupted comparison already computed;
-``fcit-flower resume <run-dir>`` continues one run from its last good checkpoint.
-``predict``/``evaluate`` use an exported model; ``base`` prints the base's SHA-256;
-``dp-noise`` prints the noise multiplier that spends a target epsilon.
+``--resume`` keeps what an interrupted comparison already computed; ``fcit-flower
+resume <run-dir>`` continues one run from its last good checkpoint. ``predict`` /
+``evaluate`` use an exported model; ``base`` prints the base's SHA-256; ``dp-noise``
+the noise multiplier that spends a target epsilon.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def compare(args: argparse.Namespace) -> int:
     for _, config in runs if args.resume else ():
         check_resumable(config)
     prepare_runtime(runs[0][1])
-    from fcit_flower.report.comparison import run_summary
+    from fcit_flower.report.comparison import compare_table, run_summary
 
     grouped: dict[str, dict[str, dict[str, list[float | None]]]] = {}
     for index, (combo, config) in enumerate(runs, start=1):
@@ -204,8 +204,6 @@ def compare(args: argparse.Namespace) -> int:
         row = grouped.setdefault(combo, {}).setdefault(config.method, {})
         for key, value in run_summary(metrics).items():
             row.setdefault(key, []).append(value)
-    from fcit_flower.report.comparison import compare_table
-
     for combo, rows in grouped.items():
         markdown, csv_text = compare_table(rows)
         out_dir = Path(args.results_dir).expanduser().resolve() / combo
@@ -332,9 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for command in (cmp_, rep_, res):  # "(default: ...)" in every --help
         command.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    add_commands(sub)
-    add_base_command(sub)
-    add_dp_command(sub)
+    for add in (add_commands, add_base_command, add_dp_command):
+        add(sub)
     return parser
 
 
@@ -373,8 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "verbose", False):
         quiet_this_process()  # known harmless third-party warnings only
     commands = {"compare": compare, "resume": resume, "report": report, **COMMANDS}
-    commands["base"] = base_command
-    commands["dp-noise"] = dp_noise_command
+    commands |= {"base": base_command, "dp-noise": dp_noise_command}
     try:
         return commands[args.command](args)
     except ValueError as error:  # ConfigError, DataError, ReportError, ...

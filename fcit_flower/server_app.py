@@ -227,7 +227,8 @@ def _train_stage(
         checkpoints = run.store.files()
         hint = (
             f"resume from {checkpoints[-1].name} with: fcit-flower resume "
-            f"{config.run_dir.resolve()}"
+            f"{config.run_dir.resolve()} (simulation), or the same flwr run with "
+            "resume=true added to --run-config (deployment)"
             if checkpoints
             else "no checkpoint was written yet, so the run must be started again"
         )

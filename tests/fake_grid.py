@@ -1,9 +1,11 @@
 """An in-process Grid: routes messages to Python handlers (strategy unit tests).
 
-A handler that returns ``None`` models a node that never replies.
+A handler that returns ``None`` models a node that never replies. Sent messages get
+ids, as Flower's grids give them, so replies can refer to them.
 """
 
 from collections.abc import Callable, Iterable
+from uuid import uuid4
 
 from flwr.app import Message
 from flwr.serverapp import Grid
@@ -23,6 +25,8 @@ class FakeGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *, timeout=None):
         replies = []
         for message in messages:
+            if not message.metadata.message_id:  # as Flower's grids do on sending
+                message.metadata.__dict__["_message_id"] = str(uuid4())
             self.sent.append(message)
             reply = self.handler(message.metadata.dst_node_id, message)
             if reply is not None:

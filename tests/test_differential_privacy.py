@@ -35,7 +35,7 @@ from fcit_flower.privacy import (
 )
 from fcit_flower.protocol import subspace_arrays
 from fcit_flower.run_state import RunState
-from fcit_flower.strategies import privacy_ledger
+from fcit_flower.strategies import dp_calibration, privacy_ledger
 from fcit_flower.strategies.continual import Federation, StrategyState
 from fcit_flower.strategies.disco import Disco
 from fcit_flower.strategies.privacy_ledger import PrivacyBudgetError, PrivacyLedger
@@ -236,20 +236,20 @@ def test_epsilon_per_stage_in_the_report():
 
 def test_noise_for_epsilon_is_the_smallest_noise_within_the_target():
     privacy, target, rounds = spec(), 2.0, 4
-    noise = privacy_ledger.noise_for_epsilon(privacy, epsilon=target, rounds=rounds)
+    noise = dp_calibration.noise_for_epsilon(privacy, epsilon=target, rounds=rounds)
     spent = _ledger_after(spec(noise=noise), rounds).epsilon()
     assert spent <= target
     # 0.2% less noise spends more than the target: the bisection found the edge
     less = _ledger_after(spec(noise=noise * 0.998), rounds).epsilon()
     assert less > target
-    assert privacy_ledger.planned_epsilon(spec(noise=noise), rounds=rounds) == spent
+    assert dp_calibration.planned_epsilon(spec(noise=noise), rounds=rounds) == spent
 
 
 def test_noise_for_epsilon_refuses_what_it_cannot_calibrate():
     with pytest.raises(ValueError, match="no update noise"):
-        privacy_ledger.noise_for_epsilon(spec(mode="off"), epsilon=1.0, rounds=2)
+        dp_calibration.noise_for_epsilon(spec(mode="off"), epsilon=1.0, rounds=2)
     with pytest.raises(ValueError, match="must be > 0"):
-        privacy_ledger.noise_for_epsilon(spec(), epsilon=0.0, rounds=2)
+        dp_calibration.noise_for_epsilon(spec(), epsilon=0.0, rounds=2)
 
 
 def test_dp_noise_command_prints_the_calibrated_noise(capsys):
@@ -261,9 +261,9 @@ def test_dp_noise_command_prints_the_calibrated_noise(capsys):
     assert lines[0] == "dp='central': 4 rounds, 3 of 6 sites per round, dp-delta=1e-05"
     noise = float(lines[1].split("dp-noise=")[1])  # printed to 4 digits
     privacy = spec(population=6, sample_size=3, noise=noise * 1.001)
-    assert privacy_ledger.planned_epsilon(privacy, rounds=4) <= 4.0
+    assert dp_calibration.planned_epsilon(privacy, rounds=4) <= 4.0
     privacy = spec(population=6, sample_size=3, noise=noise * 0.997)
-    assert privacy_ledger.planned_epsilon(privacy, rounds=4) > 4.0
+    assert dp_calibration.planned_epsilon(privacy, rounds=4) > 4.0
     assert main(["dp-noise", "--epsilon", "inf"]) == 2
     assert "--epsilon 'inf'" in capsys.readouterr().err
 

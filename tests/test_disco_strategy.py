@@ -8,8 +8,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from fcit_flower.protocol import subspace_arrays
 from fcit_flower.strategies.continual import ContinualFedAvg, Federation
 from fcit_flower.strategies.disco import Disco
+from fcit_flower.strategies.sampling import sample_clients
 from fcit_flower.strategies.server_optim import ServerOptimizerSpec
-from fcit_flower.strategies.uploads import RoundPolicy, sample_clients
+from fcit_flower.strategies.uploads import RoundPolicy
 
 DIM = 4
 SHAPES = {"m.lora_A.weight": (2, 3), "m.lora_B.weight": (3, 2)}

@@ -2,7 +2,7 @@
 
 Client-level DP is configured by its noise multiplier ``dp-noise``; what a site
 asks for is an epsilon. This command runs the run's own accountant
-(:func:`~fcit_flower.strategies.privacy_ledger.noise_for_epsilon`: its sampling of
+(:func:`~fcit_flower.strategies.dp_calibration.noise_for_epsilon`: its sampling of
 ``clients-per-round`` of ``num-clients``, its stages and rounds, ``dp-delta``)
 backwards and prints the smallest ``dp-noise`` whose releases over the whole
 schedule stay within the epsilon. Identity-token noise is accounted apart.
@@ -41,7 +41,7 @@ def dp_noise_command(args: argparse.Namespace) -> int:
     from fcit_flower.config import ConfigError, RunConfig
     from fcit_flower.launch.plan import parse_overrides
     from fcit_flower.privacy import PrivacySpec
-    from fcit_flower.strategies.privacy_ledger import noise_for_epsilon
+    from fcit_flower.strategies.dp_calibration import noise_for_epsilon
     from fcit_flower.tasks.schedule import make_schedule
 
     targets = []

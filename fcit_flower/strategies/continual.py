@@ -48,12 +48,12 @@ from fcit_flower.protocol import (
 )
 from fcit_flower.strategies.aggregation import weighted_average
 from fcit_flower.strategies.privacy_ledger import PrivacyLedger
+from fcit_flower.strategies.sampling import connected_clients, sample_clients
 from fcit_flower.strategies.server_optim import OptimizerBank, ServerOptimizerSpec
 from fcit_flower.strategies.uploads import (
     RoundPolicy,
     Upload,
     UploadCheck,
-    sample_clients,
 )
 from fcit_flower.transport import encode_arrays
 
@@ -141,6 +141,7 @@ class ContinualFedAvg(FedAvg):
         self.timings: list[dict[str, Any]] = []
         self._round_started = 0.0
         self._round_clients: dict[int, int] = {}
+        self._lost: set[int] = set()  # client positions not connected
         self._round_config = ConfigRecord()
         self._grid: Grid | None = None
         self._stage = -1
@@ -211,11 +212,18 @@ class ContinualFedAvg(FedAvg):
         if stage != self._stage:
             self.begin_stage(stage)
         self._stage = stage
-        connected = set(grid.get_node_ids())
-        available = {n: p for n, p in self.node_clients.items() if n in connected}
+        where = f"stage {stage + 1} round {server_round}"
+        available, self._lost = connected_clients(
+            self.node_clients,
+            set(grid.get_node_ids()),
+            self._lost,
+            minimum=self.policy.min_clients_per_round,
+            where=where,
+        )
         picked = sample_clients(
             available,
             self.policy.clients_per_round,
+            minimum=self.policy.min_clients_per_round,
             seed=self.policy.seed,
             stage=stage,
             server_round=server_round,
@@ -224,15 +232,11 @@ class ContinualFedAvg(FedAvg):
             self.privacy.check_budget(
                 stage=stage, server_round=server_round, available=len(available)
             )
-        log(
-            INFO,
-            "configure_train: stage %d round %d clients %s",
-            stage + 1,
-            server_round,
-            [p for _, p in picked],
-        )
+        log(INFO, "configure_train: %s clients %s", where, [p for _, p in picked])
         self._round_clients = dict(self.admit(picked, server_round, grid))
-        return [self._train_message(n, p, 0) for n, p in self._round_clients.items()]
+        sent = [self._train_message(n, p, 0) for n, p in self._round_clients.items()]
+        self.uploads.sent_messages = list(sent)  # Flower's grids set their ids
+        return sent
 
     def _train_message(self, node: int, position: int, attempt: int) -> Message:
         config = self.client_config(position, self._round_config)

@@ -8,7 +8,7 @@ so a round is one Gaussian release of the whole vector of group sums, whatever t
 number of subspaces: one event per round.
 
 Sampling. The accountant assumes what the sampler does
-(:func:`~fcit_flower.strategies.uploads.sample_clients`): a uniformly random
+(:func:`~fcit_flower.strategies.sampling.sample_clients`): a uniformly random
 subset of exactly ``clients-per-round`` of ``num-clients`` sites, without
 replacement, fresh each round. That is Flower's ``without-replacement`` sampling,
 which dp-accounting analyses with the *replace-one* neighbouring relation (Wang,
@@ -53,7 +53,6 @@ metrics and sample counts, and whether an update was clipped.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from collections.abc import Callable
 from logging import INFO, WARNING
@@ -143,47 +142,6 @@ def token_event(spec: PrivacySpec) -> GaussianPrivacyEvent:
         sample_size=spec.population,
         population_size=spec.population,
     )
-
-
-def planned_epsilon(spec: PrivacySpec, *, rounds: int) -> float:
-    """Epsilon at ``dp-delta`` after ``rounds`` rounds' releases (no token events)."""
-    accountant = RdpAccountant(accountant_config(spec))
-    accountant.compose(round_event(spec), count=rounds)
-    return float(accountant.get_epsilon(spec.delta))
-
-
-def noise_for_epsilon(
-    spec: PrivacySpec, *, epsilon: float, rounds: int, rel_tol: float = 1e-3
-) -> float:
-    """The smallest ``dp-noise`` whose ``rounds`` releases spend at most ``epsilon``.
-
-    Bisection on the run's own accounting (:func:`planned_epsilon`: its sampling,
-    neighbouring relation and ``dp-delta``); identity-token events are not
-    included. The result is rounded up, so the run spends at most ``epsilon``.
-
-    Raises
-    ------
-    ValueError
-        When ``epsilon`` is not positive or ``spec.mode`` adds no update noise.
-    """
-    if spec.mode not in ("central", "local"):
-        raise ValueError(f"dp={spec.mode!r}: no update noise to calibrate")
-    if not epsilon > 0:
-        raise ValueError(f"epsilon={epsilon!r}: must be > 0")
-
-    def spent(noise: float) -> float:
-        return planned_epsilon(dataclasses.replace(spec, noise=noise), rounds=rounds)
-
-    low, high = 0.0, 1.0
-    while spent(high) > epsilon:  # epsilon falls as the noise grows
-        low, high = high, 2 * high
-    while high - low > rel_tol * high:
-        middle = (low + high) / 2
-        if spent(middle) > epsilon:
-            low = middle
-        else:
-            high = middle
-    return high
 
 
 class PrivacyLedger:

@@ -27,11 +27,8 @@ from flwr.serverapp import Grid
 from fcit_flower.config import RunConfig
 from fcit_flower.protocol import ARRAYS_KEY, METRICS_KEY, NUM_EXAMPLES, Arrays
 from fcit_flower.strategies.aggregation import upload_problem
+from fcit_flower.strategies.sampling import RoundFailedError, reply_source
 from fcit_flower.transport import TransportError, decode_arrays
-
-
-class RoundFailedError(RuntimeError):
-    """Too few valid uploads in a round, even after retrying the failed clients."""
 
 
 class Upload(NamedTuple):
@@ -53,23 +50,6 @@ class Upload(NamedTuple):
     arrays: Arrays
     weight: float
     metrics: MetricRecord
-
-
-def sample_clients(
-    available: Mapping[int, int], k: int, *, seed: int, stage: int, server_round: int
-) -> list[tuple[int, int]]:
-    """Pick ``k`` (node id, client position) pairs, seeded by stage and round.
-
-    Positions are sampled, not node ids, so the same seed picks the same clients in
-    simulation and deployment whatever ids the nodes got.
-    """
-    positions = sorted(available.values())
-    if len(positions) < k:
-        raise RuntimeError(f"{len(positions)} clients available, {k} needed per round")
-    rng = np.random.default_rng([seed, stage, server_round])
-    chosen = sorted(rng.choice(positions, size=k, replace=False).tolist())
-    node_of = {pos: node for node, pos in available.items()}
-    return [(node_of[p], p) for p in chosen]
 
 
 @dataclass(frozen=True)
@@ -138,6 +118,14 @@ class UploadCheck:
         self.policy = policy
         self.node_clients = node_clients
         self.rejected: list[dict[str, Any]] = []
+        # The round's sent messages: Flower's grids give them their ids in place.
+        self.sent_messages: list[Message] = []
+
+    def destinations(self) -> dict[str, int]:
+        """Message id -> destination node of this round's sent messages."""
+        return {
+            m.metadata.message_id: m.metadata.dst_node_id for m in self.sent_messages
+        }
 
     def reject(
         self,
@@ -240,6 +228,7 @@ class UploadCheck:
             len(errors),
         )
         uploads, failed = [], []
+        destinations = self.destinations()
         for reply in replies:
             if reply.has_error():
                 continue
@@ -259,13 +248,13 @@ class UploadCheck:
                 continue
             uploads.append(upload)
         for reply in errors:
-            node = reply.metadata.src_node_id
+            node = reply_source(reply, destinations)
             failed.append(node)
             reason = f"client error: {reply.error.reason}"
             self.reject(
                 stage, server_round, self.node_clients.get(node, -1), reason, "error"
             )
-        answered = {r.metadata.src_node_id for r in replies}
+        answered = {reply_source(r, destinations) for r in replies}
         for node in waited_for:
             if node not in answered:
                 failed.append(node)
@@ -334,6 +323,7 @@ class UploadCheck:
                 [self.node_clients.get(n, -1) for n in failed],
             )
             retry = [resend(n, attempt) for n in failed]
+            self.sent_messages += retry  # their ids are set when they are sent
             answers = list(grid.send_and_receive(retry, timeout=policy.round_timeout))
             more, failed = self.check(
                 stage,
