@@ -38,6 +38,7 @@ _NAME = re.compile(r"^ckpt-(\d{5})-s(\d+)-r(\d+)(-end)?\.npz$")
 # them changes what a completed run computes (``export`` only adds files).
 OPERATIONAL_KEYS = frozenset(
     {"round-timeout", "checkpoint-keep", "max-round-retries", "fault-rate", "export"}
+    | {"site-nodes"}  # a site that re-registered its key has a new node id
 )
 # Keys that may change between a crash and its resume: the operational ones, and
 # where the run directory lives (it may have been moved).

@@ -26,6 +26,7 @@ from fcit_flower.config_values import (
     positive,
     require_cuda,
 )
+from fcit_flower.site_admission import parse_site_nodes
 
 __all__ = ["ConfigError", "RunConfig", "require_cuda"]
 
@@ -138,6 +139,7 @@ class RunConfig:
     max_token_norm: float = 100.0
     max_num_examples: int = 1_000_000
     transport_dtype: str = "float32"
+    site_nodes: str = ""  # deployment: "site=node-id,..." (site_admission.py)
     # The real-model path: LLaVA from a local checkpoint, QLoRA, CLIP tokens.
     quantization: str = "none"
     torch_dtype: str = "float32"
@@ -302,6 +304,15 @@ class RunConfig:
             )
         choice("fault-kind", self.fault_kind, FAULT_KINDS)
         choice("transport-dtype", self.transport_dtype, TRANSPORT_DTYPES)
+        try:
+            sites = parse_site_nodes(self.site_nodes)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        if any(site >= self.num_clients for site in sites):
+            raise ConfigError(
+                f"site-nodes={self.site_nodes!r} names a site outside "
+                f"0..num-clients-1={self.num_clients - 1}"
+            )
 
     def _validate_privacy(self) -> None:
         """``dp`` and its delta (clip and noise are positive keys); token noise."""

@@ -39,6 +39,7 @@ from fcit_flower.report.progress import attach_log_progress
 from fcit_flower.results import atomic_write_json, write_results
 from fcit_flower.run_state import RunState
 from fcit_flower.runtime import Runtime, prepare_runtime
+from fcit_flower.site_admission import admit_sites, parse_site_nodes
 from fcit_flower.strategies.continual import ContinualFedAvg, Federation
 from fcit_flower.strategies.privacy_ledger import PrivacyBudgetError
 from fcit_flower.strategies.server_optim import optimizer_class
@@ -51,14 +52,20 @@ app = ServerApp()
 
 
 def discover_clients(
-    grid: Grid, expected: int, timeout: float = 300.0, settle: float = 30.0
+    grid: Grid,
+    expected: int,
+    timeout: float = 300.0,
+    settle: float = 30.0,
+    site_nodes: str = "",
 ) -> dict[int, int]:
     """Ask every connected node for its client position; node id -> position.
 
     Waits for ``expected`` nodes: up to ``timeout`` seconds while nodes keep
     joining, and gives up once no new node has joined for ``settle`` seconds (a
     simulation registers all its SuperNodes at once, so a short federation fails
-    fast instead of waiting out the timeout).
+    fast instead of waiting out the timeout). A node that ``site-nodes`` does not
+    bind to the site it claims, or that claims a site another node claims too, is
+    named in the log and left out (:func:`~fcit_flower.site_admission.admit_sites`).
     """
     start = last_change = time.monotonic()
     nodes = list(grid.get_node_ids())
@@ -98,6 +105,9 @@ def discover_clients(
                 reply.metadata.src_node_id,
                 ((reply.error.reason or "").strip().splitlines() or ["?"])[-1],
             )
+    mapping, refused = admit_sites(mapping, parse_site_nodes(site_nodes))
+    for reason in refused:
+        log(WARNING, "refused: %s", reason)
     return mapping
 
 
@@ -140,7 +150,9 @@ def main(grid: Grid, context: Context) -> None:
         partition_statistics(config, schedule, samples),
     )
     run = RunState(config, started)
-    node_clients = discover_clients(grid, config.num_clients)
+    node_clients = discover_clients(
+        grid, config.num_clients, site_nodes=config.site_nodes
+    )
     federation = Federation.from_config(config, node_clients, run.round_done)
     setup = ServerSetup(config=config, runtime=runtime, federation=federation)
     strategy, arrays = method.build_server(setup)

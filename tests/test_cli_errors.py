@@ -303,3 +303,15 @@ def test_a_finished_run_on_other_data_is_not_reused(tmp_path):
     for used, reused in [(str(data_root_path(config)), True), ("/old/v2.1", False)]:
         (run_dir / "manifest.json").write_text(json.dumps({"data_root": used}))
         assert (finished_metrics(config) is not None) is reused, used
+
+
+def test_a_finished_run_older_than_a_key_is_reused_when_it_ran_its_default(tmp_path):
+    from fcit_flower.launch.recovery import finished_metrics
+
+    run_dir = _run_with_checkpoint(tmp_path, end=True, complete=True)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = RunConfig.from_mapping(metrics["config"])
+    del metrics["config"]["transport-dtype"]  # written before the key existed
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    assert finished_metrics(config) is not None
+    assert finished_metrics(config.replace(transport_dtype="bfloat16")) is None

@@ -80,3 +80,19 @@ def test_node_unavailable_reply_counts_once_under_the_site_it_is_about():
     run_round(strategy, FakeGrid(list(NODES), handler))
     assert [(r["client"], r["kind"]) for r in strategy.rejected] == [(5, "error")]
     assert "Node Unavailable" in strategy.rejected[0]["reason"]
+
+
+def test_identity_token_query_waits_the_round_timeout():
+    class TimedGrid(FakeGrid):
+        timeouts: list = []
+
+        def send_and_receive(self, messages, *, timeout=None):
+            self.timeouts.append(timeout)
+            return super().send_and_receive(messages, timeout=timeout)
+
+    strategy = make_strategy(k=8)
+    policy = strategy.policy
+    assert strategy.query_timeout == policy.round_timeout == 3600.0
+    grid = TimedGrid(list(NODES), make_handler(honest))
+    run_round(strategy, grid)
+    assert grid.timeouts[0] == policy.round_timeout  # the token query comes first

@@ -49,6 +49,8 @@ def finished_metrics(config: RunConfig) -> dict[str, Any] | None:
     saved = metrics.get("config")
     if not isinstance(saved, dict):
         return None
+    # Keys newer than the run ran as their defaults (as for resume).
+    saved = {**RunConfig().to_mapping(), **saved}
     differing = config_differences(saved, config.to_mapping())
     if differing or _other_data(config):
         return None

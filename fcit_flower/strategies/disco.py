@@ -81,8 +81,9 @@ class Disco(ContinualFedAvg):
         Fresh LoRA factors for a newly opened slot (seeded by slot index).
     max_token_norm : float
         Identity tokens longer than this are rejected (0 disables the check).
-    query_timeout : float
-        Seconds to wait for identity tokens.
+    query_timeout : float, optional
+        Seconds to wait for identity tokens; default: the run's ``round-timeout``
+        (a site that builds its base first may need long).
     client_tasks : Callable[[int, int], Sequence[str]], optional
         ``(stage, client position) -> tasks`` from the run's schedule, for the
         routing diagnostics only (``routing.json``, logs); clients never send
@@ -98,7 +99,7 @@ class Disco(ContinualFedAvg):
         token_dim: int,
         init_subspace: Callable[[int], Arrays],
         max_token_norm: float = 0.0,
-        query_timeout: float = 600.0,
+        query_timeout: float | None = None,
         client_tasks: Callable[[int, int], Sequence[str]] | None = None,
     ) -> None:
         super().__init__(federation=federation)
@@ -108,7 +109,9 @@ class Disco(ContinualFedAvg):
         self.token_dim = token_dim
         self.max_token_norm = max_token_norm
         self.init_subspace = init_subspace
-        self.query_timeout = query_timeout
+        self.query_timeout = (
+            self.policy.round_timeout if query_timeout is None else query_timeout
+        )
         self.assignment: dict[int, int] = {}
         self.routing: list[dict[str, Any]] = []
 

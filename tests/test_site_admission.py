@@ -1,0 +1,67 @@
+"""Site identity bound to the node: allow-list, impostors, duplicate claims."""
+
+import logging
+
+import pytest
+from fake_grid import FakeGrid
+from flwr.app import ConfigRecord, Message, RecordDict
+
+from fcit_flower.config import ConfigError, RunConfig
+from fcit_flower.protocol import CONFIG_KEY
+from fcit_flower.server_app import discover_clients
+from fcit_flower.site_admission import admit_sites, parse_site_nodes
+
+
+def test_parse_site_nodes():
+    assert parse_site_nodes("") == {}
+    assert parse_site_nodes("0=1234, 1=5678") == {0: 1234, 1: 5678}
+    for bad, words in [
+        ("0:1234", "not site=node-id"),
+        ("0=-4", "not site=node-id"),
+        ("0=1,0=2", "given twice"),
+        ("0=1,1=1", "given twice"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            parse_site_nodes(bad)
+
+
+def test_bad_site_nodes_is_a_one_line_config_error():
+    with pytest.raises(ConfigError, match="site-nodes item 'x'"):
+        RunConfig(site_nodes="x").validate()
+    with pytest.raises(ConfigError, match="outside 0..num-clients-1=9"):
+        RunConfig(site_nodes="10=5").validate()
+    RunConfig(site_nodes="0=5,9=6").validate()
+
+
+def test_allow_list_admits_only_the_bound_node_for_its_site():
+    claims = {11: 0, 22: 1, 33: 0, 44: 1}  # 33 impersonates site 0, 44 is unknown
+    admitted, refused = admit_sites(claims, {0: 11, 1: 22, 2: 33})
+    assert admitted == {11: 0, 22: 1}
+    assert refused == [
+        "node 33 claims site 0 but site-nodes binds it to site 2",
+        "node 44 (claims site 1) is not in site-nodes",
+    ]
+
+
+def test_without_allow_list_a_doubly_claimed_site_gets_no_node():
+    admitted, refused = admit_sites({11: 0, 22: 1, 33: 0}, {})
+    assert admitted == {22: 1}
+    assert len(refused) == 2 and all("claims site 0" in r for r in refused)
+    assert "site-nodes" in refused[0]
+
+
+def test_discovery_refuses_an_impostor_and_names_it(caplog):
+    sites = {11: 0, 22: 1, 99: 0}  # node 99: a rogue host claiming site 0
+
+    def handler(node_id, message):
+        record = ConfigRecord({"partition-id": sites[node_id]})
+        return Message(RecordDict({CONFIG_KEY: record}), reply_to=message)
+
+    grid = FakeGrid([11, 22, 99], handler)
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        mapping = discover_clients(grid, expected=2, timeout=5, site_nodes="0=11,1=22")
+    assert mapping == {11: 0, 22: 1}
+    assert any(
+        "refused: node 99 (claims site 0) is not in site-nodes" in r.message
+        for r in caplog.records
+    )
