@@ -134,12 +134,16 @@ class LoopbackDeployment:
             )
         kit.write_connection(self.home, self.port, ca)
 
-    def register(self, key: int) -> None:
-        """Authorize node key ``key`` (``flwr supernode register node-K.pub``)."""
+    def register(self, key: int) -> int:
+        """Authorize node key ``key`` (``flwr supernode register node-K.pub``).
+
+        Returns the node id Flower gave the key (what ``site-nodes`` binds).
+        """
         public = self.certs / f"node-{key}.pub"
         reply = flwr_json(["supernode", "register", str(public), CONNECTION], self.env)
         if not isinstance(reply, dict) or not reply.get("success"):
             raise FlowerRunError(f"could not register {public}: {reply}")
+        return int(reply["node-id"])
 
     def start_supernode(
         self,
