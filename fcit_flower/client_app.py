@@ -39,6 +39,7 @@ from fcit_flower.privacy import local_seed, privatize_locally
 from fcit_flower.protocol import (
     ARRAYS_KEY,
     ATTEMPT,
+    BASE_FINGERPRINT,
     CLIENT_SECONDS,
     CONFIG_KEY,
     DESCRIBE,
@@ -49,6 +50,7 @@ from fcit_flower.protocol import (
     SERVER_ROUND,
     STAGE,
     TRAIN_LOSS,
+    VERSIONS,
     read_int,
 )
 from fcit_flower.runtime import prepare_runtime
@@ -162,11 +164,36 @@ def query(msg: Message, context: Context) -> Message:
     position = client_position(context, config.num_clients)
     if request.get(KIND) == DESCRIBE:
         site_data_root(context, position)  # a bad site fails here, before training
-        content = RecordDict({CONFIG_KEY: ConfigRecord({PARTITION_ID: position})})
+        content = RecordDict({CONFIG_KEY: site_report(config, position)})
         return Message(content=content, reply_to=msg)
     method = get_method(config.method)
     setup = client_setup(method, config, context, request)
     return Message(content=method.answer_query(setup), reply_to=msg)
+
+
+def site_report(config: RunConfig, position: int) -> ConfigRecord:
+    """What a site says of itself at discovery: position, base, package versions.
+
+    The base is fingerprinted only if it is built here (a site builds or checks it
+    beforehand with ``fcit-flower base``): discovery never waits for a build.
+    """
+    from fcit_flower.report.manifest import (
+        PACKAGES,
+        package_versions,
+        weights_fingerprint,
+    )
+    from fcit_flower.runtime import built_base_path
+
+    base = built_base_path(config)
+    names = ("fcit-flower", *PACKAGES)
+    versions = " ".join(f"{k}={v}" for k, v in package_versions(names).items())
+    return ConfigRecord(
+        {
+            PARTITION_ID: position,
+            BASE_FINGERPRINT: "" if base is None else weights_fingerprint(base),
+            VERSIONS: versions,
+        }
+    )
 
 
 @app.train()

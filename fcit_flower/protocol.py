@@ -12,7 +12,8 @@ Messages (server -> client, client -> server):
   :data:`SUBSPACE`, :data:`BLOCK` or :data:`ESTIMATE_FISHER`). Reply: ``arrays``
   (the update), ``metrics`` (:data:`NUM_EXAMPLES`, :data:`TRAIN_LOSS`,
   :data:`CLIENT_SECONDS`, and DISCO's :data:`SUBSPACE`).
-- QUERY ``kind = describe``: reply ``config`` with :data:`PARTITION_ID`.
+- QUERY ``kind = describe``: reply ``config`` with :data:`PARTITION_ID`,
+  :data:`BASE_FINGERPRINT` and :data:`VERSIONS`.
 - QUERY ``kind = identity-token`` (DISCO): reply ``arrays`` with :data:`TOKEN_KEY`,
   ``metrics`` with :data:`NUM_EXAMPLES`.
 
@@ -65,6 +66,8 @@ IDENTITY_TOKEN = "identity-token"
 
 # Reply keys, client -> server.
 PARTITION_ID = "partition-id"
+BASE_FINGERPRINT = "base-fingerprint"  # describe: the site's base ("" = not built)
+VERSIONS = "versions"  # describe: "package=version ..." of the site
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
 CLIENT_SECONDS = "client-seconds"

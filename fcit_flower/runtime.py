@@ -72,6 +72,17 @@ def base_model_path(config: RunConfig) -> str:
     return str(ensure_tiny_base())
 
 
+def built_base_path(config: RunConfig) -> str | None:
+    """:func:`base_model_path` if that base exists here, without building it."""
+    from fcit_flower.models.tiny import built_tiny_base
+
+    if config.model != "tiny":
+        path = Path(config.model_path).expanduser().resolve()
+        return str(path) if (path / "config.json").is_file() else None
+    built = built_tiny_base()
+    return None if built is None else str(built)
+
+
 def identity_encoder(config: RunConfig) -> Any:
     """The (cached) identity encoder of ``config``."""
     return get_encoder(config.identity_encoder, config.identity_encoder_path)

@@ -23,6 +23,7 @@ from fcit_flower.methods.base import Method, ServerSetup
 from fcit_flower.methods.registry import get_method
 from fcit_flower.preflight import guard_warnings
 from fcit_flower.protocol import (
+    BASE_FINGERPRINT,
     CONFIG_KEY,
     DESCRIBE,
     KIND,
@@ -35,11 +36,12 @@ from fcit_flower.protocol import (
     to_record,
 )
 from fcit_flower.report.hooks import write_manifest, write_report_logged
+from fcit_flower.report.manifest import weights_fingerprint
 from fcit_flower.report.progress import attach_log_progress
 from fcit_flower.results import atomic_write_json, write_results
 from fcit_flower.run_state import RunState
 from fcit_flower.runtime import Runtime, prepare_runtime
-from fcit_flower.site_admission import admit_sites, parse_site_nodes
+from fcit_flower.site_admission import admit_sites, parse_site_nodes, same_base
 from fcit_flower.strategies.continual import ContinualFedAvg, Federation
 from fcit_flower.strategies.privacy_ledger import PrivacyBudgetError
 from fcit_flower.strategies.server_optim import optimizer_class
@@ -57,6 +59,8 @@ def discover_clients(
     timeout: float = 300.0,
     settle: float = 30.0,
     site_nodes: str = "",
+    base: str | None = None,
+    reports: dict[int, dict[str, Any]] | None = None,
 ) -> dict[int, int]:
     """Ask every connected node for its client position; node id -> position.
 
@@ -65,7 +69,9 @@ def discover_clients(
     simulation registers all its SuperNodes at once, so a short federation fails
     fast instead of waiting out the timeout). A node that ``site-nodes`` does not
     bind to the site it claims, or that claims a site another node claims too, is
-    named in the log and left out (:func:`~fcit_flower.site_admission.admit_sites`).
+    named in the log and left out (:func:`~fcit_flower.site_admission.admit_sites`);
+    so is a node whose base fingerprint differs from ``base`` (the server's). What
+    every node reported goes into ``reports`` (node id -> its record and verdict).
     """
     start = last_change = time.monotonic()
     nodes = list(grid.get_node_ids())
@@ -93,11 +99,15 @@ def discover_clients(
         )
         for node in nodes
     ]
-    mapping = {}
+    mapping, bases = {}, {}
+    reports = {} if reports is None else reports
     for reply in grid.send_and_receive(query, timeout=timeout):
         if not reply.has_error():
+            node = reply.metadata.src_node_id
             record = reply.content.config_records[CONFIG_KEY]
-            mapping[reply.metadata.src_node_id] = read_int(record, PARTITION_ID)
+            mapping[node] = read_int(record, PARTITION_ID)
+            bases[node] = str(record.get(BASE_FINGERPRINT, ""))
+            reports[node] = dict(record)
         else:  # a bad site: its error names the site id
             log(
                 WARNING,
@@ -105,9 +115,14 @@ def discover_clients(
                 reply.metadata.src_node_id,
                 ((reply.error.reason or "").strip().splitlines() or ["?"])[-1],
             )
-    mapping, refused = admit_sites(mapping, parse_site_nodes(site_nodes))
-    for reason in refused:
+    refused: list[str] = []
+    if base is not None:
+        mapping, refused = same_base(mapping, bases, base)
+    mapping, more = admit_sites(mapping, parse_site_nodes(site_nodes))
+    for reason in refused + more:
         log(WARNING, "refused: %s", reason)
+    for node, report in reports.items():
+        report["admitted"] = node in mapping
     return mapping
 
 
@@ -150,8 +165,16 @@ def main(grid: Grid, context: Context) -> None:
         partition_statistics(config, schedule, samples),
     )
     run = RunState(config, started)
+    sites: dict[int, dict[str, Any]] = {}
     node_clients = discover_clients(
-        grid, config.num_clients, site_nodes=config.site_nodes
+        grid,
+        config.num_clients,
+        site_nodes=config.site_nodes,
+        base=weights_fingerprint(runtime.base_path),
+        reports=sites,
+    )
+    atomic_write_json(
+        config.run_dir / "sites.json", {str(n): r for n, r in sites.items()}
     )
     federation = Federation.from_config(config, node_clients, run.round_done)
     setup = ServerSetup(config=config, runtime=runtime, federation=federation)

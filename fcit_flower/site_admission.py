@@ -83,3 +83,29 @@ def admit_sites(
             for node in sorted(nodes)
         ]
     return admitted, refused
+
+
+def same_base(
+    claims: Mapping[int, int], bases: Mapping[int, str], expected: str
+) -> tuple[dict[int, int], list[str]]:
+    """The claims of nodes whose base is the server's (``expected``), and refusals.
+
+    ``bases``: node id -> the fingerprint it reported (``""``: not built there).
+    """
+    kept: dict[int, int] = {}
+    refused: list[str] = []
+    for node, site in sorted(claims.items()):
+        base = bases.get(node, "")
+        if base == expected:
+            kept[node] = site
+        elif not base:
+            refused.append(
+                f"node {node} (site {site}) has no base built: run "
+                "`fcit-flower base` there first"
+            )
+        else:
+            refused.append(
+                f"node {node} (site {site}) has another base ({base[:16]}... vs "
+                f"the server's {expected[:16]}...): every site must train the same"
+            )
+    return kept, refused

@@ -3,8 +3,8 @@
 import hashlib
 
 from fcit_flower.cli import main
-from fcit_flower.launch.base_command import combined_digest
 from fcit_flower.models.tiny import ensure_tiny_base, tiny_base_spec
+from fcit_flower.report.manifest import combined_digest
 
 
 def test_prints_the_tiny_bases_weight_hash(capsys):

@@ -65,3 +65,51 @@ def test_discovery_refuses_an_impostor_and_names_it(caplog):
         "refused: node 99 (claims site 0) is not in site-nodes" in r.message
         for r in caplog.records
     )
+
+
+def test_a_site_with_another_base_or_none_is_refused():
+    from fcit_flower.site_admission import same_base
+
+    claims = {11: 0, 22: 1, 33: 2}
+    kept, refused = same_base(claims, {11: "ab" * 32, 22: "cd" * 32}, "ab" * 32)
+    assert kept == {11: 0}
+    assert "node 22 (site 1) has another base" in refused[0]
+    assert "node 33 (site 2) has no base built: run `fcit-flower base`" in refused[1]
+
+
+def test_discovery_records_what_each_site_reported(caplog):
+    reports_of = {
+        11: {"partition-id": 0, "base-fingerprint": "f" * 64, "versions": "flwr=1"},
+        22: {"partition-id": 1, "base-fingerprint": "e" * 64, "versions": "flwr=1"},
+    }
+
+    def handler(node_id, message):
+        record = ConfigRecord(reports_of[node_id])
+        return Message(RecordDict({CONFIG_KEY: record}), reply_to=message)
+
+    reports = {}
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        mapping = discover_clients(
+            FakeGrid([11, 22], handler), 2, timeout=5, base="f" * 64, reports=reports
+        )
+    assert mapping == {11: 0}
+    assert reports[11]["admitted"] is True and reports[22]["admitted"] is False
+    assert reports[22]["base-fingerprint"] == "e" * 64
+    assert any("node 22 (site 1) has another base" in r.message for r in caplog.records)
+
+
+def test_a_client_reports_the_base_it_has_built(tmp_path, monkeypatch):
+    from fcit_flower.client_app import site_report
+    from fcit_flower.report.manifest import weights_fingerprint
+    from fcit_flower.runtime import base_model_path
+
+    config = RunConfig()
+    built = base_model_path(config)  # the tests' (smoke) base, built once
+    report = site_report(config, 3)
+    assert report["partition-id"] == 3
+    assert report["base-fingerprint"] == weights_fingerprint(built)
+    assert "flwr=" in report["versions"] and "torch=" in report["versions"]
+    from fcit_flower.models import tiny
+
+    monkeypatch.setattr(tiny, "default_cache_dir", lambda: tmp_path)  # no base here
+    assert site_report(config, 3)["base-fingerprint"] == ""

@@ -10,7 +10,6 @@ disk. Each run's ``manifest.json`` records the same hashes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ def add_base_command(sub: Any) -> None:
 
 def base_command(args: argparse.Namespace) -> int:
     """The ``base`` command: print the base's folder and weight hashes."""
-    from fcit_flower.report.manifest import base_weights
+    from fcit_flower.report.manifest import base_weights, combined_digest
 
     if args.model_path:
         path = Path(args.model_path)
@@ -55,9 +54,3 @@ def base_command(args: argparse.Namespace) -> int:
         print(f"  {file}: sha256 {digest} ({info['weight_bytes'][file]} bytes)")
     print(f"fingerprint: {combined_digest(digests)}")
     return 0
-
-
-def combined_digest(digests: dict[str, str]) -> str:
-    """One SHA-256 over every weight file's name and digest (sorted by name)."""
-    text = "".join(f"{name}:{digests[name]}\n" for name in sorted(digests))
-    return hashlib.sha256(text.encode()).hexdigest()

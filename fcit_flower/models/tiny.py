@@ -259,6 +259,16 @@ def base_fingerprint(spec: TinyModelSpec) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def built_tiny_base(
+    spec: TinyModelSpec | None = None, *, cache_dir: Path | None = None
+) -> Path | None:
+    """The directory of the tiny base if it is built already (never builds it)."""
+    spec = spec or tiny_base_spec()
+    root = cache_dir or default_cache_dir()
+    target = root / f"{BASE_VERSION}-{base_fingerprint(spec)}"
+    return target if (target / "tokenizer.json").exists() else None
+
+
 def ensure_tiny_base(
     spec: TinyModelSpec | None = None, *, cache_dir: Path | None = None
 ) -> Path:

@@ -93,6 +93,26 @@ def base_weights(
     return out
 
 
+def combined_digest(digests: Mapping[str, str]) -> str:
+    """One SHA-256 over every weight file's name and digest (sorted by name)."""
+    text = "".join(f"{name}:{digests[name]}\n" for name in sorted(digests))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def weights_fingerprint(path: str | Path) -> str:
+    """What a site reports of its base: one digest of its weight files.
+
+    The combined SHA-256 of the files (as ``fcit-flower base`` prints it) when
+    :func:`base_weights` hashes them; for larger checkpoints ``sizes:`` and a
+    digest of the files' names and sizes (hashing 14 GB per run would cost minutes).
+    """
+    info = base_weights(path)
+    if "weights_sha256" in info:
+        return combined_digest(info["weights_sha256"])
+    sizes = {name: str(size) for name, size in info["weight_bytes"].items()}
+    return f"sizes:{combined_digest(sizes)}"
+
+
 def data_fingerprints(
     root: Path, tasks: Iterable[str]
 ) -> dict[str, dict[str, str | None]]:

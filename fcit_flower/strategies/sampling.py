@@ -81,14 +81,18 @@ def connected_clients(
     return available, lost
 
 
-def reply_source(reply: Message, destinations: Mapping[str, int]) -> int:
+def reply_source(
+    reply: Message, destinations: Mapping[str, int], known: Mapping[int, int]
+) -> int:
     """The node a reply is about.
 
-    A reply the SuperLink writes itself ("Node Unavailable", an expired message)
-    carries the SuperLink's node id as its source; the node it stands for is the
-    destination of the message it replies to (``destinations``: message id ->
+    A node's own reply names it as its source (a node of ``known``, node id ->
+    client). A reply the SuperLink writes itself ("Node Unavailable", an expired
+    message) carries the SuperLink's node id instead; the node it stands for is
+    the destination of the message it replies to (``destinations``: message id ->
     destination node of the messages sent).
     """
-    return destinations.get(
-        reply.metadata.reply_to_message_id, reply.metadata.src_node_id
-    )
+    source = reply.metadata.src_node_id
+    if source in known:
+        return source
+    return destinations.get(reply.metadata.reply_to_message_id or "", source)

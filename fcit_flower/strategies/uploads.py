@@ -124,7 +124,9 @@ class UploadCheck:
     def destinations(self) -> dict[str, int]:
         """Message id -> destination node of this round's sent messages."""
         return {
-            m.metadata.message_id: m.metadata.dst_node_id for m in self.sent_messages
+            m.metadata.message_id: m.metadata.dst_node_id
+            for m in self.sent_messages
+            if m.metadata.message_id  # a grid that gives no ids (in-process)
         }
 
     def reject(
@@ -248,13 +250,13 @@ class UploadCheck:
                 continue
             uploads.append(upload)
         for reply in errors:
-            node = reply_source(reply, destinations)
+            node = reply_source(reply, destinations, self.node_clients)
             failed.append(node)
             reason = f"client error: {reply.error.reason}"
             self.reject(
                 stage, server_round, self.node_clients.get(node, -1), reason, "error"
             )
-        answered = {reply_source(r, destinations) for r in replies}
+        answered = {reply_source(r, destinations, self.node_clients) for r in replies}
         for node in waited_for:
             if node not in answered:
                 failed.append(node)
