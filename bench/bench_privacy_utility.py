@@ -13,6 +13,9 @@ Parts (``--part``):
 ``clip``
     C chosen on the **val** split (seed 0) at epsilon 8, for each method apart:
     the C with the best val Last. Never chosen on test.
+``clipping``
+    Test split, seed 0: the smallest and largest C of the grid with negligible
+    noise (z = 1e-6), to tell what clipping costs from what the noise costs.
 ``table``
     Test split, Hom, task setting, beta 1: Last / Avg / BWT and the epsilon each run
     reports, at epsilon inf (``dp = "off"``: the comparison's own runs, reused),
@@ -40,6 +43,7 @@ from fcit_flower.tasks.schedule import make_schedule
 EPSILONS = (8.0, 4.0, 1.0)
 CLIPS = (0.001, 0.003, 0.01, 0.03)
 DELTA = 1e-5
+CLIP_ONLY_NOISE = 1e-6  # noise too small to matter: what clipping alone does
 
 
 def calibrated_noise(epsilon: float) -> float:
@@ -118,6 +122,23 @@ def clip_part(methods: list[str], results: Path) -> list[str]:
     return rows
 
 
+def clipping_part(methods: list[str], results: Path) -> list[str]:
+    """Clipping without noise (z = 1e-6): what C alone costs, test split, seed 0."""
+    rows = table_header(
+        "method", "dp-clip", "dp-noise", "Last", "Avg", "own stage", "clipped"
+    )
+    for method in methods:
+        for clip in (CLIPS[0], CLIPS[-1]):
+            metrics = run_cached(dp_values(method, 0, clip, CLIP_ONLY_NOISE), results)
+            rows.append(
+                f"| {method} | {clip:g} | {CLIP_ONLY_NOISE:g} | {metrics['last']:.2f} "
+                f"| {metrics['avg']:.2f} | {mean(diagonal(metrics)):.2f} | "
+                f"{100 * clipped_share(metrics):.0f}% |"
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
 def table_part(
     methods: list[str], seeds: list[int], clips: dict[str, float], results: Path
 ) -> list[str]:
@@ -174,7 +195,7 @@ def _table_row(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--part", choices=("clip", "table"), required=True)
+    parser.add_argument("--part", choices=("clip", "table", "clipping"), required=True)
     parser.add_argument("--methods", default="finetune,disco")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument(
@@ -190,6 +211,9 @@ def main() -> None:
     if args.part == "clip":
         rows = clip_part(methods, results)
         title = f"Central DP: dp-clip chosen on val (mini-FCIT {VERSION}, epsilon 8)"
+    elif args.part == "clipping":
+        rows = clipping_part(methods, results)
+        title = f"Central DP: clipping alone (mini-FCIT {VERSION}, seed 0, test)"
     else:
         clips = {
             name: float(value)
