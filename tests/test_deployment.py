@@ -2,6 +2,7 @@
 real loopback deployment with TLS and SuperNode authentication."""
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -215,3 +216,48 @@ def test_deployment_goes_on_without_a_killed_site_and_refuses_an_impostor(tmp_pa
     trained = [line for line in outcome.log.splitlines() if "configure_train" in line]
     assert trained and all("[0, 1]" in t or "[0]" in t for t in trained), trained
     assert "clients [1] not connected (lost sites)" in outcome.log
+
+
+def test_site_compose_file_runs_one_site_and_nothing_of_the_coordinator():
+    text = (ROOT / "docker" / "compose.site.yaml").read_text()
+    compose = yaml.safe_load(text)
+    services = compose["services"]
+    assert set(services) == {"supernode", "clientapp", "base"}  # no superlink
+    node = services["supernode"]["command"]
+    assert "--auth-supernode-private-key=/keys/site-key" in node
+    assert "--root-certificates=/certs/ca.crt" in node
+    assert not any("--insecure" in a for a in node)
+    assert any(a.startswith("--node-config=site-id=${SITE_ID:?") for a in node)
+    assert "ports" not in services["supernode"]  # no inbound port at a site
+    for name in ("SUPERLINK", "SITE_ID", "SITE_KEY", "CA_CERT", "SITE_DATA"):
+        assert "${" + name + ":?" in text, name  # compose refuses to start without
+    mounts = services["clientapp"]["volumes"]
+    assert any(m.endswith(":/data:ro") for m in mounts)
+    assert services["base"]["entrypoint"] == ["fcit-flower", "base"]
+    compose_cli = _compose_cli()
+    if compose_cli:  # where the tool exists, compose itself must accept the file
+        env = {
+            "SUPERLINK": "c:9093",
+            "SITE_ID": "0",
+            "SITE_KEY": "/k",
+            "CA_CERT": "/c",
+            "SITE_DATA": "/d",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+        }
+        site = [*compose_cli, "-f", "docker/compose.site.yaml", "config", "-q"]
+        subprocess.run(site, cwd=ROOT, env=env, check=True)
+        del env["SITE_DATA"]
+        refused = subprocess.run(site, cwd=ROOT, env=env, capture_output=True)
+        assert refused.returncode != 0 and b"SITE_DATA" in refused.stderr
+        coordinator = [*compose_cli, "-f", "docker/compose.yaml", "config", "-q"]
+        subprocess.run(coordinator, cwd=ROOT, check=True)
+
+
+def _compose_cli():
+    """``docker compose`` (plugin) or ``docker-compose``, if either works here."""
+    for cli in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(cli[0]):
+            probe = subprocess.run([*cli, "version"], capture_output=True)
+            if probe.returncode == 0:
+                return cli
+    return None
