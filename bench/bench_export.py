@@ -22,7 +22,7 @@ from fcit_flower.export.layout import BASE_DIR, folder_bytes, stage_dir
 from fcit_flower.export.stage import export_stage
 from fcit_flower.inprocess import run_inprocess, small_run_config
 from fcit_flower.methods.registry import get_method
-from fcit_flower.models.tiny import TINY_BASE_ENV
+from fcit_flower.models.tiny_spec import TINY_BASE_ENV
 from fcit_flower.runtime import prepare_runtime
 
 METHODS = ("finetune", "disco", "olora", "moelora")

@@ -67,7 +67,7 @@ def test_the_mini_fcit_cache_follows_the_umask_and_says_it_is_built(
 def test_the_base_cache_follows_the_umask_and_says_it_is_built(
     tmp_path, umask, caplog, monkeypatch
 ):
-    from fcit_flower.models import tiny
+    from fcit_flower.models import tiny, tiny_spec
 
     class Saved:  # stands in for the model and the tokenizer: pre-training is long
         def save_pretrained(self, directory):
@@ -79,6 +79,6 @@ def test_the_base_cache_follows_the_umask_and_says_it_is_built(
     monkeypatch.setattr(tiny, "pretrain_base", lambda spec: (Saved(), Saved()))
     umask(0o022)
     with caplog.at_level("INFO", logger=tiny.log.name):
-        base = tiny.ensure_tiny_base(tiny.TINY_BASES["smoke"], cache_dir=tmp_path)
+        base = tiny.ensure_tiny_base(tiny_spec.TINY_BASES["smoke"], cache_dir=tmp_path)
     assert caplog.messages == [f"pre-training the base (once, cached in {base})"]
     assert _mode(base) == 0o755 and _mode(base / "tokenizer.json") == 0o644

@@ -7,7 +7,7 @@ import torch
 
 from fcit_flower import threads
 from fcit_flower.methods import mtl
-from fcit_flower.models import tiny
+from fcit_flower.models import tiny, tiny_spec
 
 
 def test_pretraining_runs_on_a_fixed_thread_count_and_restores_the_callers(
@@ -18,7 +18,7 @@ def test_pretraining_runs_on_a_fixed_thread_count_and_restores_the_callers(
         tiny, "_train_stage", lambda *args: seen.append(torch.get_num_threads())
     )
     spec = replace(
-        tiny.TINY_BASES["smoke"], alignment_examples=40, pretrain_examples=40
+        tiny_spec.TINY_BASES["smoke"], alignment_examples=40, pretrain_examples=40
     )
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a Ray actor with one CPU
@@ -31,7 +31,7 @@ def test_pretraining_runs_on_a_fixed_thread_count_and_restores_the_callers(
 
 
 def test_the_thread_count_is_part_of_the_base_fingerprint(monkeypatch):
-    spec = tiny.TINY_BASES["smoke"]
+    spec = tiny_spec.TINY_BASES["smoke"]
     pinned = tiny.base_fingerprint(spec)
     monkeypatch.setattr(tiny, "PRETRAIN_THREADS", tiny.PRETRAIN_THREADS + 1)
     assert tiny.base_fingerprint(spec) != pinned

@@ -41,7 +41,8 @@ def base_command(args: argparse.Namespace) -> int:
             )
         name = "checkpoint"
     else:
-        from fcit_flower.models.tiny import TINY_BASE_ENV, ensure_tiny_base
+        from fcit_flower.models.tiny import ensure_tiny_base
+        from fcit_flower.models.tiny_spec import TINY_BASE_ENV
 
         path = ensure_tiny_base()  # the spec $FCIT_TINY_BASE names
         name = f"tiny base {os.environ.get(TINY_BASE_ENV, 'standard')!r}"
