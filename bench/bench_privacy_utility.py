@@ -28,17 +28,14 @@ noise seed is secret; a site that can read it can remove the noise).
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 from bench.common import diagonal, mean, record_rows, run_cached, table_header
 from fcit_flower.config import RunConfig
-from fcit_flower.privacy import PrivacySpec
-from fcit_flower.strategies.dp_calibration import noise_for_epsilon
+from fcit_flower.launch.dp_command import noise_for_run
 from fcit_flower.tasks.mini_fcit import VERSION
-from fcit_flower.tasks.schedule import make_schedule
 
 EPSILONS = (8.0, 4.0, 1.0)
 CLIPS = (0.001, 0.003, 0.01, 0.03)
@@ -49,12 +46,7 @@ CLIP_ONLY_NOISE = 1e-6  # noise too small to matter: what clipping alone does
 def calibrated_noise(epsilon: float) -> float:
     """``dp-noise`` spending ``epsilon`` over the default schedule (4 digits, up)."""
     config = RunConfig.from_mapping({"dp": "central", "dp-delta": DELTA})
-    spec = PrivacySpec.from_config(config)
-    assert spec is not None
-    rounds = make_schedule(config).num_stages * config.rounds_per_stage
-    noise = noise_for_epsilon(spec, epsilon=epsilon, rounds=rounds)
-    scale = 10 ** (3 - math.floor(math.log10(noise)))
-    return math.ceil(noise * scale) / scale  # 4 digits, rounded up: within epsilon
+    return noise_for_run(config, epsilon)
 
 
 def dp_values(

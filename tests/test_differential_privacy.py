@@ -259,8 +259,8 @@ def test_dp_noise_command_prints_the_calibrated_noise(capsys):
     assert main(["dp-noise", "--epsilon", "4", "--run-config", overrides]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "dp='central': 4 rounds, 3 of 6 sites per round, dp-delta=1e-05"
-    noise = float(lines[1].split("dp-noise=")[1])  # printed to 4 digits
-    privacy = spec(population=6, sample_size=3, noise=noise * 1.001)
+    noise = float(lines[1].split("dp-noise=")[1])  # 4 digits, rounded up
+    privacy = spec(population=6, sample_size=3, noise=noise)  # the printed value
     assert dp_calibration.planned_epsilon(privacy, rounds=4) <= 4.0
     privacy = spec(population=6, sample_size=3, noise=noise * 0.997)
     assert dp_calibration.planned_epsilon(privacy, rounds=4) > 4.0

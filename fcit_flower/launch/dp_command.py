@@ -11,7 +11,10 @@ schedule stay within the epsilon. Identity-token noise is accounted apart.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
+
+from fcit_flower.config import RunConfig
 
 
 def add_dp_command(sub: Any) -> None:
@@ -34,15 +37,35 @@ def add_dp_command(sub: Any) -> None:
     )
 
 
-def dp_noise_command(args: argparse.Namespace) -> int:
-    """The ``dp-noise`` command: one line per target epsilon."""
-    import dataclasses
+def noise_for_run(config: RunConfig, epsilon: float) -> float:
+    """``dp-noise`` within ``epsilon`` over ``config``'s whole schedule.
 
-    from fcit_flower.config import ConfigError, RunConfig
-    from fcit_flower.launch.plan import parse_overrides
+    Rounded up to 4 significant digits, so the printed value itself stays within
+    the epsilon. ``dp = "off"`` is read as ``"central"``.
+    """
     from fcit_flower.privacy import PrivacySpec
     from fcit_flower.strategies.dp_calibration import noise_for_epsilon
+
+    if config.dp == "off":
+        config = config.replace(dp="central")
+    spec = PrivacySpec.from_config(config)
+    assert spec is not None  # dp is on
+    noise = noise_for_epsilon(spec, epsilon=epsilon, rounds=schedule_rounds(config))
+    scale = 10 ** (3 - math.floor(math.log10(noise)))
+    return math.ceil(noise * scale) / scale
+
+
+def schedule_rounds(config: RunConfig) -> int:
+    """Rounds of ``config``'s run: its stages times ``rounds-per-stage``."""
     from fcit_flower.tasks.schedule import make_schedule
+
+    return make_schedule(config).num_stages * config.rounds_per_stage
+
+
+def dp_noise_command(args: argparse.Namespace) -> int:
+    """The ``dp-noise`` command: one line per target epsilon."""
+    from fcit_flower.config import ConfigError
+    from fcit_flower.launch.plan import parse_overrides
 
     targets = []
     for text in args.epsilon.split(","):
@@ -54,16 +77,11 @@ def dp_noise_command(args: argparse.Namespace) -> int:
             raise ConfigError(f"--epsilon {text!r}: must be a finite number > 0")
         targets.append(value)
     config = RunConfig.from_mapping(parse_overrides(args.run_config))
-    if config.dp == "off":
-        config = dataclasses.replace(config, dp="central")
-    spec = PrivacySpec.from_config(config)
-    assert spec is not None  # dp is on
-    rounds = make_schedule(config).num_stages * config.rounds_per_stage
+    mode = "central" if config.dp == "off" else config.dp
     print(
-        f"dp={config.dp!r}: {rounds} rounds, {config.clients_per_round} of "
-        f"{config.num_clients} sites per round, dp-delta={config.dp_delta:g}"
+        f"dp={mode!r}: {schedule_rounds(config)} rounds, {config.clients_per_round} "
+        f"of {config.num_clients} sites per round, dp-delta={config.dp_delta:g}"
     )
     for target in targets:
-        noise = noise_for_epsilon(spec, epsilon=target, rounds=rounds)
-        print(f"epsilon {target:g}: dp-noise={noise:.4g}")
+        print(f"epsilon {target:g}: dp-noise={noise_for_run(config, target):g}")
     return 0
