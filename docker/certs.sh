@@ -41,5 +41,6 @@ for k in $(seq 1 "$nodes"); do
   rm -f "$out/node-$k" "$out/node-$k.pub"
   ssh-keygen -q -t ecdsa -b 384 -N "" -C "fcit-node-$k" -f "$out/node-$k"
 done
-chmod 644 "$out"/*.pub "$out/ca.crt" "$out/server.pem"
+chmod 644 "$out/ca.crt" "$out/server.pem"
+for public in "$out"/node-*.pub; do [[ -e "$public" ]] && chmod 644 "$public"; done
 echo "certs.sh: wrote CA, SuperLink certificate ($san) and $nodes node key pairs to $out"

@@ -9,12 +9,14 @@ Messages (keys in :mod:`fcit_flower.protocol`):
 - Any other QUERY: the method's
   :meth:`~fcit_flower.methods.base.Method.answer_query` (DISCO: identity token).
 
-Per-site data (deployment): the node config gives the client position as
-``partition-id`` (what simulation sets) or ``site-id``; with a ``data-root`` key
-the site trains on all of its own directory's data for the stage's tasks instead
-of a partition of the shared data root. A bad site (missing directory, position
-outside the schedule) raises a one-line error naming the site, which Flower
-returns to the ServerApp as the reply's error.
+Per-site settings (deployment): the node config gives the client position as
+``partition-id`` (what simulation sets) or ``site-id``, and may replace the run
+config's paths, device and precision with the site's own
+(:mod:`fcit_flower.site_config`); with a ``data-root`` key the site trains on all
+of its own directory's train data for the stage's tasks instead of a partition of
+the shared data root, and needs no test file. A bad site (missing directory or
+file, position outside the schedule) raises a one-line error naming the site,
+which Flower returns to the ServerApp as the reply's error.
 """
 
 from __future__ import annotations
@@ -42,20 +44,24 @@ from fcit_flower.protocol import (
     BASE_FINGERPRINT,
     CLIENT_SECONDS,
     CONFIG_KEY,
+    DATA_FINGERPRINT,
     DESCRIBE,
     KIND,
     METRICS_KEY,
     NUM_EXAMPLES,
     PARTITION_ID,
     SERVER_ROUND,
+    SITE_SETTINGS,
     STAGE,
     TRAIN_LOSS,
     VERSIONS,
     read_int,
 )
-from fcit_flower.runtime import prepare_runtime
-from fcit_flower.tasks.data import load_task
-from fcit_flower.tasks.fcit_data import Sample
+from fcit_flower.runtime import Runtime, prepare_runtime
+from fcit_flower.site_config import site_run_config, site_settings
+from fcit_flower.tasks.data import config_load_task, data_root_path, require_task_files
+from fcit_flower.tasks.fcit_data import DataError, Sample
+from fcit_flower.tasks.schedule import make_schedule
 from fcit_flower.transport import decode_arrays, encode_arrays
 
 app = ClientApp()
@@ -118,6 +124,31 @@ def site_data_root(context: Context, position: int) -> Path | None:
     return root.resolve()
 
 
+def site_context(context: Context) -> tuple[RunConfig, int]:
+    """The site's config (run config + its node-config settings) and position."""
+    position = client_position(context)
+    config = site_run_config(context.run_config, context.node_config, position)
+    return config, client_position(context, config.num_clients)
+
+
+def site_runtime(config: RunConfig, context: Context, position: int) -> Runtime:
+    """The site's runtime (data, schedule, base).
+
+    With its own data a site needs only the train files of its own tasks (checked
+    at discovery); on a shared root, the train file of every task.
+    """
+    own = site_data_root(context, position)
+    return prepare_runtime(config, () if own is not None else ("train",))
+
+
+def site_tasks(method: Method, config: RunConfig, position: int) -> list[str]:
+    """Every task the site learns in some stage of the run."""
+    schedule = method.schedule(make_schedule(config))
+    stages = range(schedule.num_stages)
+    found = {t for s in stages for t in schedule.client_tasks(s, position)}
+    return sorted(found)
+
+
 def site_samples(
     method: Method, config: RunConfig, context: Context, stage: int, position: int
 ) -> list[Sample]:
@@ -127,14 +158,16 @@ def site_samples(
     directory (the site holds only its own data). Otherwise: the site's partition
     of the shared data root, exactly as in simulation.
     """
-    runtime = prepare_runtime(config)
+    runtime = site_runtime(config, context, position)
     schedule = method.schedule(runtime.schedule)
     own = site_data_root(context, position)
     if own is None:
         return method.client_samples(config, schedule, runtime.root, stage, position)
     tasks = schedule.client_tasks(stage, position)
     try:
-        return [s for task in tasks for s in load_task(str(own), task, "train")]
+        return [
+            s for task in tasks for s in config_load_task(config, own, task, "train")
+        ]
     except (OSError, ValueError) as err:
         raise ValueError(f"site {position}: cannot read {own}: {err}") from None
 
@@ -143,8 +176,8 @@ def client_setup(
     method: Method, config: RunConfig, context: Context, request: ConfigRecord
 ) -> ClientSetup:
     """What the method's client side gets for one message of this node."""
-    runtime = prepare_runtime(config)
     position = client_position(context, config.num_clients)
+    runtime = site_runtime(config, context, position)
     stage = read_int(request, STAGE)
     return ClientSetup(
         config=config,
@@ -159,26 +192,39 @@ def client_setup(
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Describe this client, or let the method answer (DISCO: identity token)."""
-    config = RunConfig.from_mapping(context.run_config)
+    config, position = site_context(context)
     request = msg.content.config_records[CONFIG_KEY]
-    position = client_position(context, config.num_clients)
-    if request.get(KIND) == DESCRIBE:
-        site_data_root(context, position)  # a bad site fails here, before training
-        content = RecordDict({CONFIG_KEY: site_report(config, position)})
-        return Message(content=content, reply_to=msg)
     method = get_method(config.method)
+    if request.get(KIND) == DESCRIBE:
+        # A bad site fails here, at discovery, before any training.
+        own = site_data_root(context, position)
+        tasks = site_tasks(method, config, position)
+        if own is not None:
+            try:
+                require_task_files(own, tasks, ("train",))
+            except DataError as err:
+                raise ValueError(f"site {position}: {err}") from None
+        report = site_report(config, position, own, tasks)
+        report[SITE_SETTINGS] = site_settings(context.node_config)
+        return Message(content=RecordDict({CONFIG_KEY: report}), reply_to=msg)
     setup = client_setup(method, config, context, request)
     return Message(content=method.answer_query(setup), reply_to=msg)
 
 
-def site_report(config: RunConfig, position: int) -> ConfigRecord:
-    """What a site says of itself at discovery: position, base, package versions.
+def site_report(
+    config: RunConfig, position: int, own: Path | None, tasks: list[str]
+) -> ConfigRecord:
+    """What a site says of itself at discovery: position, base, data, versions.
 
     The base is fingerprinted only if it is built here (a site builds or checks it
-    beforehand with ``fcit-flower base``): discovery never waits for a build.
+    beforehand with ``fcit-flower base``), the data only if it exists here (the
+    site's own, or the shared root): discovery never waits for a build. The data
+    fingerprint is one digest of the train files of the site's tasks.
     """
     from fcit_flower.report.manifest import (
         PACKAGES,
+        combined_digest,
+        data_fingerprints,
         package_versions,
         weights_fingerprint,
     )
@@ -187,11 +233,15 @@ def site_report(config: RunConfig, position: int) -> ConfigRecord:
     base = built_base_path(config)
     names = ("fcit-flower", *PACKAGES)
     versions = " ".join(f"{k}={v}" for k, v in package_versions(names).items())
+    root = own if own is not None else data_root_path(config)
+    files = data_fingerprints(root, tasks, ("train",)) if root.is_dir() else {}
+    digests = {t: d["train"] for t, d in files.items() if d["train"]}
     return ConfigRecord(
         {
             PARTITION_ID: position,
             BASE_FINGERPRINT: "" if base is None else weights_fingerprint(base),
             VERSIONS: versions,
+            DATA_FINGERPRINT: combined_digest(digests) if digests else "",
         }
     )
 
@@ -200,12 +250,11 @@ def site_report(config: RunConfig, position: int) -> ConfigRecord:
 def train(msg: Message, context: Context) -> Message:
     """Train the received adapter on this client's partition for the stage."""
     started = time.perf_counter()
-    config = RunConfig.from_mapping(context.run_config)
+    config, position = site_context(context)
     method = get_method(config.method)
     request = msg.content.config_records[CONFIG_KEY]
     stage = read_int(request, STAGE)
     server_round = read_int(request, SERVER_ROUND)
-    position = client_position(context, config.num_clients)
     attempt = read_int(request, ATTEMPT, 0)
     faulty = should_fail(
         config.fault_rate, config.fault_seed, stage, server_round, position, attempt

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -33,17 +33,28 @@ class InProcessGrid(Grid):
         Nodes ``1..num_nodes`` with ``partition-id`` ``0..num_nodes-1``.
     run_config : dict
         The run-config every node sees.
+    node_configs : sequence of dict, optional
+        Node ``k``'s own node config instead (a deployment's sites).
     """
 
     def __init__(
-        self, client_app: ClientApp, num_nodes: int, run_config: dict[str, Any]
+        self,
+        client_app: ClientApp,
+        num_nodes: int,
+        run_config: dict[str, Any],
+        node_configs: Sequence[Mapping[str, Any]] | None = None,
     ):
         self.client_app = client_app
+        if node_configs is None:
+            node_configs = [
+                {"partition-id": k, "num-partitions": num_nodes}
+                for k in range(num_nodes)
+            ]
         self.contexts = {
             node: Context(
                 run_id=1,
                 node_id=node,
-                node_config={"partition-id": node - 1, "num-partitions": num_nodes},
+                node_config=dict(node_configs[node - 1]),
                 state=RecordDict(),
                 run_config=dict(run_config),
             )
@@ -140,8 +151,15 @@ def small_run_config(
     return config
 
 
-def run_inprocess(run_config: Mapping[str, Any]) -> None:
-    """Run the ServerApp's main on an :class:`InProcessGrid` of the config's size."""
+def run_inprocess(
+    run_config: Mapping[str, Any],
+    node_configs: Sequence[Mapping[str, Any]] | None = None,
+) -> None:
+    """Run the ServerApp's main on an :class:`InProcessGrid` of the config's size.
+
+    ``node_configs``: one per node, as a deployment's SuperNodes set them (default:
+    simulation's ``partition-id`` / ``num-partitions``).
+    """
     # Imported here: the apps import torch and transformers.
     from fcit_flower.client_app import app as client_app
     from fcit_flower.config import RunConfig
@@ -150,7 +168,7 @@ def run_inprocess(run_config: Mapping[str, Any]) -> None:
     config = RunConfig.from_mapping(run_config)
     # What Flower sets in a ServerApp process; Messages read it.
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    grid = InProcessGrid(client_app, config.num_clients, dict(run_config))
+    grid = InProcessGrid(client_app, config.num_clients, dict(run_config), node_configs)
     context = Context(
         run_id=1,
         node_id=0,

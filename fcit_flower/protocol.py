@@ -13,7 +13,8 @@ Messages (server -> client, client -> server):
   (the update), ``metrics`` (:data:`NUM_EXAMPLES`, :data:`TRAIN_LOSS`,
   :data:`CLIENT_SECONDS`, and DISCO's :data:`SUBSPACE`).
 - QUERY ``kind = describe``: reply ``config`` with :data:`PARTITION_ID`,
-  :data:`BASE_FINGERPRINT` and :data:`VERSIONS`.
+  :data:`BASE_FINGERPRINT`, :data:`VERSIONS`, :data:`DATA_FINGERPRINT` and
+  :data:`SITE_SETTINGS`.
 - QUERY ``kind = identity-token`` (DISCO): reply ``arrays`` with :data:`TOKEN_KEY`,
   ``metrics`` with :data:`NUM_EXAMPLES`.
 
@@ -68,6 +69,8 @@ IDENTITY_TOKEN = "identity-token"
 PARTITION_ID = "partition-id"
 BASE_FINGERPRINT = "base-fingerprint"  # describe: the site's base ("" = not built)
 VERSIONS = "versions"  # describe: "package=version ..." of the site
+DATA_FINGERPRINT = "data-fingerprint"  # describe: the site's train files ("" = none)
+SITE_SETTINGS = "site-settings"  # describe: the node-config keys the site sets
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
 CLIENT_SECONDS = "client-seconds"

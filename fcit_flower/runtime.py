@@ -49,12 +49,18 @@ class Runtime:
 
 
 @lru_cache(maxsize=4)
-def prepare_runtime(config: RunConfig) -> Runtime:
-    """Build (or reuse) the data and the base model for ``config``."""
+def prepare_runtime(
+    config: RunConfig, required: tuple[str, ...] = ("train", "test")
+) -> Runtime:
+    """Build (or reuse) the data and the base model for ``config``.
+
+    ``required``: the splits every task of the schedule must have under a given
+    ``data-root`` (a site with its own data checks its own tasks instead: none).
+    """
     root = data_root(config)
     schedule = make_schedule(config)
-    if config.data_root:
-        require_task_files(root, schedule.tasks)
+    if config.data_root and required:
+        require_task_files(root, schedule.tasks, required)
     base_path = base_model_path(config)
     register_base(base_path, LoadOptions.from_config(config))
     return Runtime(root, schedule, base_path, load_base(base_path))

@@ -103,13 +103,21 @@ def test_a_client_reports_the_base_it_has_built(tmp_path, monkeypatch):
     from fcit_flower.report.manifest import weights_fingerprint
     from fcit_flower.runtime import base_model_path
 
+    from fcit_flower.report.manifest import combined_digest, file_sha256
+
     config = RunConfig()
     built = base_model_path(config)  # the tests' (smoke) base, built once
-    report = site_report(config, 3)
+    own = tmp_path / "site"
+    (own / "iconqa").mkdir(parents=True)
+    (own / "iconqa" / "train.json").write_text("[]")
+    report = site_report(config, 3, own, ["iconqa", "figureqa"])
     assert report["partition-id"] == 3
     assert report["base-fingerprint"] == weights_fingerprint(built)
     assert "flwr=" in report["versions"] and "torch=" in report["versions"]
+    # the train files the site has (figureqa's is missing: not in the digest)
+    train = {"iconqa": file_sha256(own / "iconqa" / "train.json")}
+    assert report["data-fingerprint"] == combined_digest(train)
     from fcit_flower.models import tiny
 
     monkeypatch.setattr(tiny, "default_cache_dir", lambda: tmp_path)  # no base here
-    assert site_report(config, 3)["base-fingerprint"] == ""
+    assert site_report(config, 3, own, [])["base-fingerprint"] == ""

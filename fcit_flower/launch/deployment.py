@@ -1,15 +1,18 @@
-"""A real (non-simulated) Flower deployment on loopback, with TLS and node auth.
+"""A real (non-simulated) Flower deployment with TLS and node auth.
 
-What a multi-site deployment does, on one machine: ``docker/certs.sh``
-writes a CA, the SuperLink's TLS certificate and one OpenSSH ECDSA key pair per
-SuperNode; ``flower-superlink`` starts with TLS and ``--enable-supernode-auth``;
+What a multi-site deployment does: ``docker/certs.sh`` writes a CA, the
+SuperLink's TLS certificate (valid for its address) and one OpenSSH ECDSA key pair
+per SuperNode; ``flower-superlink`` starts with TLS and ``--enable-supernode-auth``;
 each node's public key is registered with ``flwr supernode register``; each
 ``flower-supernode`` connects with its private key and its own ``--node-config``
-(``partition-id``, optionally ``data-root``); ``flwr run`` submits the app. Every
-port is a free one picked now, and the kit's ``stop_process_tree`` stops exactly the
-processes started here (and what they spawned), whatever happens.
+(``partition-id``, optionally ``data-root`` and the site's other settings);
+``flwr run`` submits the app. On 127.0.0.1 by default; with ``host`` and a
+command prefix per SuperNode (``ip netns exec ...``) the sites run on other
+hosts (``tests/network_namespaces.py``). Every port is a free one picked now, and
+the kit's ``stop_process_tree`` stops exactly the processes started here (and what
+they spawned), whatever happens.
 
-Run it by hand with ``scripts/loopback_deploy.sh``.
+Run it by hand on loopback with ``scripts/loopback_deploy.sh``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -37,8 +41,16 @@ CERTS_SCRIPT = Path(__file__).resolve().parents[2] / "docker" / "certs.sh"
 """The certificate script of the source tree (``docker/certs.sh``)."""
 
 
-def make_certs(out: Path, num_nodes: int, script: Path = CERTS_SCRIPT) -> Path:
+def make_certs(
+    out: Path,
+    num_nodes: int,
+    script: Path = CERTS_SCRIPT,
+    hosts: Sequence[str] = (),
+) -> Path:
     """Write TLS certificates and ``num_nodes`` node key pairs into ``out``.
+
+    ``hosts``: addresses the SuperLink certificate must be valid for besides
+    ``localhost`` and ``127.0.0.1``.
 
     Raises
     ------
@@ -48,7 +60,7 @@ def make_certs(out: Path, num_nodes: int, script: Path = CERTS_SCRIPT) -> Path:
     if not script.is_file():
         raise FlowerRunError(f"certificate script {script} not found")
     result = subprocess.run(
-        ["bash", str(script), str(out), str(num_nodes)],
+        ["bash", str(script), str(out), str(num_nodes), *hosts],
         capture_output=True,
         text=True,
         timeout=120,
@@ -63,9 +75,29 @@ def node_config_arg(values: Mapping[str, ConfigValue]) -> str:
     return format_overrides(values)
 
 
+@dataclass(frozen=True)
+class SiteHost:
+    """Where one SuperNode runs and the files it has there.
+
+    Attributes
+    ----------
+    private_key, root_certificates : Path
+        The site's node key and the CA certificate, as the site holds them.
+    home : Path, optional
+        The site's ``FLWR_HOME`` (default: the deployment's).
+    prefix : sequence of str
+        Command prefix that puts the SuperNode on its host (``ip netns exec NS``).
+    """
+
+    private_key: Path
+    root_certificates: Path
+    home: Path | None = None
+    prefix: Sequence[str] = ()
+
+
 @dataclass
-class LoopbackDeployment:
-    """One SuperLink and its SuperNodes on 127.0.0.1, all with TLS and node auth.
+class Deployment:
+    """One SuperLink and its SuperNodes, all with TLS and node auth.
 
     Use as a context manager: leaving it stops every process it started.
 
@@ -73,11 +105,14 @@ class LoopbackDeployment:
     ----------
     home : Path
         Private ``FLWR_HOME``: ``config.toml``, certificates, state, logs.
+    host : str
+        The SuperLink's address (it listens there; its certificate names it).
     port : int
         The SuperLink's port (Fleet, Control and health over HTTPS).
     """
 
     home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fd-")))
+    host: str = "127.0.0.1"
     port: int = 0
     superlink: subprocess.Popen | None = None
     supernodes: list[subprocess.Popen] = field(default_factory=list)
@@ -94,7 +129,7 @@ class LoopbackDeployment:
         """Environment of every Flower command of this deployment."""
         return kit.flwr_env(self.home)
 
-    def __enter__(self) -> LoopbackDeployment:
+    def __enter__(self) -> Deployment:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -104,7 +139,8 @@ class LoopbackDeployment:
 
     def start_superlink(self, num_keys: int) -> None:
         """Write certificates and ``num_keys`` node keys; start the SuperLink."""
-        make_certs(self.certs, num_keys)
+        extra = [] if self.host in ("127.0.0.1", "localhost") else [self.host]
+        make_certs(self.certs, num_keys, hosts=extra)
         self.port = kit.free_port()
         log_path = self.home / "superlink.log"
         ca = self.certs / "ca.crt"
@@ -120,7 +156,7 @@ class LoopbackDeployment:
             "--isolation",
             "subprocess",
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self.port),
             "--database",
@@ -128,18 +164,22 @@ class LoopbackDeployment:
             "--disable-runtime-dependency-installation",
         ]
         self.superlink = kit.start_logged(command, self.env, log_path)
-        if not kit.wait_healthy(self.superlink, lambda: kit.healthy(self.port, ca)):
+        if not kit.wait_healthy(
+            self.superlink, partial(kit.healthy, self.port, ca, self.host)
+        ):
             raise FlowerRunError(
                 f"flower-superlink did not start:\n{kit.log_tail(log_path)}"
             )
-        kit.write_connection(self.home, self.port, ca)
+        kit.write_connection(self.home, self.port, ca, self.host)
 
-    def register(self, key: int) -> int:
-        """Authorize node key ``key`` (``flwr supernode register node-K.pub``).
+    def register(self, key: int | Path) -> int:
+        """Authorize a node's public key: ``flwr supernode register KEY.pub``.
 
-        Returns the node id Flower gave the key (what ``site-nodes`` binds).
+        ``key``: the number of a key this deployment wrote (``node-K.pub``), or the
+        path of a public key a site sent. Returns the node id Flower gave the key
+        (what ``site-nodes`` binds).
         """
-        public = self.certs / f"node-{key}.pub"
+        public = key if isinstance(key, Path) else self.certs / f"node-{key}.pub"
         reply = flwr_json(["supernode", "register", str(public), CONNECTION], self.env)
         if not isinstance(reply, dict) or not reply.get("success"):
             raise FlowerRunError(f"could not register {public}: {reply}")
@@ -150,21 +190,30 @@ class LoopbackDeployment:
         key: int,
         node_config: Mapping[str, ConfigValue],
         max_wait_s: float | None = None,
+        *,
+        site: SiteHost | None = None,
     ) -> subprocess.Popen:
-        """Start a SuperNode authenticating with node key ``key``."""
+        """Start a SuperNode authenticating with node key ``key``.
+
+        ``site``: where the SuperNode runs and with which files (default: this
+        machine, the deployment's home and keys).
+        """
+        site = site or SiteHost(self.certs / f"node-{key}", self.certs / "ca.crt")
         log_path = self.home / f"supernode-{key}.log"
         command = [
+            *site.prefix,
             kit.flwr_bin("flower-supernode"),
             "--superlink",
-            f"127.0.0.1:{self.port}",
+            f"{self.host}:{self.port}",
             "--root-certificates",
-            str(self.certs / "ca.crt"),
+            str(site.root_certificates),
             "--auth-supernode-private-key",
-            str(self.certs / f"node-{key}"),
+            str(site.private_key),
             "--node-config",
             node_config_arg(node_config),
             "--isolation",
             "subprocess",
+            # The node's own ClientAppIo API: for its SuperExec, on the site itself.
             "--host",
             "127.0.0.1",
             "--port",
@@ -172,7 +221,8 @@ class LoopbackDeployment:
         ]
         if max_wait_s is not None:
             command += ["--max-wait-time", str(max_wait_s)]
-        process = kit.start_logged(command, self.env, log_path)
+        env = self.env if site.home is None else kit.flwr_env(site.home)
+        process = kit.start_logged(command, env, log_path)
         self.supernodes.append(process)
         self.node_logs.append(log_path)
         return process
@@ -217,7 +267,7 @@ def run_loopback(
     RunOutcome
         Flower's final status of the run.
     """
-    with LoopbackDeployment() as deployment:
+    with Deployment() as deployment:
         deployment.start_superlink(len(node_configs))
         for key, node_config in enumerate(node_configs, start=1):
             deployment.register(key)

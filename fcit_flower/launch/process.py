@@ -77,14 +77,14 @@ def log_tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-def healthy(port: int, ca: Path | None = None) -> bool:
-    """Whether the SuperLink on ``port`` answers ``/health`` (HTTPS with ``ca``)."""
+def healthy(port: int, ca: Path | None = None, host: str = "127.0.0.1") -> bool:
+    """Whether the SuperLink at ``host:port`` answers ``/health`` (HTTPS: ``ca``)."""
     scheme, context = "http", None
     if ca is not None:
         scheme, context = "https", ssl.create_default_context(cafile=str(ca))
     try:
         with urllib.request.urlopen(
-            f"{scheme}://127.0.0.1:{port}/health", timeout=1.0, context=context
+            f"{scheme}://{host}:{port}/health", timeout=1.0, context=context
         ) as reply:
             return bool(reply.status == 200)
     except (urllib.error.URLError, OSError):
@@ -120,8 +120,10 @@ def wait_healthy(
     return False
 
 
-def write_connection(home: Path, port: int, ca: Path | None = None) -> None:
-    """Name the SuperLink on ``port`` as :data:`CONNECTION` in ``home/config.toml``.
+def write_connection(
+    home: Path, port: int, ca: Path | None = None, host: str = "127.0.0.1"
+) -> None:
+    """Name the SuperLink at ``host:port`` :data:`CONNECTION` in ``home/config.toml``.
 
     With ``ca``, the connection uses TLS with that root certificate; otherwise it is
     insecure (loopback simulation).
@@ -130,7 +132,7 @@ def write_connection(home: Path, port: int, ca: Path | None = None) -> None:
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n'
         f"[superlink.{CONNECTION}]\n"
-        f'address = "127.0.0.1:{port}"\n{security}\n'
+        f'address = "{host}:{port}"\n{security}\n'
     )
 
 

@@ -11,7 +11,7 @@ import hashlib
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -114,9 +114,9 @@ def weights_fingerprint(path: str | Path) -> str:
 
 
 def data_fingerprints(
-    root: Path, tasks: Iterable[str]
+    root: Path, tasks: Iterable[str], splits: Sequence[str] = ("train", "test")
 ) -> dict[str, dict[str, str | None]]:
-    """Per task, the SHA-256 of its train and test file under ``root``.
+    """Per task, the SHA-256 of its ``splits`` files under ``root``.
 
     A file that cannot be found gives ``None`` (the run itself reports the error).
     """
@@ -125,7 +125,7 @@ def data_fingerprints(
     out: dict[str, dict[str, str | None]] = {}
     for task in tasks:
         out[task] = {}
-        for split in ("train", "test"):
+        for split in splits:
             try:
                 path, _ = locate(root, task, split)  # type: ignore[arg-type]
                 out[task][split] = file_sha256(path)

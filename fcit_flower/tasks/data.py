@@ -83,30 +83,34 @@ def config_load_task(
     return load_task(str(root), task, split, config.image_root, config.max_bad_fraction)
 
 
-def missing_tasks(root: Path, tasks: Sequence[str]) -> list[str]:
-    """The tasks of ``tasks`` without a train or test file under ``root``."""
+def missing_tasks(
+    root: Path, tasks: Sequence[str], splits: Sequence[str] = ("train", "test")
+) -> list[str]:
+    """The tasks of ``tasks`` without a file of one of ``splits`` under ``root``."""
     missing = []
     for task in tasks:
         try:
-            locate(root, task, "train")
-            locate(root, task, "test")
+            for split in splits:
+                locate(root, task, split)  # type: ignore[arg-type]
         except DataError:
             missing.append(task)
     return missing
 
 
-def require_task_files(root: Path, tasks: Sequence[str]) -> None:
-    """Check that ``root`` holds the train and test files of every task of ``tasks``.
+def require_task_files(
+    root: Path, tasks: Sequence[str], splits: Sequence[str] = ("train", "test")
+) -> None:
+    """Check that ``root`` holds the ``splits`` files of every task of ``tasks``.
 
     Raises
     ------
     DataError
         Naming every task whose files are missing, and the folder layout expected.
     """
-    missing = missing_tasks(root, tasks)
+    missing = missing_tasks(root, tasks, splits)
     if missing:
         raise DataError(
-            f"data-root {root} lacks train/test files of {missing}, needed by "
+            f"data-root {root} lacks {'/'.join(splits)} files of {missing}, needed by "
             f"the schedule (a folder per dataset, e.g. {root / 'ImageNet-R'})"
         )
 
