@@ -39,6 +39,7 @@ PROBE_SEED = 777  # not a seed of the benchmark's splits
 def _samples(
     task: str, split: str, count: int, size: int, folder: Path, seed: int
 ) -> list[Sample]:
+    """Items of one split; a held-out phrasing's item id ends in ``-heldout``."""
     records, images, _ = _draw_split(task, split, count, seed, size, set())
     samples = []
     for index, (record, pixels) in enumerate(zip(records, images, strict=True)):
@@ -46,7 +47,7 @@ def _samples(
         Image.fromarray(pixels).save(path)
         samples.append(
             Sample(
-                id=f"{task}-{split}-{index}",
+                id=f"{task}-{split}-{index}-{record['phrasing']}",
                 image=path,
                 question=record["question"],
                 answer=record["answer"],
@@ -66,6 +67,11 @@ def main() -> None:
         default=str(PROBE_SEED),
         help="probe seeds (data and LoRA init), comma-separated: one row each",
     )
+    parser.add_argument(
+        "--pooled",
+        action="store_true",
+        help="one LoRA on every listed task's train items together (a small MTL)",
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     # One thread, as a simulated client trains: scores depend on the thread count.
@@ -83,24 +89,33 @@ def main() -> None:
         "majority (val)",
         "zero-shot (val)",
         "trained (val)",
+        "trained, held-out phrasings",
         "s",
     )
     size, tokens = spec.image_size, spec.num_image_tokens
+    tasks = args.tasks.split(",")
+    # One group of tasks per LoRA: each task alone, or all of them pooled.
+    groups = [tasks] if args.pooled else [[task] for task in tasks]
     with tempfile.TemporaryDirectory() as tmp:
-        for task, seed in itertools.product(args.tasks.split(","), seeds):
+        for group, seed in itertools.product(groups, seeds):
             start = time.perf_counter()
-            train = _samples(task, "train", args.train, size, Path(tmp), seed)
-            val = _samples(task, "val", args.val, size, Path(tmp), seed)
-            metric = TASKS[task].metric
-            answers = [s.answer for s in val]
-            majority = collections.Counter(answers).most_common(1)[0][0]
-            majority_score = score(metric, [majority] * len(val), answers)
-            outputs = generate_answers(
-                base, tokenizer, val, image_size=size, num_image_tokens=tokens
-            )
-            zero = score(metric, outputs, answers)
+            train = [
+                sample
+                for task in group
+                for sample in _samples(task, "train", args.train, size, Path(tmp), seed)
+            ]
+            vals = {
+                task: _samples(task, "val", args.val, size, Path(tmp), seed)
+                for task in group
+            }
+            zero = {
+                task: generate_answers(
+                    base, tokenizer, val, image_size=size, num_image_tokens=tokens
+                )
+                for task, val in vals.items()
+            }
             rank = config.lora_rank
-            # PEFT draws lora_A from the global generator: seed it per task, so a
+            # PEFT draws lora_A from the global generator: seed it per LoRA, so a
             # task's score does not depend on which tasks ran before it.
             torch.manual_seed(seed)
             model = get_peft_model(
@@ -108,12 +123,11 @@ def main() -> None:
                 lora_config(rank, config.scaling(rank), config.lora_dropout),
             )
             lora = list(lora_parameters(model).values())
-            groups = [{"params": lora, "lr": config.lr}]
             train_local(
                 model,
                 tokenizer,
                 train,
-                param_groups=groups,
+                param_groups=[{"params": lora, "lr": config.lr}],
                 epochs=args.epochs,
                 batch_size=config.batch_size,
                 warmup_ratio=config.warmup_ratio,
@@ -121,18 +135,35 @@ def main() -> None:
                 image_size=size,
                 num_image_tokens=tokens,
             )
-            outputs = generate_answers(
-                model, tokenizer, val, image_size=size, num_image_tokens=tokens
-            )
-            trained = score(metric, outputs, answers)
-            rows.append(
-                f"| {task} | {seed} | {TASK_SPECS[task].chance:.1f} | "
-                f"{majority_score:.1f} | {zero:.1f} | {trained:.1f} | "
-                f"{time.perf_counter() - start:.0f} |"
-            )
-            example = f"{val[0].answer!r} -> {outputs[0]!r}"
-            print(rows[-1], "e.g.", example, flush=True)
-    title = f"Single-task learnability ({args.train} train items, {args.epochs} epochs)"
+            seconds = time.perf_counter() - start
+            for task, val in vals.items():
+                metric = TASKS[task].metric
+                answers = [s.answer for s in val]
+                majority = collections.Counter(answers).most_common(1)[0][0]
+                outputs = generate_answers(
+                    model, tokenizer, val, image_size=size, num_image_tokens=tokens
+                )
+                heldout = [
+                    (output, sample.answer)
+                    for output, sample in zip(outputs, val, strict=True)
+                    if sample.id.endswith("-heldout")
+                ]
+                unseen = (
+                    score(metric, *map(list, zip(*heldout, strict=True)))
+                    if heldout
+                    else float("nan")
+                )
+                rows.append(
+                    f"| {task} | {seed} | {TASK_SPECS[task].chance:.1f} | "
+                    f"{score(metric, [majority] * len(val), answers):.1f} | "
+                    f"{score(metric, zero[task], answers):.1f} | "
+                    f"{score(metric, outputs, answers):.1f} | {unseen:.1f} | "
+                    f"{seconds:.0f} |"
+                )
+                common = collections.Counter(outputs).most_common(4)
+                print(rows[-1], "most common outputs:", common, flush=True)
+    kind = "Pooled (one LoRA, all tasks)" if args.pooled else "Single-task"
+    title = f"{kind} learnability ({args.train} train items, {args.epochs} epochs)"
     record_rows(title, rows, enabled=not args.no_record)
 
 
