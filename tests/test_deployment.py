@@ -12,7 +12,7 @@ import psutil
 import pytest
 import yaml
 
-from fcit_flower.client_app import client_position, site_data_root
+from fcit_flower.client_handlers import client_position, site_data_root
 from fcit_flower.inprocess import small_run_config
 from fcit_flower.launch.deployment import CERTS_SCRIPT, Deployment
 

@@ -130,9 +130,17 @@ def test_strategies_and_protocol_load_no_torch():
     assert "torch" not in loaded and "transformers" not in loaded
 
 
+def test_the_client_app_module_loads_no_torch():
+    # Flower imports it in a fresh process per message; with a site worker
+    # (site_worker.py) that process must stay cheap.
+    loaded = _loaded_after("import fcit_flower.client_app")
+    assert "torch" not in loaded and "transformers" not in loaded
+    assert "fcit_flower.client_handlers" not in loaded
+
+
 def test_a_client_process_loads_no_strategy():
     loaded = _loaded_after(
-        "import fcit_flower.client_app\n"
+        "import fcit_flower.client_handlers\n"
         "from fcit_flower.methods.registry import get_method, method_names\n"
         "for name in method_names(): get_method(name)"
     )

@@ -99,11 +99,13 @@ def test_discovery_records_what_each_site_reported(caplog):
 
 
 def test_a_client_reports_the_base_it_has_built(tmp_path, monkeypatch):
-    from fcit_flower.client_app import site_report
-    from fcit_flower.report.manifest import weights_fingerprint
+    from fcit_flower.client_handlers import site_report
+    from fcit_flower.report.manifest import (
+        combined_digest,
+        file_sha256,
+        weights_fingerprint,
+    )
     from fcit_flower.runtime import base_model_path
-
-    from fcit_flower.report.manifest import combined_digest, file_sha256
 
     config = RunConfig()
     built = base_model_path(config)  # the tests' (smoke) base, built once

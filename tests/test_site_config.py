@@ -11,7 +11,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from site_data import site_directories
 
 from fcit_flower.client_app import app as client_app
-from fcit_flower.client_app import site_context
+from fcit_flower.client_handlers import site_context
 from fcit_flower.config import RunConfig
 from fcit_flower.inprocess import InProcessGrid, run_inprocess
 from fcit_flower.protocol import (
