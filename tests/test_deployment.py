@@ -178,12 +178,18 @@ def test_site_compose_file_runs_one_site_and_nothing_of_the_coordinator():
     text = (ROOT / "docker" / "compose.site.yaml").read_text()
     compose = yaml.safe_load(text)
     services = compose["services"]
-    assert set(services) == {"supernode", "clientapp", "base"}  # no superlink
+    assert set(services) == {"supernode", "clientapp", "worker", "base"}
     node = services["supernode"]["command"]
     assert "--auth-supernode-private-key=/keys/site-key" in node
     assert "--root-certificates=/certs/ca.crt" in node
     assert not any("--insecure" in a for a in node)
     assert any(a.startswith("--node-config=site-id=${SITE_ID:?") for a in node)
+    # the ClientApp forwards to the worker through the socket both containers mount
+    assert any('site-worker="/run/fcit/site.sock"' in a for a in node)
+    worker = services["worker"]["entrypoint"]
+    assert worker[:3] == ["python", "-m", "fcit_flower.site_worker"]
+    for name in ("clientapp", "worker"):
+        assert "fcit-worker:/run/fcit" in services[name]["volumes"]
     assert "ports" not in services["supernode"]  # no inbound port at a site
     for name in ("SUPERLINK", "SITE_ID", "SITE_KEY", "CA_CERT", "SITE_DATA"):
         assert "${" + name + ":?" in text, name  # compose refuses to start without
