@@ -5,12 +5,14 @@ TLS and SuperNode authentication; each site made its own key pair and sent the
 public key; each site holds only its own train data and cannot see any path of
 the coordinator (data, results, certificates, Flower state are empty tmpfs there);
 the rogue host registers a key of its own through the SuperLink's open Control
-API and claims site 0. Site 1 is killed after the first checkpoint.
+API and claims site 0. Site 0 does its work in a long-lived site worker; site 1
+is killed after the first checkpoint.
 """
 
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from fcit_flower.inprocess import small_run_config
 from fcit_flower.launch import process as kit
 from fcit_flower.launch.deployment import Deployment, SiteHost
 from fcit_flower.launch.runs import submit_run, watch_run
+from fcit_flower.site_worker import WORKER_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 WHY_NOT = network_namespaces.unavailable()
@@ -103,13 +106,30 @@ def test_sites_on_other_hosts_survive_a_lost_site_and_refuse_a_rogue(tmp_path):
             text=True,
         )
         rogue_id = int(json.loads(registered.stdout)["node-id"])
+        # Site 0 runs its work in a long-lived worker on its own host.
+        socket = tmp_path / "site-0" / "worker.sock"
+        worker = subprocess.Popen(
+            [
+                *hosts["site-0"].prefix,
+                sys.executable,
+                "-m",
+                "fcit_flower.site_worker",
+                "--socket",
+                str(socket),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert worker.stdout is not None and "listening" in worker.stdout.readline()
         for key, (name, site) in enumerate(
             (("site-0", 0), ("site-1", 1), ("rogue", 0)), start=1
         ):
-            own = site_data[site]
-            deployment.start_supernode(
-                key, {"site-id": site, "data-root": str(own)}, site=hosts[name]
-            )
+            node = {"site-id": site, "data-root": str(site_data[site])}
+            if name == "site-0":
+                node[WORKER_KEY] = str(socket)
+            deployment.start_supernode(key, node, site=hosts[name])
         run_config = {
             **sizes,
             "method": "disco",
@@ -124,6 +144,8 @@ def test_sites_on_other_hosts_survive_a_lost_site_and_refuse_a_rogue(tmp_path):
         kit.stop_process_tree(deployment.supernodes[1], grace_s=1.0)
         outcome = watch_run(run_id, deployment.env, timeout_s=900)
         logs = [path.read_text() for path in deployment.node_logs]
+        worker.terminate()
+        worker_log = worker.communicate(timeout=30)[0]
     assert outcome.status == "finished:completed", outcome.details + outcome.log[-3000:]
     metrics = json.loads((results / "multi-host" / "metrics.json").read_text())
     assert metrics["complete"] is True and len(metrics["accuracy_matrix"]) == 2
@@ -136,6 +158,7 @@ def test_sites_on_other_hosts_survive_a_lost_site_and_refuse_a_rogue(tmp_path):
     # The rogue got the discovery question and nothing else: no adapters.
     assert "Receiving: query message" in logs[2] and "train message" not in logs[2]
     assert "Receiving: train message" in logs[0]
+    assert "site worker: train ok" in worker_log  # site 0's work, in its worker
     sites = json.loads((results / "multi-host" / "sites.json").read_text())
     admitted = {r["partition-id"]: r for r in sites.values() if r["admitted"]}
     assert set(admitted) == {0, 1}
