@@ -52,7 +52,7 @@ def _wait_for(pattern: str, directory: Path, timeout_s: float) -> bool:
 
 @pytest.mark.flower
 @pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "-")
-def test_sites_on_other_hosts_survive_a_lost_site_and_refuse_a_rogue(tmp_path):
+def test_sites_on_other_hosts_survive_a_lost_site_and_refuse_a_rogue(tmp_path, request):
     sizes = small_run_config(
         clients=2, per_round=2, train_size=12, test_size=4, min_client_size=2
     )
@@ -122,6 +122,7 @@ def test_sites_on_other_hosts_survive_a_lost_site_and_refuse_a_rogue(tmp_path):
             stderr=subprocess.STDOUT,
             text=True,
         )
+        request.addfinalizer(worker.kill)  # whatever happens below
         assert worker.stdout is not None and "listening" in worker.stdout.readline()
         for key, (name, site) in enumerate(
             (("site-0", 0), ("site-1", 1), ("rogue", 0)), start=1
