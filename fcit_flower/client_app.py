@@ -25,7 +25,12 @@ def _handle(kind: str, content: RecordDict, context: Context) -> RecordDict:
     socket = context.node_config.get(WORKER_KEY, "")
     if socket:
         return ask_worker(
-            str(socket), kind, content, context.run_config, context.node_config
+            str(socket),
+            kind,
+            content,
+            context.run_config,
+            context.node_config,
+            context.run_id,
         )
     from fcit_flower.client_handlers import HANDLERS
 

@@ -61,7 +61,7 @@ from fcit_flower.protocol import (
     read_int,
 )
 from fcit_flower.runtime import Runtime, prepare_runtime
-from fcit_flower.site_config import site_run_config, site_settings
+from fcit_flower.site_config import clip_path, site_run_config, site_settings
 from fcit_flower.tasks.data import config_load_task, data_root_path, require_task_files
 from fcit_flower.tasks.fcit_data import DataError, Sample
 from fcit_flower.tasks.schedule import make_schedule
@@ -225,8 +225,8 @@ def site_report(
         PACKAGES,
         combined_digest,
         data_fingerprints,
+        model_fingerprint,
         package_versions,
-        weights_fingerprint,
     )
     from fcit_flower.runtime import built_base_path
 
@@ -239,7 +239,9 @@ def site_report(
     return ConfigRecord(
         {
             PARTITION_ID: position,
-            BASE_FINGERPRINT: "" if base is None else weights_fingerprint(base),
+            BASE_FINGERPRINT: (
+                "" if base is None else model_fingerprint(base, clip_path(config))
+            ),
             VERSIONS: versions,
             DATA_FINGERPRINT: combined_digest(digests) if digests else "",
         }
@@ -295,6 +297,27 @@ def handle_train(content: RecordDict, context: Context) -> RecordDict:
     # global the client trained from); the server adds it to what it sent.
     arrays = encode_arrays(update.arrays, transport=transport, reference=received)
     return RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: MetricRecord(metrics)})
+
+
+def forget_loaded() -> None:
+    """Drop every base, model copy, encoder and data split this process holds.
+
+    A site worker serves run after run: a later run may load the base with other
+    options, and the site's base or data may have changed in between (discovery
+    fingerprints the files on disk: what a run trains on must be read anew).
+    """
+    from fcit_flower.methods.moelora import forget_models
+    from fcit_flower.models.adapters import forget_bases
+    from fcit_flower.models.identity import get_encoder
+    from fcit_flower.tasks.data import load_task
+    from fcit_flower.training import forget_images
+
+    prepare_runtime.cache_clear()
+    for cached in (get_encoder, load_task):
+        cached.cache_clear()
+    forget_bases()
+    forget_images()
+    forget_models()
 
 
 HANDLERS = {"query": handle_query, "train": handle_train}

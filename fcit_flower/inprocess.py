@@ -35,6 +35,8 @@ class InProcessGrid(Grid):
         The run-config every node sees.
     node_configs : sequence of dict, optional
         Node ``k``'s own node config instead (a deployment's sites).
+    run_id : int
+        The run id of every node's context.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class InProcessGrid(Grid):
         num_nodes: int,
         run_config: dict[str, Any],
         node_configs: Sequence[Mapping[str, Any]] | None = None,
+        run_id: int = 1,
     ):
         self.client_app = client_app
         if node_configs is None:
@@ -52,7 +55,7 @@ class InProcessGrid(Grid):
             ]
         self.contexts = {
             node: Context(
-                run_id=1,
+                run_id=run_id,
                 node_id=node,
                 node_config=dict(node_configs[node - 1]),
                 state=RecordDict(),
@@ -154,11 +157,13 @@ def small_run_config(
 def run_inprocess(
     run_config: Mapping[str, Any],
     node_configs: Sequence[Mapping[str, Any]] | None = None,
+    run_id: int = 1,
 ) -> None:
     """Run the ServerApp's main on an :class:`InProcessGrid` of the config's size.
 
     ``node_configs``: one per node, as a deployment's SuperNodes set them (default:
-    simulation's ``partition-id`` / ``num-partitions``).
+    simulation's ``partition-id`` / ``num-partitions``); ``run_id``: the run id of
+    every context (a site worker tells runs apart by it).
     """
     # Imported here: the apps import torch and transformers.
     from fcit_flower.client_app import app as client_app
@@ -167,10 +172,12 @@ def run_inprocess(
 
     config = RunConfig.from_mapping(run_config)
     # What Flower sets in a ServerApp process; Messages read it.
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    grid = InProcessGrid(client_app, config.num_clients, dict(run_config), node_configs)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, 0
+    grid = InProcessGrid(
+        client_app, config.num_clients, dict(run_config), node_configs, run_id
+    )
     context = Context(
-        run_id=1,
+        run_id=run_id,
         node_id=0,
         node_config={},
         state=RecordDict(),

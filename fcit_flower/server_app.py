@@ -29,6 +29,7 @@ from fcit_flower.protocol import (
     KIND,
     PARTITION_ID,
     ROUND_OFFSET,
+    SITE_SETTINGS,
     STAGE,
     Arrays,
     read_int,
@@ -36,12 +37,13 @@ from fcit_flower.protocol import (
     to_record,
 )
 from fcit_flower.report.hooks import write_manifest, write_report_logged
-from fcit_flower.report.manifest import weights_fingerprint
+from fcit_flower.report.manifest import model_fingerprint
 from fcit_flower.report.progress import attach_log_progress
 from fcit_flower.results import atomic_write_json, write_results
 from fcit_flower.run_state import RunState
 from fcit_flower.runtime import Runtime, prepare_runtime
 from fcit_flower.site_admission import admit_sites, parse_site_nodes, same_base
+from fcit_flower.site_config import clip_path, hardware_differences
 from fcit_flower.strategies.continual import ContinualFedAvg, Federation
 from fcit_flower.strategies.privacy_ledger import PrivacyBudgetError
 from fcit_flower.strategies.server_optim import optimizer_class
@@ -170,9 +172,19 @@ def main(grid: Grid, context: Context) -> None:
         grid,
         config.num_clients,
         site_nodes=config.site_nodes,
-        base=weights_fingerprint(runtime.base_path),
+        base=model_fingerprint(runtime.base_path, clip_path(config)),
         reports=sites,
     )
+    for report in sites.values():
+        differences = hardware_differences(str(report.get(SITE_SETTINGS, "")), config)
+        if report["admitted"] and differences:
+            log(
+                WARNING,
+                "site %s runs %s: its numbers differ from the other sites' "
+                "(4/8-bit quantization trains a quantized base)",
+                report.get(PARTITION_ID),
+                ", ".join(differences),
+            )
     atomic_write_json(
         config.run_dir / "sites.json", {str(n): r for n, r in sites.items()}
     )

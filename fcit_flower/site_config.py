@@ -23,17 +23,16 @@ from typing import Any
 
 from fcit_flower.config import ConfigError, RunConfig
 
-SITE_PATH_KEYS = (
-    "data-root",
-    "model-path",
-    "identity-encoder-path",
-    "image-root",
-    "schedule-file",
-)
-"""Paths a site gives for its own machine."""
+SITE_PATH_KEYS = ("data-root", "model-path", "identity-encoder-path", "image-root")
+"""Paths a site gives for its own machine (the base and the CLIP encoder at a
+site's own path are fingerprinted at discovery and must equal the server's; a
+``schedule-file`` is not one of them: every site must follow the run's schedule,
+so that file must be at its run-config path on every site)."""
 
 SITE_HARDWARE_KEYS = ("device", "quantization", "torch-dtype")
-"""How a site runs the base on its own hardware (the trained numbers may differ)."""
+"""How a site runs the base on its own hardware. Device and dtype change the
+numbers by rounding; 4- or 8-bit quantization trains a different (quantized)
+model: the server names every site whose settings differ from the run's."""
 
 SITE_LOCAL_KEYS = SITE_PATH_KEYS + SITE_HARDWARE_KEYS
 """Every run-config key a node-config may replace."""
@@ -79,6 +78,26 @@ def site_run_config(
             else ""
         )
         raise ValueError(f"site {position}: {error}{where}") from None
+
+
+def clip_path(config: RunConfig) -> str:
+    """The CLIP checkpoint identity tokens come from ("" for MiniLM's tokens)."""
+    return config.identity_encoder_path if config.identity_encoder == "clip" else ""
+
+
+def hardware_differences(settings: str, run_config: RunConfig) -> list[str]:
+    """``key=value (the run's: other)`` for each hardware key a site set otherwise.
+
+    ``settings``: what the site reported (:func:`site_settings`).
+    """
+    out = []
+    for item in settings.split():
+        key, _, value = item.partition("=")
+        if key in SITE_HARDWARE_KEYS:
+            run = str(getattr(run_config, key.replace("-", "_")))
+            if value.strip('"') != run:
+                out.append(f"{key}={value} (the run's: {run})")
+    return out
 
 
 def site_settings(node_config: Mapping[str, Any]) -> str:

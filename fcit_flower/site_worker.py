@@ -14,11 +14,14 @@ configs, and returns the worker's reply; the handlers are the same
 (:mod:`fcit_flower.client_handlers`), so a run's numbers do not change.
 
 One request per connection: an 8-byte length and a pickle of ``(kind, content,
-run config, node config)``; the reply is a length and a pickle of ``("ok",
-content)`` or ``(error type, message)``. Pickle is safe only between processes of
-one user: the socket is created with mode 0600, so only the site's own user (the
-one running its SuperNode) can connect. Messages are handled one at a time, as a
-SuperNode sends them.
+run config, node config, run id)``; the reply is a length and a pickle of
+``("ok", content)`` or ``(error type, message)``. Pickle is safe only between
+processes of one user: the socket is created with mode 0600, and each side checks
+the other's user id (``SO_PEERCRED``, Linux) before reading anything, so neither
+another user's worker nor another user's client is ever unpickled. Messages are
+handled one at a time, as a SuperNode sends them; a new run id makes the worker
+drop what the previous run loaded (bases, data), so a run never trains on files
+that changed since discovery fingerprinted them.
 
 This module imports no torch: the ClientApp imports it on every message.
 """
@@ -42,6 +45,21 @@ WORKER_KEY = "site-worker"
 """Node-config key: the Unix socket of the site's worker."""
 
 _LENGTH = struct.Struct(">Q")
+_CREDENTIALS = struct.Struct("3i")  # pid, uid, gid
+# A request must arrive within this after connecting (a stuck client cannot hold
+# the worker); the handler itself has no limit (Flower's round timeout has).
+REQUEST_TIMEOUT_S = 60.0
+
+
+def _check_peer(conn: socket.socket) -> None:
+    """Refuse a peer that is not this process's user (before any unpickling)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        raise OSError("the site worker needs Linux (SO_PEERCRED)")
+    raw = conn.getsockopt(socket.SOL_SOCKET, option, _CREDENTIALS.size)
+    uid = _CREDENTIALS.unpack(raw)[1]
+    if uid != os.getuid():
+        raise PermissionError(f"peer is user {uid}, not {os.getuid()}")
 
 
 def _send(conn: socket.socket, payload: Any) -> None:
@@ -71,6 +89,7 @@ def ask_worker(
     content: RecordDict,
     run_config: Mapping[str, Any],
     node_config: Mapping[str, Any],
+    run_id: int = 0,
 ) -> RecordDict:
     """Have the worker at ``path`` handle one message; its reply content.
 
@@ -82,10 +101,14 @@ def ask_worker(
     RuntimeError
         The handler failed with another error (its type and message).
     """
+    request = (kind, content, dict(run_config), dict(node_config), run_id)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(REQUEST_TIMEOUT_S)
             conn.connect(path)
-            _send(conn, (kind, content, dict(run_config), dict(node_config)))
+            _check_peer(conn)
+            _send(conn, request)
+            conn.settimeout(None)  # training takes what it takes
             status, payload = _receive(conn)
     except OSError as error:
         raise ValueError(
@@ -133,18 +156,25 @@ def serve(server: socket.socket, *, requests: int | None = None) -> None:
     """
     from flwr.app import Context, RecordDict
 
-    from fcit_flower.client_handlers import HANDLERS
+    from fcit_flower.client_handlers import HANDLERS, forget_loaded
 
-    served = 0
+    served, current_run = 0, None
     while requests is None or served < requests:
         conn, _ = server.accept()
         with conn:
             try:
-                kind, content, run_config, node_config = _receive(conn)
-            except (OSError, pickle.UnpicklingError, ValueError):
-                continue  # a client that went away or sent garbage: next one
+                conn.settimeout(REQUEST_TIMEOUT_S)
+                _check_peer(conn)
+                kind, content, run_config, node_config, run_id = _receive(conn)
+                conn.settimeout(None)
+            except Exception as error:  # not our user, gone, garbage: next one
+                print(f"site worker: request refused: {error}", flush=True)
+                continue
+            if run_id != current_run:  # a new run reads base and data anew
+                forget_loaded()
+                current_run = run_id
             context = Context(
-                run_id=0,
+                run_id=run_id,
                 node_id=0,
                 node_config=node_config,
                 state=RecordDict(),
@@ -160,8 +190,8 @@ def serve(server: socket.socket, *, requests: int | None = None) -> None:
             print(f"site worker: {kind} {reply[0]} {seconds:.2f} s", flush=True)
             try:
                 _send(conn, reply)
-            except OSError:
-                pass  # the ClientApp is gone (its message timed out)
+            except Exception as error:  # the ClientApp is gone, or an odd reply
+                print(f"site worker: reply not sent: {error}", flush=True)
         served += 1
 
 

@@ -37,6 +37,11 @@ from fcit_flower.tasks.fcit_data import Sample
 TINY_NORM = (0.5, 0.5, 0.5)
 
 
+def forget_images() -> None:
+    """Drop the decoded images (a site worker starting a new run)."""
+    _load_image.cache_clear()
+
+
 @lru_cache(maxsize=65536)
 def _load_image(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as image:

@@ -34,6 +34,11 @@ def unavailable() -> str:
     return ""
 
 
+def _random_subnet() -> str:
+    """A /24 in 10/8, random: two test runs on one machine do not share one."""
+    return f"10.{secrets.randbelow(200) + 20}.{secrets.randbelow(250)}"
+
+
 def _ip(*args: str, namespace: str | None = None) -> None:
     command = ["ip", *(["-n", namespace] if namespace else []), *args]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -48,7 +53,12 @@ class Network:
     Use as a context manager: leaving it deletes every namespace and the bridge.
     """
 
-    subnet: str = "10.231.7"
+    # random, so that two test runs on one machine do not share a subnet
+    subnet: str = field(
+        default_factory=lambda: (
+            f"10.{secrets.randbelow(200) + 20}.{secrets.randbelow(250)}"
+        )
+    )
     name: str = field(default_factory=lambda: f"fc{secrets.token_hex(2)}")
     namespaces: dict[str, str] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
@@ -60,8 +70,12 @@ class Network:
 
     def __enter__(self) -> Network:
         _ip("link", "add", self.name, "type", "bridge")
-        _ip("addr", "add", f"{self.coordinator}/24", "dev", self.name)
-        _ip("link", "set", self.name, "up")
+        try:
+            _ip("addr", "add", f"{self.coordinator}/24", "dev", self.name)
+            _ip("link", "set", self.name, "up")
+        except RuntimeError:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -75,6 +89,7 @@ class Network:
         namespace, veth = f"{self.name}-{host}", f"{self.name}v{index}"
         address = f"{self.subnet}.{index}"
         subprocess.run(["ip", "netns", "add", namespace], check=True)
+        # recorded at once: __exit__ deletes it (and its veth) if the rest fails
         self.namespaces[host], self.addresses[host] = namespace, address
         _ip("link", "add", veth, "type", "veth", "peer", "eth0", "netns", namespace)
         _ip("link", "set", veth, "master", self.name, "up")

@@ -57,18 +57,25 @@ def test_sites_on_other_hosts_survive_a_lost_site_and_refuse_a_rogue(tmp_path, r
         clients=2, per_round=2, train_size=12, test_size=4, min_client_size=2
     )
     coordinator_data, site_data = site_directories(tmp_path, sizes)
+    rogue_data = tmp_path / "rogue" / "data"  # a copy of site 0's: it claims site 0
+    shutil.copytree(site_data[0], rogue_data)
     results = tmp_path / "coordinator" / "results"
     with (
         network_namespaces.Network() as network,
         Deployment(host=network.coordinator) as deployment,
     ):
-        hidden = [tmp_path / "coordinator", deployment.home]
+        coordinator_only = [tmp_path / "coordinator", deployment.home]
+        names = ("site-0", "site-1", "rogue")
         deployment.start_superlink(num_keys=0)
         ca = deployment.certs / "ca.crt"  # public: every site gets a copy
         hosts = {}
-        for name in ("site-0", "site-1", "rogue"):
+        for name in names:
             network.add_host(name)
             folder = tmp_path / name
+            # a host sees none of the coordinator's files nor the other hosts'
+            others = [tmp_path / other for other in names if other != name]
+            hidden = [*coordinator_only, *others]
+            folder.mkdir(exist_ok=True)
             shutil.copy(ca, _own_key(folder / "keys").parent / "ca.crt")
             (folder / "home").mkdir()
             hosts[name] = SiteHost(
@@ -77,9 +84,12 @@ def test_sites_on_other_hosts_survive_a_lost_site_and_refuse_a_rogue(tmp_path, r
                 home=folder / "home",
                 prefix=network.prefix(name, hide=hidden),
             )
-        # What a site sees of the coordinator's files: nothing.
-        peek = [*hosts["site-0"].prefix, "ls", "-A", str(coordinator_data.parent)]
-        assert subprocess.run(peek, capture_output=True, text=True).stdout == ""
+        # What a site sees of the coordinator's files and another site's: nothing.
+        for folder in (coordinator_data.parent, tmp_path / "site-1"):
+            assert any(folder.iterdir())  # there is something to see here
+            peek = [*hosts["site-0"].prefix, "ls", "-A", str(folder)]
+            seen = subprocess.run(peek, capture_output=True, text=True)
+            assert (seen.returncode, seen.stdout) == (0, ""), seen.stderr
         ids = [
             deployment.register(Path(f"{hosts[s].private_key}.pub"))
             for s in ("site-0", "site-1")
@@ -127,7 +137,8 @@ def test_sites_on_other_hosts_survive_a_lost_site_and_refuse_a_rogue(tmp_path, r
         for key, (name, site) in enumerate(
             (("site-0", 0), ("site-1", 1), ("rogue", 0)), start=1
         ):
-            node = {"site-id": site, "data-root": str(site_data[site])}
+            data = site_data[site] if name != "rogue" else rogue_data
+            node = {"site-id": site, "data-root": str(data)}
             if name == "site-0":
                 node[WORKER_KEY] = str(socket)
             deployment.start_supernode(key, node, site=hosts[name])
@@ -156,8 +167,10 @@ def test_sites_on_other_hosts_survive_a_lost_site_and_refuse_a_rogue(tmp_path, r
         outcome.log
     )
     assert "clients [1] not connected (lost sites)" in outcome.log
-    # The rogue got the discovery question and nothing else: no adapters.
-    assert "Receiving: query message" in logs[2] and "train message" not in logs[2]
+    # The rogue got the discovery question and nothing else: no adapters, no
+    # identity-token query.
+    received = [line for line in logs[2].splitlines() if "Receiving:" in line]
+    assert len(received) == 1 and "query message" in received[0], received
     assert "Receiving: train message" in logs[0]
     assert "site worker: train ok" in worker_log  # site 0's work, in its worker
     sites = json.loads((results / "multi-host" / "sites.json").read_text())

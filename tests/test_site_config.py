@@ -23,7 +23,12 @@ from fcit_flower.protocol import (
     SITE_SETTINGS,
 )
 from fcit_flower.report.manifest import combined_digest, file_sha256
-from fcit_flower.site_config import SITE_LOCAL_KEYS, site_run_config, site_values
+from fcit_flower.site_config import (
+    SITE_LOCAL_KEYS,
+    hardware_differences,
+    site_run_config,
+    site_values,
+)
 from fcit_flower.tasks.schedule import make_schedule
 
 SMALL = {
@@ -109,3 +114,32 @@ def test_a_site_without_a_train_file_fails_at_discovery_naming_itself(tmp_path):
     assert reply.has_error()
     reason = reply.error.reason.strip().splitlines()[-1]
     assert "site 0:" in reason and "lacks train files" in reason and task in reason
+
+
+def test_hardware_differences_name_each_key_a_site_set_otherwise():
+    run = RunConfig()  # cpu, no quantization, float32
+    assert hardware_differences('device=cpu data-root="/d"', run) == []
+    found = hardware_differences("quantization=4bit torch-dtype=bfloat16", run)
+    assert found == [
+        "quantization=4bit (the run's: none)",
+        "torch-dtype=bfloat16 (the run's: float32)",
+    ]
+
+
+def test_a_site_cannot_follow_its_own_schedule():
+    run = {"schedule-file": "/coordinator/schedule.toml"}
+    values = site_values(run, {"schedule-file": "/site/other.toml"})
+    assert values["schedule-file"] == "/coordinator/schedule.toml"
+
+
+def test_the_compared_fingerprint_covers_a_clip_encoder(tmp_path):
+    from fcit_flower.report.manifest import model_fingerprint, weights_fingerprint
+
+    base, encoder, other = (tmp_path / n for n in ("base", "clip", "other"))
+    for folder, payload in ((base, b"b"), (encoder, b"c"), (other, b"d")):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(payload)
+    assert model_fingerprint(base) == weights_fingerprint(base)
+    with_clip = model_fingerprint(base, str(encoder))
+    assert with_clip.startswith(weights_fingerprint(base) + "+clip:")
+    assert with_clip != model_fingerprint(base, str(other))

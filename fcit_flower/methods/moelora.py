@@ -63,6 +63,11 @@ def moe_model(config: RunConfig, path: str) -> nn.Module:
 _cached_build = lru_cache(maxsize=2)(_build)
 
 
+def forget_models() -> None:
+    """Drop the cached MoE-LoRA copies (a site worker starting a new run)."""
+    _cached_build.cache_clear()
+
+
 def _shape(config: RunConfig) -> tuple[int, int, int, float, float]:
     experts = config.moelora_experts
     return (

@@ -87,6 +87,16 @@ def register_base(path: str, options: LoadOptions) -> None:
         )
 
 
+def forget_bases() -> None:
+    """Drop every loaded base, its model copies and load options.
+
+    For a site worker starting a new run: it may load a base with other options.
+    """
+    _LOAD_OPTIONS.clear()
+    for cached in (load_base, adapted_model, subspace_model):
+        cached.cache_clear()
+
+
 @lru_cache(maxsize=2)
 def load_base(path: str) -> BaseBundle:
     """Load the base at ``path`` once per process (tiny or a LLaVA checkpoint)."""

@@ -113,6 +113,15 @@ def weights_fingerprint(path: str | Path) -> str:
     return f"sizes:{combined_digest(sizes)}"
 
 
+def model_fingerprint(base_path: str | Path, encoder_path: str = "") -> str:
+    """What every site must share: the base's weights (and the CLIP encoder's).
+
+    ``encoder_path``: the CLIP checkpoint identity tokens come from, if any.
+    """
+    base = weights_fingerprint(base_path)
+    return f"{base}+clip:{weights_fingerprint(encoder_path)}" if encoder_path else base
+
+
 def data_fingerprints(
     root: Path, tasks: Iterable[str], splits: Sequence[str] = ("train", "test")
 ) -> dict[str, dict[str, str | None]]:
