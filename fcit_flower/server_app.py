@@ -36,7 +36,11 @@ from fcit_flower.protocol import (
     to_numpy,
     to_record,
 )
-from fcit_flower.report.hooks import write_manifest, write_report_logged
+from fcit_flower.report.hooks import (
+    add_sites_to_manifest,
+    write_manifest,
+    write_report_logged,
+)
 from fcit_flower.report.manifest import model_fingerprint
 from fcit_flower.report.progress import attach_log_progress
 from fcit_flower.results import atomic_write_json, write_results
@@ -185,9 +189,9 @@ def main(grid: Grid, context: Context) -> None:
                 report.get(PARTITION_ID),
                 ", ".join(differences),
             )
-    atomic_write_json(
-        config.run_dir / "sites.json", {str(n): r for n, r in sites.items()}
-    )
+    reported = {str(n): r for n, r in sites.items()}
+    atomic_write_json(config.run_dir / "sites.json", reported)
+    add_sites_to_manifest(config.run_dir, reported)
     federation = Federation.from_config(config, node_clients, run.round_done)
     setup = ServerSetup(config=config, runtime=runtime, federation=federation)
     strategy, arrays = method.build_server(setup)

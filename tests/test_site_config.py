@@ -85,6 +85,8 @@ def test_sites_train_on_their_own_data_and_report_it(tmp_path):
     metrics = json.loads((tmp_path / "own" / "metrics.json").read_text())
     assert metrics["complete"] and len(metrics["accuracy_matrix"]) == 2
     reports = json.loads((tmp_path / "own" / "sites.json").read_text())
+    manifest = json.loads((tmp_path / "own" / "manifest.json").read_text())
+    assert manifest["sites"] == reports and "versions" in manifest
     by_site = {r[PARTITION_ID]: r for r in reports.values()}
     for site in (0, 1):  # Hom: every site learns every task of the run
         files = {t: sites[site] / t / "train.json" for t in metrics["tasks"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from logging import INFO, WARNING
 from pathlib import Path
@@ -13,6 +14,18 @@ from fcit_flower.report.manifest import build_manifest
 from fcit_flower.results import atomic_write_json
 
 APP_DIR = Path(__file__).resolve().parents[2]
+
+
+def add_sites_to_manifest(run_dir: Path, sites: dict[str, Any]) -> None:
+    """Record in ``manifest.json`` what every site reported at discovery.
+
+    The manifest's own data and base hashes are the coordinator's; in a deployment
+    each site reports its base, data and versions, which go under ``sites``.
+    """
+    path = Path(run_dir) / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    manifest["sites"] = sites
+    atomic_write_json(path, manifest)
 
 
 def write_manifest(config: Any, runtime: Any) -> Path:
