@@ -14,6 +14,7 @@ import argparse
 import collections
 import copy
 import itertools
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from bench.common import record_rows, table_header
 from fcit_flower.config import RunConfig
 from fcit_flower.models.adapters import lora_config, lora_parameters
 from fcit_flower.models.tiny import ensure_tiny_base, load_tiny_base, tiny_base_spec
+from fcit_flower.models.tiny_spec import TINY_BASE_ENV
 from fcit_flower.tasks.catalog import TASK_ORDER, TASKS
 from fcit_flower.tasks.fcit_data import Sample
 from fcit_flower.tasks.metrics import score
@@ -163,7 +165,11 @@ def main() -> None:
                 common = collections.Counter(outputs).most_common(4)
                 print(rows[-1], "most common outputs:", common, flush=True)
     kind = "Pooled (one LoRA, all tasks)" if args.pooled else "Single-task"
-    title = f"{kind} learnability ({args.train} train items, {args.epochs} epochs)"
+    base_name = os.environ.get(TINY_BASE_ENV, "standard")  # from $FCIT_TINY_BASE
+    title = (
+        f"{kind} learnability, {base_name} base "
+        f"({args.train} train items, {args.epochs} epochs)"
+    )
     record_rows(title, rows, enabled=not args.no_record)
 
 
