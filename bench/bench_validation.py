@@ -23,6 +23,7 @@ Parts (``--part``):
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from bench.common import (
     run_inprocess,
     table_header,
 )
+from fcit_flower.models.tiny_spec import TINY_BASE_ENV
 
 BASE: dict[str, Any] = {"eval-split": "val", "seed": 0}
 BUDGETS = [
@@ -57,6 +59,7 @@ def _rows(variants: list[dict[str, Any]], common: dict[str, Any]) -> list[str]:
     rows = table_header(
         "variant", "after own stage (val)", "Last (val)", "Avg (val)", "wall s"
     )
+    per_task: list[str] = []  # each variant's final val score per task
     with tempfile.TemporaryDirectory() as tmp:
         for index, values in enumerate(variants):
             start = time.monotonic()
@@ -69,7 +72,13 @@ def _rows(variants: list[dict[str, Any]], common: dict[str, Any]) -> list[str]:
                 f"{time.monotonic() - start:.0f} |"
             )
             print(rows[-1], flush=True)
-    return rows
+            if not per_task:
+                per_task = ["", *table_header("variant", *metrics["tasks"])]
+            last = metrics["accuracy_matrix"][-1]
+            per_task.append(
+                f"| {_label(values)} | " + " | ".join(f"{v:.1f}" for v in last) + " |"
+            )
+    return rows + per_task
 
 
 def main() -> None:
@@ -100,7 +109,8 @@ def main() -> None:
     else:
         wanted = {int(e) for e in args.mtl_epochs.split(",")}
         rows = _rows([m for m in MTL_EPOCHS if m["mtl-epochs"] in wanted], common)
-    title = f"Validation choice: {args.part} (mini-FCIT val split, seed 0)"
+    base = os.environ.get(TINY_BASE_ENV, "standard")  # from $FCIT_TINY_BASE
+    title = f"Validation choice: {args.part} (mini-FCIT val split, seed 0, {base} base)"
     record_rows(title, rows, enabled=not args.no_record)
 
 
