@@ -110,7 +110,8 @@ def main() -> None:
         wanted = {int(e) for e in args.mtl_epochs.split(",")}
         rows = _rows([m for m in MTL_EPOCHS if m["mtl-epochs"] in wanted], common)
     base = os.environ.get(TINY_BASE_ENV, "standard")  # from $FCIT_TINY_BASE
-    title = f"Validation choice: {args.part} (mini-FCIT val split, seed 0, {base} base)"
+    seed = common.get("seed", BASE["seed"])
+    title = f"Validation choice: {args.part} (mini-FCIT val split, seed {seed}, {base} base)"
     record_rows(title, rows, enabled=not args.no_record)
 
 
