@@ -111,7 +111,8 @@ def main() -> None:
         rows = _rows([m for m in MTL_EPOCHS if m["mtl-epochs"] in wanted], common)
     base = os.environ.get(TINY_BASE_ENV, "standard")  # from $FCIT_TINY_BASE
     seed = common.get("seed", BASE["seed"])
-    title = f"Validation choice: {args.part} (mini-FCIT val split, seed {seed}, {base} base)"
+    split = f"mini-FCIT val split, seed {seed}, {base} base"
+    title = f"Validation choice: {args.part} ({split})"
     record_rows(title, rows, enabled=not args.no_record)
 
 
