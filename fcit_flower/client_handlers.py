@@ -60,11 +60,11 @@ from fcit_flower.protocol import (
     VERSIONS,
     read_int,
 )
-from fcit_flower.runtime import Runtime, prepare_runtime
+from fcit_flower.runtime import prepare_runtime
 from fcit_flower.site_config import clip_path, site_run_config, site_settings
 from fcit_flower.tasks.data import config_load_task, data_root_path, require_task_files
 from fcit_flower.tasks.fcit_data import DataError, Sample
-from fcit_flower.tasks.schedule import make_schedule
+from fcit_flower.tasks.schedule import Schedule, make_schedule
 from fcit_flower.transport import decode_arrays, encode_arrays
 
 
@@ -132,16 +132,6 @@ def site_context(context: Context) -> tuple[RunConfig, int]:
     return config, client_position(context, config.num_clients)
 
 
-def site_runtime(config: RunConfig, context: Context, position: int) -> Runtime:
-    """The site's runtime (data, schedule, base).
-
-    With its own data a site needs only the train files of its own tasks (checked
-    at discovery); on a shared root, the train file of every task.
-    """
-    own = site_data_root(context, position)
-    return prepare_runtime(config, () if own is not None else ("train",))
-
-
 def site_tasks(method: Method, config: RunConfig, position: int) -> list[str]:
     """Every task the site learns in some stage of the run."""
     schedule = method.schedule(make_schedule(config))
@@ -151,19 +141,22 @@ def site_tasks(method: Method, config: RunConfig, position: int) -> list[str]:
 
 
 def site_samples(
-    method: Method, config: RunConfig, context: Context, stage: int, position: int
+    method: Method,
+    config: RunConfig,
+    schedule: Schedule,
+    root: Path,
+    own: Path | None,
+    stage: int,
+    position: int,
 ) -> list[Sample]:
     """Return the site's training samples for ``stage``.
 
-    With a node ``data-root``: every train sample of the stage's tasks in that
-    directory (the site holds only its own data). Otherwise: the site's partition
-    of the shared data root, exactly as in simulation.
+    With a node ``data-root`` (``own``): every train sample of the stage's tasks in
+    that directory (the site holds only its own data). Otherwise: the site's
+    partition of the shared data ``root``, exactly as in simulation.
     """
-    runtime = site_runtime(config, context, position)
-    schedule = method.schedule(runtime.schedule)
-    own = site_data_root(context, position)
     if own is None:
-        return method.client_samples(config, schedule, runtime.root, stage, position)
+        return method.client_samples(config, schedule, root, stage, position)
     tasks = schedule.client_tasks(stage, position)
     try:
         return [
@@ -174,19 +167,30 @@ def site_samples(
 
 
 def client_setup(
-    method: Method, config: RunConfig, context: Context, request: ConfigRecord
+    method: Method,
+    config: RunConfig,
+    context: Context,
+    request: ConfigRecord,
+    position: int,
 ) -> ClientSetup:
-    """What the method's client side gets for one message of this node."""
-    position = client_position(context, config.num_clients)
-    runtime = site_runtime(config, context, position)
+    """What the method's client side gets for one message of this node.
+
+    With its own data a site needs only the train files of its own tasks (checked
+    at discovery); on a shared root, the train file of every task.
+    """
+    own = site_data_root(context, position)
+    runtime = prepare_runtime(config, () if own is not None else ("train",))
+    schedule = method.schedule(runtime.schedule)
     stage = read_int(request, STAGE)
     return ClientSetup(
         config=config,
         runtime=runtime,
         request=request,
         position=position,
-        samples=site_samples(method, config, context, stage, position),
-        tasks=method.schedule(runtime.schedule).client_tasks(stage, position),
+        samples=site_samples(
+            method, config, schedule, runtime.root, own, stage, position
+        ),
+        tasks=schedule.client_tasks(stage, position),
     )
 
 
@@ -207,7 +211,7 @@ def handle_query(content: RecordDict, context: Context) -> RecordDict:
         report = site_report(config, position, own, tasks)
         report[SITE_SETTINGS] = site_settings(context.node_config)
         return RecordDict({CONFIG_KEY: report})
-    setup = client_setup(method, config, context, request)
+    setup = client_setup(method, config, context, request, position)
     return method.answer_query(setup)
 
 
@@ -267,7 +271,7 @@ def handle_train(content: RecordDict, context: Context) -> RecordDict:
             f"injected fault (fault-rate={config.fault_rate}): stage {stage + 1} "
             f"round {server_round} client {position} attempt {attempt}"
         )
-    setup = client_setup(method, config, context, request)
+    setup = client_setup(method, config, context, request, position)
     transport = config.transport_dtype
     received = decode_arrays(content.array_records[ARRAYS_KEY], transport=transport)
     update = method.train_client(setup, received)
