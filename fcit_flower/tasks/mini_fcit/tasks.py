@@ -212,14 +212,14 @@ TASK_SPECS: dict[str, TaskSpec] = {
         {
             "above-middle": Phrasings(
                 (
-                    "Is the {a} bar above the middle line?",
-                    "Does the {a} bar cross the middle gridline?",
-                    "Is {a} higher than the middle gridline?",
-                    "Does {a} reach above the middle of the chart?",
+                    "Is the tallest bar above the middle line?",
+                    "Does the tallest bar cross the middle gridline?",
+                    "Is the tallest bar higher than the middle gridline?",
+                    "Does the tallest bar reach above the middle of the chart?",
                 ),
                 (
-                    "Does the {a} bar extend past the middle line?",
-                    "Is {a} greater than the value at the middle gridline?",
+                    "Does the tallest bar extend past the middle line?",
+                    "Is the tallest bar greater than the value at the middle gridline?",
                 ),
             ),
         },
