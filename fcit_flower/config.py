@@ -55,7 +55,7 @@ PARTITIONS = ("quantity", "label")
 EVAL_SPLITS = ("test", "val")
 EXPORTS = ("every-stage", "final", "off")
 # How adapter arrays travel, both ways (fcit_flower/transport.py).
-TRANSPORT_DTYPES = ("float32", "bfloat16")
+TRANSPORT_DTYPES = ("float32", "bfloat16", "float16")
 # Client-level differential privacy: off, central (the server clips and noises the
 # aggregates) or local (every client clips and noises its own upload).
 DP_MODES = ("off", "central", "local")

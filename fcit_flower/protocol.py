@@ -19,8 +19,8 @@ Messages (server -> client, client -> server):
   ``metrics`` with :data:`NUM_EXAMPLES`.
 
 No reply carries a task name or a label: what the method needs and nothing else.
-TRAIN arrays travel both ways in the run's ``transport-dtype`` (float32, or bfloat16
-bits; :mod:`fcit_flower.transport` encodes and decodes them).
+TRAIN arrays travel both ways in the run's ``transport-dtype`` (float32, bfloat16
+bits or float16; :mod:`fcit_flower.transport` encodes and decodes them).
 Diagnostics that need a client's tasks (DISCO's routing accuracy) take them from the
 run's schedule, which the server computes from the same run-config.
 

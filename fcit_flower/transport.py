@@ -1,4 +1,4 @@
-"""How adapter arrays travel: float32, or bfloat16 bits in a uint16 array (numpy).
+"""How adapter arrays travel: float32, bfloat16 bits or float16 (numpy).
 
 Run-config ``transport-dtype`` (both directions, server -> client and back):
 
@@ -6,15 +6,28 @@ Run-config ``transport-dtype`` (both directions, server -> client and back):
   :func:`~fcit_flower.protocol.to_record` / :func:`~fcit_flower.protocol.to_numpy`).
 - ``"bfloat16"``: every float32 array travels as the upper 16 bits of its values,
   rounded to nearest even, in a uint16 ``.npy`` whose Flower ``Array.dtype`` declares
-  ``"bfloat16"``; half the bytes. Other dtypes travel as they are (no TRAIN array
-  has one; a float64 upload is then refused by the server's dtype check). The
-  receiver widens the bits back to float32 and refuses an array whose declared
-  dtype is not the run's (:class:`TransportError`, one line).
+  ``"bfloat16"``; half the bytes. Overflow rounds to inf, inf stays inf and every
+  NaN becomes a quiet NaN (as torch does).
+- ``"float16"``: every float32 array travels as IEEE half precision
+  (``astype(np.float16)``, rounded to nearest even) in a float16 ``.npy`` declared
+  ``"float16"``; half the bytes too. 10 mantissa bits instead of bfloat16's 7: the
+  rounding is 8x finer (relative 2^-11 for normal values), but the range is
+  float16's: a finite value beyond 65504 would become inf, so the sender refuses
+  it (:class:`TransportError` naming the array, its largest magnitude and
+  ``"bfloat16"``). Below 2^-14 (6.1e-5) values are subnormal, rounded to a
+  multiple of 2^-24 (an absolute error up to 3e-8), and up to 2^-25 they become 0:
+  accepted (a tiny EWC Fisher suffers most). inf and NaN travel as they are, as
+  under ``"bfloat16"`` (the server's upload check refuses them).
 
-Uploads under ``"bfloat16"`` carry the *update*: each array is the difference
-between the client's result and what it received (same key and shape; an array it
-was not sent travels whole), and the server adds the difference to what it sent,
-in float32. Why: the client trained from the 16-bit global, so ``upload - received``
+Other dtypes travel as they are (no TRAIN array has one; a float64 upload is then
+refused by the server's dtype check). The receiver widens 16-bit arrays back to
+float32 and refuses an array whose declared dtype is not the run's
+(:class:`TransportError`, one line).
+
+Uploads in 16 bits carry the *update*: each array is the difference between the
+client's result and what it received (same key and shape; an array it was not
+sent travels whole), and the server adds the difference to what it sent, in
+float32. Why: the client trained from the 16-bit global, so ``upload - received``
 is its true update, and adding it to the server's float32 state keeps the global's
 own rounding out of the aggregate (no spurious update ``current - bf16(current)``
 for a server optimizer or the DP clip to see). And the rounding error of a 16-bit
@@ -33,8 +46,11 @@ from flwr.app.message.array import SType
 from fcit_flower.config import TRANSPORT_DTYPES
 from fcit_flower.protocol import Arrays, ProtocolError, to_record
 
-FLOAT32, BFLOAT16 = TRANSPORT_DTYPES
+FLOAT32, BFLOAT16, FLOAT16 = TRANSPORT_DTYPES
 _QUIET_NAN = np.uint16(0x7FC0)  # what torch.bfloat16 makes of every NaN
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
+# What a 16-bit array holds on the wire (the .npy inside the Flower Array).
+_WIRE_DTYPES = {BFLOAT16: np.dtype(np.uint16), FLOAT16: np.dtype(np.float16)}
 
 
 class TransportError(ProtocolError):
@@ -61,12 +77,36 @@ def from_bfloat16_bits(bits: np.ndarray) -> np.ndarray:
     return wide.view(np.float32)
 
 
-def _bfloat16_array(values: np.ndarray) -> Array:
-    """A Flower Array of the bits of ``values``, declared ``"bfloat16"``."""
+def to_float16(values: np.ndarray, *, key: str) -> np.ndarray:
+    """float32 -> IEEE float16, rounded to nearest even; refuses what would be inf.
+
+    Raises
+    ------
+    TransportError
+        When a finite value exceeds float16's largest, 65504 (inf and NaN pass).
+    """
+    values = np.asarray(values, dtype=np.float32)
+    magnitude = np.abs(values)
+    largest = float(np.max(magnitude, where=np.isfinite(values), initial=0.0))
+    if largest > FLOAT16_MAX:
+        raise TransportError(
+            f"array {key!r} holds a value of magnitude {largest:.6g}, beyond the "
+            f"float16 maximum {FLOAT16_MAX:g}: "
+            'use transport-dtype "bfloat16"'
+        )
+    return values.astype(np.float16)
+
+
+def _sixteen_bit_array(key: str, values: np.ndarray, transport: str) -> Array:
+    """A Flower Array of ``values`` in ``transport`` (16 bits), declared as such."""
+    if transport == FLOAT16:
+        wire = to_float16(values, key=key)
+    else:
+        wire = to_bfloat16_bits(values)
     buffer = io.BytesIO()
-    np.save(buffer, to_bfloat16_bits(values), allow_pickle=False)
+    np.save(buffer, wire, allow_pickle=False)
     return Array(
-        dtype=BFLOAT16,
+        dtype=transport,
         shape=tuple(values.shape),
         stype=SType.NUMPY,
         data=buffer.getvalue(),
@@ -90,16 +130,21 @@ def encode_arrays(
     ----------
     arrays : Mapping[str, np.ndarray]
         What to send.
-    transport : {"float32", "bfloat16"}
+    transport : {"float32", "bfloat16", "float16"}
         The run's ``transport-dtype``.
     reference : Mapping[str, np.ndarray], optional
-        An upload's received arrays: under ``"bfloat16"`` float32 arrays travel as
-        their difference from it (see the module docstring).
+        An upload's received arrays: in 16 bits float32 arrays travel as their
+        difference from it (see the module docstring).
 
     Returns
     -------
     ArrayRecord
         The record to put in the message.
+
+    Raises
+    ------
+    TransportError
+        Under ``"float16"``, when a finite value to send exceeds 65504.
     """
     if transport == FLOAT32:
         return to_record(arrays)
@@ -109,9 +154,9 @@ def encode_arrays(
         if value.dtype != np.float32:
             record[key] = Array(np.ascontiguousarray(value))
         elif _shared(key, value, reference):
-            record[key] = _bfloat16_array(value - reference[key])
+            record[key] = _sixteen_bit_array(key, value - reference[key], transport)
         else:
-            record[key] = _bfloat16_array(value)
+            record[key] = _sixteen_bit_array(key, value, transport)
     return ArrayRecord(record)
 
 
@@ -127,7 +172,7 @@ def decode_arrays(
     ----------
     record : ArrayRecord
         The received record.
-    transport : {"float32", "bfloat16"}
+    transport : {"float32", "bfloat16", "float16"}
         The run's ``transport-dtype``: what each array must declare.
     reference : Mapping[str, np.ndarray], optional
         For an upload: what was sent, in float32; differences are added to it.
@@ -135,7 +180,7 @@ def decode_arrays(
     Returns
     -------
     dict
-        Key -> array; bfloat16 arrays widened to float32.
+        Key -> array; 16-bit arrays widened to float32.
 
     Raises
     ------
@@ -153,15 +198,18 @@ def decode_arrays(
                 f"{transport!r}: server and client must use the same run-config"
             )
         value = array.numpy()
-        if declared != BFLOAT16:
+        if declared not in _WIRE_DTYPES:
             out[key] = value
             continue
-        if value.dtype != np.uint16 or value.shape != tuple(array.shape):
+        if value.dtype != _WIRE_DTYPES[declared] or value.shape != tuple(array.shape):
             raise TransportError(
-                f"array {key!r} declares bfloat16 {tuple(array.shape)} but holds "
+                f"array {key!r} declares {declared} {tuple(array.shape)} but holds "
                 f"{value.dtype} {value.shape}"
             )
-        widened = from_bfloat16_bits(value)
+        if declared == FLOAT16:
+            widened = value.astype(np.float32)  # exact
+        else:
+            widened = from_bfloat16_bits(value)
         if _shared(key, widened, reference):
             widened = np.asarray(reference[key], dtype=np.float32) + widened
         out[key] = widened

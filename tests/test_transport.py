@@ -1,4 +1,4 @@
-"""16-bit transport: bfloat16 bits, encoding, declared dtype, no spurious update."""
+"""16-bit transport: bfloat16 bits, float16, declared dtype, no spurious update."""
 
 import numpy as np
 import pytest
@@ -15,14 +15,22 @@ from fcit_flower.strategies.disco import Disco
 from fcit_flower.strategies.server_optim import ServerOptimizerSpec
 from fcit_flower.strategies.uploads import RoundFailedError, RoundPolicy
 from fcit_flower.transport import (
+    FLOAT16_MAX,
     TransportError,
     decode_arrays,
     encode_arrays,
     from_bfloat16_bits,
     to_bfloat16_bits,
+    to_float16,
 )
 
 RNG = np.random.default_rng(0)
+SIXTEEN_BITS = ("bfloat16", "float16")
+# Relative rounding error of a normal value: half the spacing at 1.
+HALF_ULP = {"bfloat16": 2.0**-8, "float16": 2.0**-11}
+# float16's subnormals are multiples of 2^-24: an absolute error up to 2^-25.
+SUBNORMAL_ERROR = {"bfloat16": 0.0, "float16": 2.0**-25}
+WIRE = {"bfloat16": np.uint16, "float16": np.float16}
 
 
 def _torch_bits(values):
@@ -79,6 +87,76 @@ def test_round_trip_is_exact_on_bfloat16_values_and_close_on_others():
     np.testing.assert_allclose(back, values, rtol=2.0**-8)
 
 
+def _float16_round_trip(values):
+    record = encode_arrays({"x": values}, transport="float16")
+    return decode_arrays(record, transport="float16")["x"]
+
+
+def test_float16_is_numpy_s_half_within_2_to_the_minus_11():
+    values = np.concatenate(
+        [
+            RNG.standard_normal(10_000).astype(np.float32),
+            (RNG.standard_normal(1000) * 1e3).astype(np.float32),
+            (RNG.uniform(2.0**-14, 1, 1000) * RNG.choice([-1, 1], 1000)).astype(
+                np.float32
+            ),
+        ]
+    )
+    values = values[np.abs(values) >= 2.0**-14]  # normal in float16
+    back = _float16_round_trip(values)
+    assert back.dtype == np.float32 and back.shape == values.shape
+    np.testing.assert_array_equal(back, values.astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(back, values, rtol=2.0**-11, atol=0)
+    # ties to even: float16's spacing at 1 is 2^-10
+    one, ulp = 1.0, 2.0**-10
+    ties = np.array([one + ulp / 2, one + 3 * ulp / 2, -(one + ulp / 2)], np.float32)
+    np.testing.assert_array_equal(_float16_round_trip(ties), [one, one + 2 * ulp, -one])
+    # float16 values (to its largest, 65504) travel exactly
+    exact = RNG.integers(0, 2**16, 5000, dtype=np.uint16).view(np.float16)
+    exact = exact[np.isfinite(exact)].astype(np.float32)
+    np.testing.assert_array_equal(_float16_round_trip(exact), exact)
+    assert _float16_round_trip(np.array([FLOAT16_MAX], np.float32))[0] == 65504.0
+
+
+def test_float16_underflow_is_absolute_and_inf_nan_travel_as_they_are():
+    tiny = (RNG.standard_normal(1000) * 1e-6).astype(np.float32)
+    back = _float16_round_trip(tiny)
+    np.testing.assert_allclose(back, tiny, rtol=0, atol=2.0**-25)
+    assert _float16_round_trip(np.array([2.0**-26, -1e-30], np.float32)).tolist() == [
+        0.0,
+        0.0,
+    ]
+    special = np.array([np.inf, -np.inf, np.nan, 1.0], np.float32)
+    back = _float16_round_trip(special)
+    assert back[:2].tolist() == [np.inf, -np.inf] and np.isnan(back[2])
+    assert back[3] == 1.0
+
+
+@pytest.mark.parametrize("reference", [None, "zeros"])
+def test_float16_refuses_what_would_become_inf_in_one_line(reference):
+    value = np.ones((4, 4), np.float32)
+    value[1, 2] = -70000.0
+    value[0, 0] = np.inf  # inf is not counted: it travels as it is
+    arrays = {"m.lora_B.weight": value, "m.lora_A.weight": np.ones(3, np.float32)}
+    sent = {k: np.zeros_like(v) for k, v in arrays.items()} if reference else None
+    with pytest.raises(TransportError) as error:
+        encode_arrays(arrays, transport="float16", reference=sent)
+    message = str(error.value)
+    assert "\n" not in message and "'m.lora_B.weight'" in message
+    assert "70000" in message and 'transport-dtype "bfloat16"' in message
+    with pytest.raises(TransportError, match="65519"):
+        to_float16(np.array([65519.0], np.float32), key="k")  # rounds to 65504, yet
+    # an upload is its difference: large weights that barely moved travel fine
+    big = {"w": np.full(3, 1e6, np.float32)}
+    moved = {"w": big["w"] + np.float32(0.5)}
+    back = decode_arrays(
+        encode_arrays(moved, transport="float16", reference=big),
+        transport="float16",
+        reference=big,
+    )
+    np.testing.assert_array_equal(back["w"], moved["w"])
+
+
 def _arrays():
     return {
         "m.lora_A.weight": RNG.standard_normal((8, 64)).astype(np.float32),
@@ -87,11 +165,12 @@ def _arrays():
     }
 
 
-def test_encode_declares_bfloat16_and_halves_the_bytes():
+@pytest.mark.parametrize("transport", SIXTEEN_BITS)
+def test_encode_declares_the_16_bit_dtype_and_halves_the_bytes(transport):
     arrays = _arrays()
-    record = encode_arrays(arrays, transport="bfloat16")
-    assert record["m.lora_A.weight"].dtype == "bfloat16"
-    assert record["m.lora_A.weight"].numpy().dtype == np.uint16
+    record = encode_arrays(arrays, transport=transport)
+    assert record["m.lora_A.weight"].dtype == transport
+    assert record["m.lora_A.weight"].numpy().dtype == WIRE[transport]
     assert record["token-weight/slot0"].dtype == "float64"
     full = to_record(arrays)
     for key in ("m.lora_A.weight", "m.lora_B.weight"):
@@ -100,10 +179,12 @@ def test_encode_declares_bfloat16_and_halves_the_bytes():
     # the declaration survives Flower's serialization of the Array
     array = record["m.lora_A.weight"]
     inflated = Array.inflate(array.deflate(), children=array.children)
-    assert inflated.dtype == "bfloat16"
-    decoded = decode_arrays(ArrayRecord({"k": inflated}), transport="bfloat16")
-    np.testing.assert_allclose(decoded["k"], arrays["m.lora_A.weight"], rtol=2.0**-8)
-    back = decode_arrays(record, transport="bfloat16")
+    assert inflated.dtype == transport
+    decoded = decode_arrays(ArrayRecord({"k": inflated}), transport=transport)
+    np.testing.assert_allclose(
+        decoded["k"], arrays["m.lora_A.weight"], rtol=HALF_ULP[transport]
+    )
+    back = decode_arrays(record, transport=transport)
     assert {k: v.dtype for k, v in back.items()} == {
         k: v.dtype for k, v in arrays.items()
     }
@@ -122,7 +203,15 @@ def test_float32_transport_is_today_s_record_bit_for_bit():
 
 
 @pytest.mark.parametrize(
-    ("sent_as", "read_as"), [("float32", "bfloat16"), ("bfloat16", "float32")]
+    ("sent_as", "read_as"),
+    [
+        ("float32", "bfloat16"),
+        ("bfloat16", "float32"),
+        ("float32", "float16"),
+        ("float16", "float32"),
+        ("bfloat16", "float16"),
+        ("float16", "bfloat16"),
+    ],
 )
 def test_declared_dtype_mismatch_is_refused_in_one_line(sent_as, read_as):
     record = encode_arrays(_arrays(), transport=sent_as)
@@ -135,59 +224,81 @@ def test_declared_dtype_mismatch_is_refused_in_one_line(sent_as, read_as):
     )
 
 
-def test_bfloat16_declaration_with_other_data_is_refused():
+@pytest.mark.parametrize("transport", SIXTEEN_BITS)
+def test_16_bit_declaration_with_other_data_is_refused(transport):
     liar = Array(
-        dtype="bfloat16",
+        dtype=transport,
         shape=(2,),
         stype="numpy.ndarray",
         data=to_record({"x": np.zeros(2, np.float32)})["x"].data,
     )
-    with pytest.raises(TransportError, match="declares bfloat16 .* holds float32"):
-        decode_arrays(ArrayRecord({"x": liar}), transport="bfloat16")
+    with pytest.raises(TransportError, match=f"declares {transport} .* holds float32"):
+        decode_arrays(ArrayRecord({"x": liar}), transport=transport)
+    # float16 data declared bfloat16, or the reverse: the wire dtype must match
+    other = encode_arrays({"x": np.zeros(2, np.float32)}, transport=transport)["x"]
+    wrong = "float16" if transport == "bfloat16" else "bfloat16"
+    fake = Array(dtype=wrong, shape=(2,), stype="numpy.ndarray", data=other.data)
+    with pytest.raises(TransportError, match=f"declares {wrong} .* holds"):
+        decode_arrays(ArrayRecord({"x": fake}), transport=wrong)
 
 
-def test_upload_is_the_update_against_what_arrived():
+@pytest.mark.parametrize("transport", SIXTEEN_BITS)
+def test_upload_is_the_update_against_what_arrived(transport):
     sent = {"w": (RNG.standard_normal((32, 16)) * 0.1).astype(np.float32)}
     received = decode_arrays(
-        encode_arrays(sent, transport="bfloat16"), transport="bfloat16"
+        encode_arrays(sent, transport=transport), transport=transport
     )
     assert not np.array_equal(received["w"], sent["w"])  # the global was rounded
     # a client that does not move: the server sees no update at all
-    unchanged = encode_arrays(received, transport="bfloat16", reference=received)
-    back = decode_arrays(unchanged, transport="bfloat16", reference=sent)
+    unchanged = encode_arrays(received, transport=transport, reference=received)
+    back = decode_arrays(unchanged, transport=transport, reference=sent)
     np.testing.assert_array_equal(back["w"], sent["w"])
     # a small update arrives with an error relative to the update, not the weights
+    # (plus, in float16, the absolute error of an update below 2^-14)
     update = (RNG.standard_normal((32, 16)) * 1e-4).astype(np.float32)
     trained = {"w": received["w"] + update}
     back = decode_arrays(
-        encode_arrays(trained, transport="bfloat16", reference=received),
-        transport="bfloat16",
+        encode_arrays(trained, transport=transport, reference=received),
+        transport=transport,
         reference=sent,
     )
-    np.testing.assert_allclose(back["w"] - sent["w"], update, rtol=2.0**-7, atol=1e-9)
+    # 2 half ulps: the update's rounding and that of received + update in float32
+    atol = 2 * SUBNORMAL_ERROR[transport] or 1e-9
+    np.testing.assert_allclose(
+        back["w"] - sent["w"], update, rtol=2 * HALF_ULP[transport], atol=atol
+    )
     # an array the client was not sent (EWC's first Fisher) travels whole
     fisher = {"f": np.full((3,), 1e-6, np.float32)}
     back = decode_arrays(
-        encode_arrays(fisher, transport="bfloat16", reference=received),
-        transport="bfloat16",
+        encode_arrays(fisher, transport=transport, reference=received),
+        transport=transport,
         reference=sent,
     )
-    np.testing.assert_allclose(back["f"], fisher["f"], rtol=2.0**-8)
+    np.testing.assert_allclose(
+        back["f"],
+        fisher["f"],
+        rtol=HALF_ULP[transport],
+        atol=SUBNORMAL_ERROR[transport],
+    )
 
 
 def test_run_config_key_defaults_to_float32_and_is_validated():
     assert RunConfig().transport_dtype == "float32"
-    config = RunConfig.from_mapping({"transport-dtype": "bfloat16"})
-    assert config.transport_dtype == "bfloat16"
+    for transport in SIXTEEN_BITS:
+        config = RunConfig.from_mapping({"transport-dtype": transport})
+        assert config.transport_dtype == transport
     with pytest.raises(ConfigError, match=r"^transport-dtype='fp8' is not allowed"):
         RunConfig.from_mapping({"transport-dtype": "fp8"})
 
 
-# --- the strategy end to end (FakeGrid), as a bfloat16 ClientApp would answer ---
+# --- the strategy end to end (FakeGrid), as a 16-bit ClientApp would answer ---
 
 
-def _bf16_handler(update, transport="bfloat16"):
-    """Clients that decode, move by ``update(client)`` and encode like the app."""
+def _handler16(update, wire="bfloat16", upload_as=None):
+    """Clients that decode, move by ``update(client)`` and encode like the app.
+
+    They read ``wire`` and answer in ``upload_as`` (default: ``wire``).
+    """
 
     def handler(node, message):
         client = NODES[node]
@@ -199,13 +310,14 @@ def _bf16_handler(update, transport="bfloat16"):
                 }
             )
             return Message(content=content, reply_to=message)
-        received = decode_arrays(message.content["arrays"], transport="bfloat16")
+        received = decode_arrays(message.content["arrays"], transport=wire)
         trained = {k: v + update(client) for k, v in received.items()}
         metrics = {
             "num-examples": SIZES[client],
             "subspace": int(message.content["config"]["subspace"]),
         }
-        arrays = encode_arrays(trained, transport=transport, reference=received)
+        answer_as = upload_as or wire
+        arrays = encode_arrays(trained, transport=answer_as, reference=received)
         content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)})
         return Message(content=content, reply_to=message)
 
@@ -222,20 +334,26 @@ def _strategy(transport, optimizer="fedadam"):
         num_subspaces=4,
         tau=0.9,
         token_dim=4,
-        # values bfloat16 cannot hold: the global's rounding is visible
+        # values 16 bits cannot hold: the global's rounding is visible
         init_subspace=lambda slot: {
             k: np.full(s, 0.1 + slot, np.float32) for k, s in SHAPES.items()
         },
     )
 
 
-def test_clients_that_do_not_move_give_the_float32_global_bit_for_bit():
+def _handler(transport, update):
+    if transport == "float32":
+        return _float32_handler(update)
+    return _handler16(update, wire=transport)
+
+
+@pytest.mark.parametrize("wire", SIXTEEN_BITS)
+def test_clients_that_do_not_move_give_the_float32_global_bit_for_bit(wire):
     # FedAdam would turn a spurious update current - bf16(current) into a full step
     finals = []
-    for transport in ("float32", "bfloat16"):
+    for transport in ("float32", wire):
         strategy = _strategy(transport)
-        handler = _bf16_handler if transport == "bfloat16" else _float32_handler
-        grid = FakeGrid(list(NODES), handler(lambda client: np.float32(0.0)))
+        grid = FakeGrid(list(NODES), _handler(transport, lambda c: np.float32(0.0)))
         for server_round in (1, 2):
             run_round(strategy, grid, server_round=server_round)
         assert not strategy.rejected
@@ -245,24 +363,27 @@ def test_clients_that_do_not_move_give_the_float32_global_bit_for_bit():
         np.testing.assert_array_equal(finals[1][key], value, err_msg=key)
 
 
-def test_bfloat16_round_tracks_the_float32_round():
+@pytest.mark.parametrize("wire", SIXTEEN_BITS)
+def test_16_bit_round_tracks_the_float32_round(wire):
     def update(client):
         return np.float32(1e-3 * (client + 1))
 
     results = {}
-    for transport in ("float32", "bfloat16"):
+    for transport in ("float32", wire):
         strategy = _strategy(transport, optimizer="fedavg")
-        handler = _bf16_handler if transport == "bfloat16" else _float32_handler
-        record, _ = run_round(strategy, FakeGrid(list(NODES), handler(update)))
+        grid = FakeGrid(list(NODES), _handler(transport, update))
+        record, _ = run_round(strategy, grid)
         results[transport] = {k: v.numpy() for k, v in record.items()}
-    # off by a rounding of the updates (<= 8e-3 * 2^-9), not of the weights
-    # (0.1 ... 1.1 x 2^-9 >= 2e-4)
+    # off by a rounding of the updates (<= 8e-3 x 2^-9 in bfloat16, x 2^-11 in
+    # float16), not of the weights (0.1 ... 1.1 x 2^-9 >= 2e-4 in bfloat16; float16
+    # rounds 0.1 by 2.4e-5)
+    atol = {"bfloat16": 2e-5, "float16": 4e-6}[wire]
     for key, value in results["float32"].items():
-        np.testing.assert_allclose(results["bfloat16"][key], value, rtol=0, atol=2e-5)
+        np.testing.assert_allclose(results[wire][key], value, rtol=0, atol=atol)
 
 
 def _float32_handler(update):
-    inner = _bf16_handler(update)
+    inner = _handler16(update)
 
     def handler(node, message):
         if message.metadata.message_type == "query":
@@ -281,29 +402,32 @@ def _float32_handler(update):
     return handler
 
 
-def test_float32_upload_to_a_bfloat16_server_is_rejected_with_the_reason():
-    strategy = _strategy("bfloat16")
-    grid = FakeGrid(list(NODES), _bf16_handler(lambda c: 0.0, transport="float32"))
+@pytest.mark.parametrize(
+    ("wire", "upload_as"),
+    [("bfloat16", "float32"), ("float16", "float32"), ("float16", "bfloat16")],
+)
+def test_upload_in_another_dtype_is_rejected_with_the_reason(wire, upload_as):
+    strategy = _strategy(wire)
+    handler = _handler16(lambda c: 0.0, wire=wire, upload_as=upload_as)
     with pytest.raises(RoundFailedError, match="0 valid uploads"):
-        run_round(strategy, grid)
+        run_round(strategy, FakeGrid(list(NODES), handler))
     reasons = {r["reason"] for r in strategy.rejected}
-    assert all("transport-dtype='bfloat16'" in r for r in reasons), reasons
+    assert all(f"transport-dtype='{wire}'" in r for r in reasons), reasons
     assert {r["kind"] for r in strategy.rejected} == {"invalid"}
 
 
+@pytest.mark.parametrize("wire", SIXTEEN_BITS)
 @pytest.mark.parametrize("kind", ["nan", "norm", "shape", "dtype"])
-def test_corrupted_bfloat16_uploads_are_rejected_as_invalid(kind):
+def test_corrupted_16_bit_uploads_are_rejected_as_invalid(kind, wire):
     def handler(node, message):
-        reply = _bf16_handler(lambda c: np.float32(0.0))(node, message)
+        reply = _handler16(lambda c: np.float32(0.0), wire=wire)(node, message)
         if message.metadata.message_type == "query" or NODES[node] != 3:
             return reply
-        received = decode_arrays(message.content["arrays"], transport="bfloat16")
+        received = decode_arrays(message.content["arrays"], transport=wire)
         bad = corrupt(received, kind)
-        reply.content["arrays"] = encode_arrays(
-            bad, transport="bfloat16", reference=received
-        )
+        reply.content["arrays"] = encode_arrays(bad, transport=wire, reference=received)
         return reply
 
-    strategy = _strategy("bfloat16")
+    strategy = _strategy(wire)
     run_round(strategy, FakeGrid(list(NODES), handler))
     assert [(r["client"], r["kind"]) for r in strategy.rejected] == [(3, "invalid")]

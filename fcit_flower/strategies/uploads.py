@@ -77,7 +77,7 @@ class RoundPolicy:
         reference norm (0 disables the check).
     max_num_examples : int
         Uploads claiming more samples are rejected.
-    transport_dtype : {"float32", "bfloat16"}
+    transport_dtype : {"float32", "bfloat16", "float16"}
         The format arrays travel in; an upload in another one is rejected.
     """
 
