@@ -48,7 +48,6 @@ SCALINGS = [
     {"method": "disco", "subspace-scaling": "total"},
     {"method": "disco", "subspace-scaling": "rank"},
 ]
-MTL_EPOCHS = [{"method": "mtl", "mtl-epochs": epochs} for epochs in (2, 3, 4, 5)]
 
 
 def _label(values: dict[str, Any]) -> str:
@@ -107,8 +106,8 @@ def main() -> None:
     elif args.part == "scaling":
         rows = _rows(SCALINGS, common)
     else:
-        wanted = {int(e) for e in args.mtl_epochs.split(",")}
-        rows = _rows([m for m in MTL_EPOCHS if m["mtl-epochs"] in wanted], common)
+        wanted = sorted({int(e) for e in args.mtl_epochs.split(",")})
+        rows = _rows([{"method": "mtl", "mtl-epochs": e} for e in wanted], common)
     base = os.environ.get(TINY_BASE_ENV, "standard")  # from $FCIT_TINY_BASE
     seed = common.get("seed", BASE["seed"])
     split = f"mini-FCIT val split, seed {seed}, {base} base"
