@@ -38,6 +38,7 @@ from bench.common import (
     table_header,
 )
 from fcit_flower.models.tiny_spec import TINY_BASE_ENV
+from fcit_flower.tasks.mini_fcit import VERSION
 
 BASE: dict[str, Any] = {"eval-split": "val", "seed": 0}
 BUDGETS = [
@@ -110,7 +111,7 @@ def main() -> None:
         rows = _rows([{"method": "mtl", "mtl-epochs": e} for e in wanted], common)
     base = os.environ.get(TINY_BASE_ENV, "standard")  # from $FCIT_TINY_BASE
     seed = common.get("seed", BASE["seed"])
-    split = f"mini-FCIT val split, seed {seed}, {base} base"
+    split = f"mini-FCIT {VERSION} val split, seed {seed}, {base} base"
     title = f"Validation choice: {args.part} ({split})"
     record_rows(title, rows, enabled=not args.no_record)
 
