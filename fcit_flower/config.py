@@ -152,7 +152,7 @@ class RunConfig:
     olora_lambda_l2: float = 0.0
     moelora_experts: int = 8
     moelora_top_k: int = 2
-    mtl_epochs: int = 4
+    mtl_epochs: int = 8
     # Benchmark options: schedule file, label skew, image root, bad records.
     schedule_file: str = ""
     partition: str = "quantity"
