@@ -315,3 +315,21 @@ def test_a_finished_run_older_than_a_key_is_reused_when_it_ran_its_default(tmp_p
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     assert finished_metrics(config) is not None
     assert finished_metrics(config.replace(transport_dtype="bfloat16")) is None
+
+
+def test_a_finished_run_is_reused_whatever_another_method_s_keys_say(tmp_path):
+    from fcit_flower.launch.recovery import finished_metrics
+
+    run_dir = _run_with_checkpoint(tmp_path, end=True, complete=True)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = RunConfig.from_mapping(metrics["config"])
+    assert config.method != "mtl"
+    assert finished_metrics(config.replace(mtl_epochs=3)) is not None
+    assert finished_metrics(config.replace(ewc_lambda=1.0)) is not None
+    assert finished_metrics(config.replace(lr=1e-4)) is None  # a key it reads
+    # The MTL run itself is recomputed when its epochs change.
+    metrics["config"]["method"] = "mtl"
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    mtl = config.replace(method="mtl")
+    assert finished_metrics(mtl) is not None
+    assert finished_metrics(mtl.replace(mtl_epochs=3)) is None

@@ -21,6 +21,18 @@ from fcit_flower.checkpoint import (
 )
 from fcit_flower.config import ConfigError, RunConfig
 
+# Run-config keys read by one method only: a finished run of another method is
+# reused whatever they say, so that changing, say, the MTL epochs does not
+# recompute every Finetune and DISCO run.
+METHOD_ONLY_KEYS: dict[str, str] = {
+    "ewc-lambda": "ewc",
+    "olora-lambda-orth": "olora",
+    "olora-lambda-l2": "olora",
+    "moelora-experts": "moelora",
+    "moelora-top-k": "moelora",
+    "mtl-epochs": "mtl",
+}
+
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     """The ``metrics.json`` of ``run_dir`` as a dict, or ``None`` (absent, damaged)."""
@@ -51,7 +63,11 @@ def finished_metrics(config: RunConfig) -> dict[str, Any] | None:
         return None
     # Keys newer than the run ran as their defaults (as for resume).
     saved = {**RunConfig().to_mapping(), **saved}
-    differing = config_differences(saved, config.to_mapping())
+    differing = [
+        key
+        for key in config_differences(saved, config.to_mapping())
+        if METHOD_ONLY_KEYS.get(key, config.method) == config.method
+    ]
     if differing or _other_data(config):
         return None
     return metrics
