@@ -44,7 +44,7 @@ from fcit_flower.tasks.mini_fcit.tasks import TASK_SPECS, instruction
 
 log = logging.getLogger(__name__)
 
-VERSION = "v2.3"
+VERSION = "v2.4"
 SPLITS = ("test", "val", "train")  # build order: earlier splits keep their images
 SPLIT_SEED = {"train": 0, "test": 1, "val": 2}
 HELDOUT_SHARE = 0.5  # of val and test items phrased with held-out templates

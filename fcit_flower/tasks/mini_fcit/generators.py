@@ -81,10 +81,14 @@ def imagenet_r(rng: np.random.Generator, size: int, split: str) -> Item:
 
 
 def iconqa(rng: np.random.Generator, size: int, split: str) -> Item:
-    """Count the icons of one shape among icons of other shapes."""
+    """Count the icons of one shape, with at most one icon of another shape.
+
+    Real IconQA counting pictures mostly show only the icons to count; with 0-3
+    distractors no model reached the majority class + 15 (see BENCHMARKS v2.4).
+    """
     target = pick(rng, SHAPES)
     count = int(rng.integers(1, 7))
-    distractors = int(rng.integers(0, 4))
+    distractors = int(rng.integers(0, 2))
     others = [s for s in SHAPES if s != target]
     objects = [(pick(rng, COLOURS), target) for _ in range(count)]
     objects += [(pick(rng, COLOURS), pick(rng, others)) for _ in range(distractors)]
