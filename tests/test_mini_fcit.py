@@ -176,3 +176,27 @@ def test_bpe_tokenizer_encodes_any_text():
     ids = tokenizer.encode(unseen)
     assert tokenizer.unk_id not in ids
     assert tokenizer.decode(ids) == unseen.lower()
+
+
+def test_iconqa_pictures_hold_the_counted_icons_and_at_most_one_other(monkeypatch):
+    from fcit_flower.tasks.mini_fcit import generators
+
+    drawn = []
+    real_scene = generators.scene
+
+    def recording_scene(rng, size, objects):
+        drawn.append(list(objects))
+        return real_scene(rng, size, objects)
+
+    monkeypatch.setattr(generators, "scene", recording_scene)
+    rng = np.random.default_rng(0)
+    others_seen = Counter()
+    for _ in range(200):
+        _, kind, fields, answer = generators.iconqa(rng, 32, "train")
+        objects = drawn[-1]
+        counted = [s for _, s in objects if generators.PLURALS[s] == fields["plural"]]
+        others = len(objects) - len(counted)
+        assert kind == "count" and int(answer) == len(counted)
+        assert 1 <= len(counted) <= 6 and others <= 1
+        others_seen[others] += 1
+    assert set(others_seen) == {0, 1}  # both kinds of picture occur
