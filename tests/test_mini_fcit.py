@@ -11,6 +11,7 @@ from fcit_flower.tasks.catalog import CAPABILITY_GROUPS, TASK_ORDER, TASKS, get_
 from fcit_flower.tasks.fcit_data import load_split
 from fcit_flower.tasks.mini_fcit import (
     build_mini_fcit,
+    generators,
     pretraining_hashes,
 )
 from fcit_flower.tasks.mini_fcit.pixels import file_pixel_hash
@@ -179,8 +180,6 @@ def test_bpe_tokenizer_encodes_any_text():
 
 
 def test_iconqa_pictures_hold_the_counted_icons_and_at_most_one_other(monkeypatch):
-    from fcit_flower.tasks.mini_fcit import generators
-
     drawn = []
     real_scene = generators.scene
 

@@ -84,7 +84,8 @@ def iconqa(rng: np.random.Generator, size: int, split: str) -> Item:
     """Count the icons of one shape, with at most one icon of another shape.
 
     Real IconQA counting pictures mostly show only the icons to count; with 0-3
-    distractors no model reached the majority class + 15 (see BENCHMARKS v2.4).
+    other icons (v2.3) centralized MTL beat the majority class by only 9 points
+    (BENCHMARKS.md, "mini-FCIT v2.4").
     """
     target = pick(rng, SHAPES)
     count = int(rng.integers(1, 7))
