@@ -35,6 +35,7 @@ from tokenizers import (
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from fcit_flower.cache import default_cache_dir
+from fcit_flower.cpu_kernels import kernel_settings, unpinned_warning
 from fcit_flower.filemode import follow_umask
 from fcit_flower.heartbeat import Clock, Heartbeat
 from fcit_flower.models.llava_shape import LlavaShape, TokenIds, llava_config
@@ -173,6 +174,7 @@ def base_fingerprint(spec: TinyModelSpec) -> str:
             "corpus": CORPUS_VERSION,
             "spec": asdict(spec),
             "threads": PRETRAIN_THREADS,
+            "kernels": kernel_settings(),  # another kernel path, another base
         },
         sort_keys=True,
     )
@@ -262,6 +264,9 @@ def pretrain_base(
     # Drawing the corpus and training the tokenizer take a while: say when done.
     sizes = (len(alignment), len(instructions), tokenizer.vocab_size)
     log.info("pre-training corpus ready: %d + %d pictures, %d tokens", *sizes)
+    warning = unpinned_warning(torch.backends.cpu.get_cpu_capability())
+    if warning:
+        log.warning("pre-training the base: %s", warning)
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(build_config(spec, tokenizer.vocab_size))
     model.train()

@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from fcit_flower.cpu_kernels import kernel_settings
+
 PACKAGES = ("flwr", "torch", "transformers", "peft", "datasets", "numpy")
 SEED_KEYS = ("seed", "data-seed")
 # Keys that may differ between the runs of one comparison.
@@ -150,8 +152,11 @@ def device_info() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": _cpu_count(),
         "device": "cpu",
+        "cpu_kernels": kernel_settings(),
     }
     torch = sys.modules.get("torch")
+    if torch is not None:
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     if torch is not None and torch.cuda.is_available():
         info["device"] = "cuda"
         info["gpu"] = torch.cuda.get_device_name(0)
