@@ -124,7 +124,34 @@ def run_cached(values: dict[str, Any], results: Path) -> dict[str, Any]:
 
     name = run_name(values)
     where = {"results-dir": str(results), "run-name": name}
-    metrics = finished_metrics(RunConfig.from_mapping({**values, **where}))
+    config = RunConfig.from_mapping({**values, **where})
+    metrics = finished_metrics(config)
     if metrics is not None:
+        _check_same_base(results / name, config)
         return metrics
     return run_inprocess(values, results, name)
+
+
+def _check_same_base(run_dir: Path, config: Any) -> None:
+    """Exit in one line if a finished run trained another tiny base than this one.
+
+    The reuse key is the run-config, which does not name the base's weights: a
+    results folder kept from another machine or kernel setting would otherwise
+    be mixed into a table silently.
+    """
+    if config.model != "tiny":
+        return
+    from fcit_flower.models.tiny import ensure_tiny_base
+    from fcit_flower.report.manifest import base_weights
+
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return
+    recorded = manifest.get("base", {}).get("weights_sha256")
+    current = base_weights(ensure_tiny_base()).get("weights_sha256")
+    if recorded and current and recorded != current:
+        raise SystemExit(
+            f"{run_dir / 'manifest.json'}: base.weights_sha256 is another base's "
+            "than this machine's; pass another --results-dir to recompute"
+        )
