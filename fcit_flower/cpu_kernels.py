@@ -1,14 +1,23 @@
-"""One set of CPU kernels on every x86 machine, so a CPU run gives the same numbers.
+"""Fixed CPU kernel paths, so that the CPU type does not change a CPU run's numbers.
 
-torch picks its CPU code paths by the machine's widest instruction set: ATen's
-vectorised kernels (AVX2 or AVX-512), MKL's GEMM and oneDNN's convolutions each
-sum in another order per path, and MKL also branches on the CPU vendor. Thousands
-of pre-training steps amplify those last-bit differences: the same seed built two
-different tiny bases on an Intel and an AMD machine, and every benchmark number
-after them moved (BENCHMARKS "Pinned CPU kernels"). Pinning all three libraries to
-their AVX2 paths, which every x86 server since 2015 runs, removes the CPU type
-from the result. The variables must be set before torch loads, so the package's
-``__init__`` calls :func:`pin_cpu_kernels`; no torch import here.
+torch picks its CPU code paths by the machine: ATen's vectorised kernels (AVX2 or
+AVX-512), MKL's GEMM and vector maths, and oneDNN's convolutions each sum in
+another order per path, and MKL also branches on the CPU vendor. Thousands of
+pre-training steps amplify those last-bit differences: the same seed built two
+different tiny bases on two machines, and every benchmark number after them moved
+(BENCHMARKS "Pinned CPU kernels"). Two profiles:
+
+- runs (:data:`PINNED_KERNELS`, set on import): every library on its AVX2 path.
+  Intel documents MKL's AVX2 mode as reproducible across Intel CPUs only (on other
+  vendors MKL falls back to its automatic branch), so runs on an AMD and an Intel
+  machine may still differ; pinning costs no measurable speed.
+- the tiny base's pre-training (:func:`pretraining_env`, in a child process):
+  MKL's ``COMPATIBLE`` branch, the one Intel documents as giving the same results
+  on Intel and compatible CPUs, and no oneDNN (whose blocking follows the cache
+  size); about 2x slower, paid once per machine.
+
+The variables must be set before torch loads, so the package's ``__init__`` calls
+:func:`pin_cpu_kernels`; no torch import here.
 """
 
 from __future__ import annotations
@@ -25,6 +34,13 @@ PINNED_KERNELS = {
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (the vision tower's convolution)
 }
 X86_MACHINES = frozenset({"x86_64", "amd64", "i686", "i386"})
+# The base's pre-training: MKL's vendor-independent branch; oneDNN off (in the child).
+BASE_KERNELS = {**PINNED_KERNELS, "MKL_CBWR": "COMPATIBLE"}
+
+
+def _pinnable(env: Mapping[str, str], machine: str | None) -> bool:
+    kind = (machine if machine is not None else platform.machine()).lower()
+    return kind in X86_MACHINES and env.get(NATIVE_ENV, "").lower() != "native"
 
 
 def pin_cpu_kernels(
@@ -47,8 +63,7 @@ def pin_cpu_kernels(
         The variables this call set (empty when it set none).
     """
     env = os.environ if environ is None else environ
-    kind = (machine if machine is not None else platform.machine()).lower()
-    if kind not in X86_MACHINES or env.get(NATIVE_ENV, "").lower() == "native":
+    if not _pinnable(env, machine):
         return {}
     added = {k: v for k, v in PINNED_KERNELS.items() if k not in env}
     env.update(added)
@@ -80,3 +95,27 @@ def unpinned_warning(capability: str, environ: Mapping[str, str] | None = None) 
             "from the reference tables; import fcit_flower first"
         )
     return ""
+
+
+def pretraining_env(
+    environ: Mapping[str, str] | None = None, *, machine: str | None = None
+) -> dict[str, str]:
+    """The environment of the base's pre-training process: :data:`BASE_KERNELS`.
+
+    They replace a user's own values (every machine must build the same base);
+    ``$FCIT_CPU_KERNELS=native`` and non-x86 machines keep the environment as is.
+    """
+    env = dict(os.environ if environ is None else environ)
+    if _pinnable(env, machine):
+        env.update(BASE_KERNELS)
+    return env
+
+
+def base_kernel_settings(
+    environ: Mapping[str, str] | None = None, *, machine: str | None = None
+) -> dict[str, str]:
+    """The kernels the base is pre-trained with (part of its cache key)."""
+    env = os.environ if environ is None else environ
+    if not _pinnable(env, machine):
+        return {NATIVE_ENV: "native"}
+    return {**BASE_KERNELS, "onednn": "off"}

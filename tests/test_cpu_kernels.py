@@ -48,12 +48,25 @@ def test_a_process_that_ran_torch_first_is_told_its_kernels_differ():
     assert cpu_kernels.unpinned_warning("AVX512", opted_out) == ""
 
 
-def test_the_kernel_settings_are_part_of_the_base_fingerprint(monkeypatch):
+def test_pretraining_forces_the_vendor_independent_kernels_over_a_users_own():
+    env = cpu_kernels.pretraining_env(
+        {"MKL_CBWR": "AVX512", "ATEN_CPU_CAPABILITY": "avx512", "HOME": "/h"},
+        machine="x86_64",
+    )
+    assert env == {**cpu_kernels.BASE_KERNELS, "HOME": "/h"}
+    assert env["MKL_CBWR"] == "COMPATIBLE"
+    native = {cpu_kernels.NATIVE_ENV: "native", "MKL_CBWR": "AVX512"}
+    assert cpu_kernels.pretraining_env(native, machine="x86_64") == native
+    assert cpu_kernels.pretraining_env({}, machine="aarch64") == {}
+
+
+def test_the_base_kernels_are_part_of_the_base_fingerprint(monkeypatch):
     spec = tiny_spec.TINY_BASES["smoke"]
-    for name, value in cpu_kernels.PINNED_KERNELS.items():
-        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(cpu_kernels.NATIVE_ENV, raising=False)
     pinned = tiny.base_fingerprint(spec)
-    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")  # a run's choice: no matter
+    assert tiny.base_fingerprint(spec) == pinned
+    monkeypatch.setenv(cpu_kernels.NATIVE_ENV, "native")
     assert tiny.base_fingerprint(spec) != pinned
 
 
@@ -86,3 +99,36 @@ def test_importing_fcit_flower_first_puts_torch_on_its_avx2_kernels():
         timeout=300,
     )
     assert out.stdout.split() == ["AVX2", "AVX2"]
+
+
+def _x86_with_avx2() -> bool:
+    return platform.machine().lower() in cpu_kernels.X86_MACHINES and _has_avx2()
+
+
+def test_the_base_comes_out_the_same_whatever_kernels_the_caller_runs(
+    tmp_path, monkeypatch
+):
+    """The child process pre-trains on the base's kernels, not the caller's."""
+    if not _x86_with_avx2():
+        pytest.skip("the pinned kernels are x86 AVX2 ones")
+    from dataclasses import replace
+
+    from fcit_flower.report.manifest import base_weights
+
+    spec = replace(
+        tiny_spec.TINY_BASES["smoke"],
+        alignment_examples=40,
+        pretrain_examples=40,
+        alignment_steps=4,
+        pretrain_steps=4,
+    )
+    monkeypatch.delenv(cpu_kernels.NATIVE_ENV, raising=False)
+    digests = []
+    for caller in ({"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO"}, {}):
+        for name in cpu_kernels.PINNED_KERNELS:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in caller.items():
+            monkeypatch.setenv(name, value)
+        root = tmp_path / str(len(digests))
+        digests.append(base_weights(tiny.ensure_tiny_base(spec, cache_dir=root)))
+    assert digests[0]["weights_sha256"] == digests[1]["weights_sha256"]

@@ -67,16 +67,13 @@ def test_the_mini_fcit_cache_follows_the_umask_and_says_it_is_built(
 def test_the_base_cache_follows_the_umask_and_says_it_is_built(
     tmp_path, umask, caplog, monkeypatch
 ):
-    from fcit_flower.models import tiny, tiny_spec
+    from fcit_flower.models import base_build, tiny, tiny_spec
 
-    class Saved:  # stands in for the model and the tokenizer: pre-training is long
-        def save_pretrained(self, directory):
-            (directory / "config.json").write_text("{}")
+    def build_base_files(spec, folder):  # stands in for the long pre-training
+        (folder / "config.json").write_text("{}")
+        (folder / "tokenizer.json").write_text("{}")
 
-        def save(self, path):
-            path.write_text("{}")
-
-    monkeypatch.setattr(tiny, "pretrain_base", lambda spec: (Saved(), Saved()))
+    monkeypatch.setattr(base_build, "build_base_files", build_base_files)
     umask(0o022)
     with caplog.at_level("INFO", logger=tiny.log.name):
         base = tiny.ensure_tiny_base(tiny_spec.TINY_BASES["smoke"], cache_dir=tmp_path)

@@ -35,7 +35,7 @@ from tokenizers import (
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from fcit_flower.cache import default_cache_dir
-from fcit_flower.cpu_kernels import kernel_settings, unpinned_warning
+from fcit_flower.cpu_kernels import base_kernel_settings, unpinned_warning
 from fcit_flower.filemode import follow_umask
 from fcit_flower.heartbeat import Clock, Heartbeat
 from fcit_flower.models.llava_shape import LlavaShape, TokenIds, llava_config
@@ -174,7 +174,7 @@ def base_fingerprint(spec: TinyModelSpec) -> str:
             "corpus": CORPUS_VERSION,
             "spec": asdict(spec),
             "threads": PRETRAIN_THREADS,
-            "kernels": kernel_settings(),  # another kernel path, another base
+            "kernels": base_kernel_settings(),  # another kernel path, another base
         },
         sort_keys=True,
     )
@@ -226,14 +226,25 @@ def ensure_tiny_base(
         staging = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
         follow_umask(staging)  # mkdtemp makes it 0700; the cache is shared
         try:
-            model, tokenizer = pretrain_base(spec)
-            model.save_pretrained(staging)
-            (staging / "spec.json").write_text(json.dumps(asdict(spec), indent=1))
-            tokenizer.save(staging / "tokenizer.json")  # written last: the marker
+            from fcit_flower.models.base_build import build_base_files
+
+            build_base_files(spec, staging)  # a child process: the base's kernels
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def save_base(
+    model: LlavaForConditionalGeneration,
+    tokenizer: BpeTokenizer,
+    spec: TinyModelSpec,
+    folder: Path,
+) -> None:
+    """Write a pre-trained base; ``tokenizer.json`` last (it marks a finished base)."""
+    model.save_pretrained(folder)
+    (folder / "spec.json").write_text(json.dumps(asdict(spec), indent=1))
+    tokenizer.save(folder / "tokenizer.json")
 
 
 def load_tiny_base(path: Path) -> tuple[LlavaForConditionalGeneration, BpeTokenizer]:
