@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if os.environ.get(NATIVE_ENV, "").lower() != "native":
         # oneDNN's blocking follows the CPU's cache sizes: convolve with ATen's own.
-        torch.backends.mkldnn.enabled = False
+        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     spec = TinyModelSpec(**json.loads(spec_json))
     model, tokenizer = pretrain_base(spec)
     save_base(model, tokenizer, spec, Path(folder))
