@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import platform
@@ -11,7 +12,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fcit_flower.config import RunConfig
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
@@ -132,7 +136,20 @@ def run_cached(values: dict[str, Any], results: Path) -> dict[str, Any]:
     return run_inprocess(values, results, name)
 
 
-def _check_same_base(run_dir: Path, config: Any) -> None:
+@functools.cache
+def _this_base_digests() -> dict[str, str] | None:
+    """This machine's built tiny base's weight digests (None if not built yet)."""
+    from fcit_flower.models.tiny import built_tiny_base
+    from fcit_flower.report.manifest import base_weights
+
+    folder = built_tiny_base()
+    if folder is None:
+        return None
+    digests: dict[str, str] | None = base_weights(folder).get("weights_sha256")
+    return digests
+
+
+def _check_same_base(run_dir: Path, config: RunConfig) -> None:
     """Exit in one line if a finished run trained another tiny base than this one.
 
     The reuse key is the run-config, which does not name the base's weights: a
@@ -141,15 +158,12 @@ def _check_same_base(run_dir: Path, config: Any) -> None:
     """
     if config.model != "tiny":
         return
-    from fcit_flower.models.tiny import ensure_tiny_base
-    from fcit_flower.report.manifest import base_weights
-
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text())
     except (OSError, ValueError):
         return
-    recorded = manifest.get("base", {}).get("weights_sha256")
-    current = base_weights(ensure_tiny_base()).get("weights_sha256")
+    recorded = (manifest.get("base") or {}).get("weights_sha256")
+    current = _this_base_digests()
     if recorded and current and recorded != current:
         raise SystemExit(
             f"{run_dir / 'manifest.json'}: base.weights_sha256 is another base's "

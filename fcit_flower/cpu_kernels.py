@@ -14,7 +14,7 @@ different tiny bases on two machines, and every benchmark number after them move
 - the tiny base's pre-training (:func:`pretraining_env`, in a child process):
   MKL's ``COMPATIBLE`` branch, the one Intel documents as giving the same results
   on Intel and compatible CPUs, and no oneDNN (whose blocking follows the cache
-  size); about 2x slower, paid once per machine.
+  size); the full base takes about 1.4x as long (paid once per machine).
 
 The variables must be set before torch loads, so the package's ``__init__`` calls
 :func:`pin_cpu_kernels`; no torch import here.
@@ -22,9 +22,11 @@ The variables must be set before torch loads, so the package's ``__init__`` call
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 
 # Opt out (for speed on a machine whose numbers need not match anyone's).
 NATIVE_ENV = "FCIT_CPU_KERNELS"
@@ -38,17 +40,46 @@ X86_MACHINES = frozenset({"x86_64", "amd64", "i686", "i386"})
 BASE_KERNELS = {**PINNED_KERNELS, "MKL_CBWR": "COMPATIBLE"}
 
 
-def _pinnable(env: Mapping[str, str], machine: str | None) -> bool:
+# torch runs AVX2 kernels when told to, without checking the CPU: an x86 CPU
+# without them (an old Atom, an emulator) would die of an illegal instruction.
+REQUIRED_FLAGS = frozenset({"avx2", "fma"})
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where unreadable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def _pinnable(
+    env: Mapping[str, str], machine: str | None, flags: frozenset[str] | None
+) -> bool:
     kind = (machine if machine is not None else platform.machine()).lower()
-    return kind in X86_MACHINES and env.get(NATIVE_ENV, "").lower() != "native"
+    has = cpu_flags() if flags is None else flags
+    return (
+        kind in X86_MACHINES
+        and REQUIRED_FLAGS <= has
+        and env.get(NATIVE_ENV, "").lower() != "native"
+    )
 
 
 def pin_cpu_kernels(
-    environ: MutableMapping[str, str] | None = None, *, machine: str | None = None
+    environ: MutableMapping[str, str] | None = None,
+    *,
+    machine: str | None = None,
+    flags: frozenset[str] | None = None,
 ) -> dict[str, str]:
     """Set :data:`PINNED_KERNELS` in ``environ`` where the user has not set them.
 
-    Nothing is set off x86 or when ``$FCIT_CPU_KERNELS`` is ``native``.
+    Nothing is set off x86, on a CPU without AVX2 and FMA, or when
+    ``$FCIT_CPU_KERNELS`` is ``native``.
 
     Parameters
     ----------
@@ -56,6 +87,8 @@ def pin_cpu_kernels(
         The environment to change; ``os.environ`` by default.
     machine : str, optional
         The machine type; ``platform.machine()`` by default.
+    flags : frozenset of str, optional
+        The CPU's feature flags; :func:`cpu_flags` by default.
 
     Returns
     -------
@@ -63,7 +96,7 @@ def pin_cpu_kernels(
         The variables this call set (empty when it set none).
     """
     env = os.environ if environ is None else environ
-    if not _pinnable(env, machine):
+    if not _pinnable(env, machine, flags):
         return {}
     added = {k: v for k, v in PINNED_KERNELS.items() if k not in env}
     env.update(added)
@@ -98,24 +131,31 @@ def unpinned_warning(capability: str, environ: Mapping[str, str] | None = None) 
 
 
 def pretraining_env(
-    environ: Mapping[str, str] | None = None, *, machine: str | None = None
+    environ: Mapping[str, str] | None = None,
+    *,
+    machine: str | None = None,
+    flags: frozenset[str] | None = None,
 ) -> dict[str, str]:
     """The environment of the base's pre-training process: :data:`BASE_KERNELS`.
 
     They replace a user's own values (every machine must build the same base);
-    ``$FCIT_CPU_KERNELS=native`` and non-x86 machines keep the environment as is.
+    ``$FCIT_CPU_KERNELS=native`` and machines that cannot run the pinned kernels
+    keep the environment as is.
     """
     env = dict(os.environ if environ is None else environ)
-    if _pinnable(env, machine):
+    if _pinnable(env, machine, flags):
         env.update(BASE_KERNELS)
     return env
 
 
 def base_kernel_settings(
-    environ: Mapping[str, str] | None = None, *, machine: str | None = None
+    environ: Mapping[str, str] | None = None,
+    *,
+    machine: str | None = None,
+    flags: frozenset[str] | None = None,
 ) -> dict[str, str]:
     """The kernels the base is pre-trained with (part of its cache key)."""
     env = os.environ if environ is None else environ
-    if not _pinnable(env, machine):
+    if not _pinnable(env, machine, flags):
         return {NATIVE_ENV: "native"}
     return {**BASE_KERNELS, "onednn": "off"}

@@ -15,8 +15,10 @@ def base_dir(tmp_path, monkeypatch):
     folder = tmp_path / "base"
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"this machine's weights")
-    monkeypatch.setattr(tiny, "ensure_tiny_base", lambda: folder)
-    return folder
+    monkeypatch.setattr(tiny, "built_tiny_base", lambda: folder)
+    common._this_base_digests.cache_clear()
+    yield folder
+    common._this_base_digests.cache_clear()
 
 
 def _run_with_base(tmp_path, base):
@@ -41,3 +43,7 @@ def test_a_run_of_another_base_stops_with_one_line(tmp_path, base_dir):
     message = str(stop.value)
     assert "manifest.json" in message and "base.weights_sha256" in message
     assert "\n" not in message
+
+
+def test_a_run_without_a_recorded_base_is_reused(tmp_path, base_dir):
+    common._check_same_base(_run_with_base(tmp_path, None), RunConfig())

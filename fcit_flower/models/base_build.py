@@ -9,44 +9,92 @@ into ``FOLDER``; :func:`build_base_files` runs it and waits.
 
 from __future__ import annotations
 
+import collections
+import ctypes
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from fcit_flower.cpu_kernels import NATIVE_ENV, pretraining_env
+from fcit_flower.cpu_kernels import BASE_KERNELS, pretraining_env
 from fcit_flower.models.tiny_spec import TinyModelSpec
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: end this child when ``parent`` dies (no orphan training for 30 min)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the signal was set
+        raise SystemExit("the process that asked for the base has ended")
 
 
 def build_base_files(spec: TinyModelSpec, folder: Path) -> None:
     """Pre-train the base of ``spec`` in a child process; write it into ``folder``.
 
+    The child sees this process's ``sys.path`` (an app loaded by Flower or Ray
+    may live on a path only this process knows) and ends with it; its log lines
+    pass through to this process's stderr.
+
     Raises
     ------
     RuntimeError
-        If the child fails (its log, on the inherited stderr, says why).
+        If the child fails: its exit code and its last log line.
     """
-    command = [sys.executable, "-m", __name__, json.dumps(asdict(spec)), str(folder)]
-    code = subprocess.run(command, env=pretraining_env(), check=False).returncode
+    env = pretraining_env()
+    env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+    command = [sys.executable, "-P", "-m", __name__, json.dumps(asdict(spec))]
+    tail: collections.deque[str] = collections.deque(maxlen=1)
+    with subprocess.Popen(
+        [*command, str(folder), str(os.getpid())],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            assert child.stderr is not None
+            for line in child.stderr:
+                sys.stderr.write(line)
+                if line.strip():
+                    tail.append(line.strip())
+            code = child.wait()
+        except BaseException:
+            child.terminate()
+            raise
     if code != 0:
-        raise RuntimeError(f"pre-training the tiny base failed (exit code {code})")
+        last = tail[-1] if tail else "no output"
+        raise RuntimeError(
+            f"pre-training the tiny base failed (exit code {code}): {last}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Child entry point: ``SPEC_JSON FOLDER``."""
-    import os
+    """Child entry point: ``SPEC_JSON FOLDER PARENT_PID``."""
+    spec_json, folder, parent = argv if argv is not None else sys.argv[1:]
+    _die_with_parent(int(parent))
 
     import torch
 
     from fcit_flower.models.tiny import pretrain_base, save_base
 
-    spec_json, folder = argv if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    if os.environ.get(NATIVE_ENV, "").lower() != "native":
+    if os.environ.get("MKL_CBWR") == BASE_KERNELS["MKL_CBWR"]:
         # oneDNN's blocking follows the CPU's cache sizes: convolve with ATen's own.
         torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
+        capability = torch.backends.cpu.get_cpu_capability()
+        if capability != "AVX2":
+            raise SystemExit(
+                f"the base's kernels are AVX2 ones, torch runs {capability}"
+            )
     spec = TinyModelSpec(**json.loads(spec_json))
     model, tokenizer = pretrain_base(spec)
     save_base(model, tokenizer, spec, Path(folder))
