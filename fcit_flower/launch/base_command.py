@@ -5,7 +5,8 @@ and compares the printed SHA-256 with the coordinator's: the tiny base is built
 from code and a fixed seed on a fixed thread count and fixed CPU kernels
 (:mod:`fcit_flower.cpu_kernels`), so that the CPU type does not change the weights
 (checked on one machine; a mismatch here is how a second CPU type would show it);
-a local checkpoint (``--model-path``) is hashed as it is on disk. Each run's ``manifest.json`` records the same hashes.
+a local checkpoint (``--model-path``) is hashed as it is on disk. Each run's
+``manifest.json`` records the same hashes.
 """
 
 from __future__ import annotations
