@@ -6,6 +6,7 @@ so nothing but adapter tensors, configs and metrics travels in messages.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fcit_flower.config import RunConfig
+from fcit_flower.cpu_kernels import unpinned_warning
 from fcit_flower.models.adapters import BaseBundle, load_base, register_base
 from fcit_flower.models.identity import combine_features, get_encoder, image_features
 from fcit_flower.models.llava import LoadOptions
@@ -23,6 +25,8 @@ from fcit_flower.tasks.data import data_root, require_task_files
 from fcit_flower.tasks.fcit_data import Sample
 from fcit_flower.tasks.schedule import Schedule, make_schedule
 from fcit_flower.training import load_pixels
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,12 @@ def base_model_path(config: RunConfig) -> str:
     """
     if config.model != "tiny":
         return str(Path(config.model_path).expanduser().resolve())
+    import torch
+
+    # A CPU run on other kernels than the pinned ones gives other numbers.
+    warning = unpinned_warning(torch.backends.cpu.get_cpu_capability())
+    if warning and config.device == "cpu":
+        log.warning("%s", warning)
     return str(ensure_tiny_base())
 
 

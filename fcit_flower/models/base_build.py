@@ -20,7 +20,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from fcit_flower.cpu_kernels import BASE_KERNELS, pretraining_env
+from fcit_flower.cpu_kernels import base_kernel_settings, pretraining_env
 from fcit_flower.models.tiny_spec import TinyModelSpec
 
 _PR_SET_PDEATHSIG = 1
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     from fcit_flower.models.tiny import pretrain_base, save_base
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    if os.environ.get("MKL_CBWR") == BASE_KERNELS["MKL_CBWR"]:
+    # The same rule as the base's cache key: pinned, unless opted out or unable.
+    if base_kernel_settings().get("onednn") == "off":
         # oneDNN's blocking follows the CPU's cache sizes: convolve with ATen's own.
         torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
         capability = torch.backends.cpu.get_cpu_capability()

@@ -35,7 +35,7 @@ from tokenizers import (
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from fcit_flower.cache import default_cache_dir
-from fcit_flower.cpu_kernels import base_kernel_settings, unpinned_warning
+from fcit_flower.cpu_kernels import base_kernel_settings
 from fcit_flower.filemode import follow_umask
 from fcit_flower.heartbeat import Clock, Heartbeat
 from fcit_flower.models.llava_shape import LlavaShape, TokenIds, llava_config
@@ -275,9 +275,6 @@ def pretrain_base(
     # Drawing the corpus and training the tokenizer take a while: say when done.
     sizes = (len(alignment), len(instructions), tokenizer.vocab_size)
     log.info("pre-training corpus ready: %d + %d pictures, %d tokens", *sizes)
-    warning = unpinned_warning(torch.backends.cpu.get_cpu_capability())
-    if warning:
-        log.warning("pre-training the base: %s", warning)
     torch.manual_seed(spec.seed)
     model = LlavaForConditionalGeneration(build_config(spec, tokenizer.vocab_size))
     model.train()
