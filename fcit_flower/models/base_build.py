@@ -3,39 +3,25 @@
 MKL reads its reproducibility branch once per process, at its first call, so the
 caller (a ClientApp, a benchmark, the CLI) cannot switch it for pre-training
 alone: a child process started with :func:`fcit_flower.cpu_kernels.pretraining_env`
-can. ``python -m fcit_flower.models.base_build SPEC_JSON FOLDER`` writes the base
-into ``FOLDER``; :func:`build_base_files` runs it and waits.
+can. :func:`build_base_files` runs :mod:`fcit_flower.models.base_child` and
+waits.
 """
 
 from __future__ import annotations
 
 import collections
-import ctypes
 import json
-import logging
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from fcit_flower.cpu_kernels import base_kernel_settings, pretraining_env
+from fcit_flower.cpu_kernels import pretraining_env
 from fcit_flower.models.tiny_spec import TinyModelSpec
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: end this child when ``parent`` dies (no orphan training for 30 min)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the signal was set
-        raise SystemExit("the process that asked for the base has ended")
+# The child imports the training code; this module must not (tiny imports it).
+_CHILD = "fcit_flower.models.base_child"
 
 
 def build_base_files(spec: TinyModelSpec, folder: Path) -> None:
@@ -52,7 +38,7 @@ def build_base_files(spec: TinyModelSpec, folder: Path) -> None:
     """
     env = pretraining_env()
     env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
-    command = [sys.executable, "-P", "-m", __name__, json.dumps(asdict(spec))]
+    command = [sys.executable, "-P", "-m", _CHILD, json.dumps(asdict(spec))]
     tail: collections.deque[str] = collections.deque(maxlen=1)
     with subprocess.Popen(
         [*command, str(folder), str(os.getpid())],
@@ -75,31 +61,3 @@ def build_base_files(spec: TinyModelSpec, folder: Path) -> None:
         raise RuntimeError(
             f"pre-training the tiny base failed (exit code {code}): {last}"
         )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Child entry point: ``SPEC_JSON FOLDER PARENT_PID``."""
-    spec_json, folder, parent = argv if argv is not None else sys.argv[1:]
-    _die_with_parent(int(parent))
-
-    import torch
-
-    from fcit_flower.models.tiny import pretrain_base, save_base
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    # The same rule as the base's cache key: pinned, unless opted out or unable.
-    if base_kernel_settings().get("onednn") == "off":
-        # oneDNN's blocking follows the CPU's cache sizes: convolve with ATen's own.
-        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
-        capability = torch.backends.cpu.get_cpu_capability()
-        if capability != "AVX2":
-            raise SystemExit(
-                f"the base's kernels are AVX2 ones, torch runs {capability}"
-            )
-    spec = TinyModelSpec(**json.loads(spec_json))
-    model, tokenizer = pretrain_base(spec)
-    save_base(model, tokenizer, spec, Path(folder))
-
-
-if __name__ == "__main__":
-    main()
